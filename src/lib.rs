@@ -4,3 +4,4 @@
 #![deny(rust_2018_idioms)]
 
 pub mod api;
+pub mod signal;

@@ -1,0 +1,1 @@
+//! Signals: the normalized model, the Alertmanager and Event adapters, and the fingerprint.
