@@ -21,11 +21,24 @@ use serde::{Deserialize, Serialize};
     status = "RemediationRequestStatus",
     selectable = ".spec.signalFingerprint",
     doc = "RemediationRequest asks for one problem, identified by its signal fingerprint, to be remediated.",
-    printcolumn(name = "Fingerprint", type_ = "string", json_path = ".spec.signalFingerprint", description = "SHA-256 of the target resource identity"),
+    printcolumn(
+        name = "Fingerprint",
+        type_ = "string",
+        json_path = ".spec.signalFingerprint",
+        description = "SHA-256 of the target resource identity"
+    ),
     printcolumn(name = "Signal", type_ = "string", json_path = ".spec.signalName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.overallPhase"),
-    printcolumn(name = "Occurrences", type_ = "integer", json_path = ".status.deduplication.occurrenceCount"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Occurrences",
+        type_ = "integer",
+        json_path = ".status.deduplication.occurrenceCount"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
 #[serde(rename_all = "camelCase")]
@@ -96,7 +109,10 @@ impl RemediationRequest {
     /// is_active reports whether the RR still stands for its problem.
     #[must_use]
     pub fn is_active(&self) -> bool {
-        let phase = self.status.as_ref().and_then(|s| s.overall_phase.as_deref());
+        let phase = self
+            .status
+            .as_ref()
+            .and_then(|s| s.overall_phase.as_deref());
         !phase.is_some_and(|p| TERMINAL_PHASES.contains(&p))
     }
 
@@ -122,7 +138,10 @@ mod tests {
 
     #[test]
     fn checked_in_crd_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/chart/crds/remediationrequests.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/chart/crds/remediationrequests.yaml"
+        );
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             on_disk == crd_yaml(),

@@ -1,9 +1,36 @@
-fn main() -> anyhow::Result<()> {
+use std::process::ExitCode;
+
+use signal_gateway::{config::Config, serve, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("crd") => {
             print!("{}", signal_gateway::api::crd_yaml());
-            Ok(())
+            ExitCode::SUCCESS
         }
-        _ => anyhow::bail!("usage: signal-gateway [serve|crd]"),
+        None | Some("serve") => {
+            let config = match Config::from_env() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("signal-gateway: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init(config.log_format);
+            match serve::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "signal-gateway failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(other) => {
+            eprintln!(
+                "signal-gateway: unknown command '{other}'; usage: signal-gateway [serve|crd]"
+            );
+            ExitCode::from(2)
+        }
     }
 }
