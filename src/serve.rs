@@ -35,7 +35,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     kc.read_timeout = Some(config.api_timeout);
     kc.write_timeout = Some(config.api_timeout);
     let client = kube::Client::try_from(kc).context("building Kubernetes client")?;
+    Ok(assemble(config, client).await)
+}
 
+/// assemble builds the request path around an existing client.
+pub async fn assemble(config: &Config, client: kube::Client) -> Parts {
     let lock = config.distributed_locking.then(|| {
         LeaseLock::new(
             client.clone(),
@@ -78,7 +82,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
         alert_concurrency: config.alert_concurrency,
         cluster_id: config.cluster_id.clone(),
     };
-    Ok(Parts { state, lock })
+    Parts { state, lock }
 }
 
 /// run picks the serve mode: Lambda when `AWS_LAMBDA_RUNTIME_API` is set, HTTP otherwise.

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit, integration and
+# end-to-end tests against a real kube-apiserver + etcd built by
+# hack/kube-binaries.sh (cached after the first build).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+KUBE_BINARIES_DIR="$(hack/kube-binaries.sh | tail -n 1)"
+export KUBE_BINARIES_DIR
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace "$@"

@@ -1,0 +1,771 @@
+//! Alertmanager webhook (version 4) adapter.
+//!
+//! # Target resource from alert labels
+//!
+//! The first non-empty label in this table names the target. Namespaced kinds
+//! also need a non-empty `namespace` label; without it the alert is rejected
+//! rather than matched against a later row.
+//!
+//! | label                     | kind                    | apiVersion       | scope     |
+//! |---------------------------|-------------------------|------------------|-----------|
+//! | `pod`                     | Pod                     | `v1`             | namespace |
+//! | `deployment`              | Deployment              | `apps/v1`        | namespace |
+//! | `statefulset`             | StatefulSet             | `apps/v1`        | namespace |
+//! | `daemonset`               | DaemonSet               | `apps/v1`        | namespace |
+//! | `replicaset`              | ReplicaSet              | `apps/v1`        | namespace |
+//! | `job_name`                | Job                     | `batch/v1`       | namespace |
+//! | `cronjob`                 | CronJob                 | `batch/v1`       | namespace |
+//! | `horizontalpodautoscaler` | HorizontalPodAutoscaler | `autoscaling/v2` | namespace |
+//! | `persistentvolumeclaim`   | PersistentVolumeClaim   | `v1`             | namespace |
+//! | `service`                 | Service                 | `v1`             | namespace |
+//! | `node`                    | Node                    | `v1`             | cluster   |
+//! | `namespace` (alone)       | Namespace               | `v1`             | cluster   |
+//! | none of these             | rejected                |                  |           |
+//!
+//! Jobs are read from `job_name`, the label kube-state-metrics uses, because
+//! `job` is Prometheus's scrape-job label and is on nearly every alert. Target
+//! names must be DNS-1123 subdomains and namespaces DNS-1123 labels; an alert
+//! whose chosen label fails that is rejected, never truncated or rewritten.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{
+    Fingerprint, Item, ParseContext, PayloadError, SOURCE_ALERTMANAGER, Signal, is_dns1123_label,
+    json_kind, opt_str, parse_object, parse_timestamp, short, shown, string_map, validate_target,
+};
+use crate::api::{SignalType, TargetResource};
+
+/// TargetLabel maps one Alertmanager label to the kind of resource it names.
+struct TargetLabel {
+    label: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    namespaced: bool,
+}
+
+/// TARGET_LABELS lists the resource labels in priority order; the module docs show the same table.
+const TARGET_LABELS: &[TargetLabel] = &[
+    TargetLabel {
+        label: "pod",
+        kind: "Pod",
+        api_version: "v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "deployment",
+        kind: "Deployment",
+        api_version: "apps/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "statefulset",
+        kind: "StatefulSet",
+        api_version: "apps/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "daemonset",
+        kind: "DaemonSet",
+        api_version: "apps/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "replicaset",
+        kind: "ReplicaSet",
+        api_version: "apps/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "job_name",
+        kind: "Job",
+        api_version: "batch/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "cronjob",
+        kind: "CronJob",
+        api_version: "batch/v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "horizontalpodautoscaler",
+        kind: "HorizontalPodAutoscaler",
+        api_version: "autoscaling/v2",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        api_version: "v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "service",
+        kind: "Service",
+        api_version: "v1",
+        namespaced: true,
+    },
+    TargetLabel {
+        label: "node",
+        kind: "Node",
+        api_version: "v1",
+        namespaced: false,
+    },
+];
+
+/// SEVERITY_DEFAULT is the severity of an alert without a `severity` label.
+const SEVERITY_DEFAULT: &str = "unknown";
+
+/// parse_alertmanager turns an Alertmanager v4 webhook body into one item per alert, in payload order.
+///
+/// The payload must be a JSON object with `version` "4" and a non-empty
+/// `alerts` array; anything else is a [`PayloadError`]. Unknown fields are
+/// ignored. A single malformed alert becomes [`Item::Rejected`] and does not
+/// spoil the rest of the group.
+pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, PayloadError> {
+    let payload = parse_object(body)?;
+    match payload.get("version") {
+        None | Some(Value::Null) => {
+            return Err(PayloadError::MissingField {
+                field: "version".into(),
+            });
+        }
+        Some(Value::String(v)) if v == "4" => {}
+        Some(other) => {
+            return Err(PayloadError::InvalidValue {
+                field: "version".into(),
+                expected: "\"4\" (Alertmanager webhook version 4)",
+                found: found_value(other),
+            });
+        }
+    }
+    let alerts = match payload.get("alerts") {
+        None | Some(Value::Null) => {
+            return Err(PayloadError::MissingField {
+                field: "alerts".into(),
+            });
+        }
+        Some(Value::Array(alerts)) => alerts,
+        Some(other) => {
+            return Err(PayloadError::WrongType {
+                field: "alerts".into(),
+                expected: "an array",
+                found: json_kind(other),
+            });
+        }
+    };
+    if alerts.is_empty() {
+        return Err(PayloadError::NoAlerts);
+    }
+    if let Some(truncated) = payload
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
+        tracing::warn!(
+            truncated_alerts = truncated,
+            received_alerts = alerts.len(),
+            "alertmanager truncated the alert group"
+        );
+    }
+    Ok(alerts
+        .iter()
+        .enumerate()
+        .map(|(index, alert)| parse_alert(index, alert, ctx))
+        .collect())
+}
+
+/// found_value renders a JSON value for an error message: strings quoted, other types by name.
+fn found_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => shown(s),
+        other => json_kind(other).to_owned(),
+    }
+}
+
+/// parse_alert turns one element of `alerts` into an item.
+fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext) -> Item {
+    let Value::Object(alert) = alert else {
+        return Item::Rejected {
+            reason: format!(
+                "alerts[{index}]: must be an object, found {}",
+                json_kind(alert)
+            ),
+        };
+    };
+    let labels = match string_map(alert, "labels", "labels") {
+        Ok(labels) => labels,
+        Err(e) => {
+            return Item::Rejected {
+                reason: format!("alerts[{index}]: {e}"),
+            };
+        }
+    };
+    let alertname = labels.get("alertname").filter(|n| !n.is_empty()).cloned();
+    let prefix = match &alertname {
+        Some(name) => format!("alerts[{index}] ({})", short(name)),
+        None => format!("alerts[{index}]"),
+    };
+    match firing_signal(alert, labels, alertname, ctx) {
+        Ok(item) => item,
+        Err(reason) => Item::Rejected {
+            reason: format!("{prefix}: {reason}"),
+        },
+    }
+}
+
+/// firing_signal classifies one alert by status and, when firing, builds its signal.
+fn firing_signal(
+    alert: &Map<String, Value>,
+    labels: BTreeMap<String, String>,
+    alertname: Option<String>,
+    ctx: &ParseContext,
+) -> Result<Item, String> {
+    let status = opt_str(alert, "status", "status").map_err(|e| e.to_string())?;
+    match status {
+        Some("firing") => {}
+        Some("resolved") => {
+            let fingerprint = target_from_labels(&labels)
+                .ok()
+                .map(|t| Fingerprint::of(ctx.cluster_id.as_deref(), &t));
+            return Ok(Item::Ignored {
+                fingerprint,
+                reason: "alert resolved".into(),
+            });
+        }
+        Some(other) => {
+            return Err(PayloadError::InvalidValue {
+                field: "status".into(),
+                expected: "\"firing\" or \"resolved\"",
+                found: shown(other),
+            }
+            .to_string());
+        }
+        None => {
+            return Err(PayloadError::MissingField {
+                field: "status".into(),
+            }
+            .to_string());
+        }
+    }
+    let name = alertname.ok_or("no alertname label")?;
+    let target = target_from_labels(&labels)?;
+    let annotations = string_map(alert, "annotations", "annotations").map_err(|e| e.to_string())?;
+    let starts_at = opt_str(alert, "startsAt", "startsAt").map_err(|e| e.to_string())?;
+    let firing_time = match starts_at {
+        Some(value) => parse_timestamp("startsAt", value).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let severity = labels
+        .get("severity")
+        .filter(|s| !s.is_empty())
+        .map_or(SEVERITY_DEFAULT, String::as_str);
+    Ok(Item::Signal(Signal {
+        fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
+        name,
+        severity: severity.to_owned(),
+        signal_type: SignalType::Alert,
+        source: SOURCE_ALERTMANAGER.to_owned(),
+        target,
+        labels,
+        annotations,
+        firing_time: firing_time.unwrap_or(ctx.received_time),
+        received_time: ctx.received_time,
+    }))
+}
+
+/// target_from_labels picks the target resource from alert labels by the priority in the module docs.
+fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResource, String> {
+    let label = |key: &str| {
+        labels
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let namespace = label("namespace");
+    for row in TARGET_LABELS {
+        let Some(name) = label(row.label) else {
+            continue;
+        };
+        let namespace = if row.namespaced {
+            namespace.ok_or_else(|| {
+                format!(
+                    "label `{}` names {} {} but there is no `namespace` label; {} is namespaced",
+                    row.label,
+                    row.kind,
+                    shown(name),
+                    row.kind
+                )
+            })?
+        } else {
+            ""
+        };
+        let target = TargetResource {
+            kind: row.kind.to_owned(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            api_version: row.api_version.to_owned(),
+        };
+        validate_target(&target).map_err(|e| format!("label `{}`: {e}", row.label))?;
+        return Ok(target);
+    }
+    if let Some(ns) = namespace {
+        if !is_dns1123_label(ns) {
+            return Err(format!(
+                "label `namespace`: namespace {} is not a valid DNS-1123 label",
+                shown(ns)
+            ));
+        }
+        return Ok(TargetResource {
+            kind: "Namespace".to_owned(),
+            name: ns.to_owned(),
+            namespace: String::new(),
+            api_version: "v1".to_owned(),
+        });
+    }
+    let expected: Vec<&str> = TARGET_LABELS.iter().map(|r| r.label).collect();
+    Err(format!(
+        "no target resource label; expected one of {}, or namespace",
+        expected.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SINGLE: &str = include_str!("../../tests/fixtures/alertmanager/v4-single-crashloop.json");
+    const GROUP: &str = include_str!("../../tests/fixtures/alertmanager/v4-group.json");
+    const MIXED: &str =
+        include_str!("../../tests/fixtures/alertmanager/v4-mixed-firing-resolved.json");
+    const TRUNCATED: &str = include_str!("../../tests/fixtures/alertmanager/v4-truncated.json");
+    const NOTIFICATION_REASON: &str = include_str!(
+        "../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
+    );
+    const V3: &str = include_str!("../../tests/fixtures/alertmanager/v3-unknown-version.json");
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap_or(jiff::Timestamp::MIN)
+    }
+
+    fn ctx() -> ParseContext {
+        ParseContext {
+            cluster_id: None,
+            received_time: ts("2025-06-12T08:15:00Z"),
+        }
+    }
+
+    fn parse(body: &str) -> Vec<Item> {
+        match parse_alertmanager(body.as_bytes(), &ctx()) {
+            Ok(items) => items,
+            Err(e) => panic!("payload must parse: {e}"),
+        }
+    }
+
+    fn payload_error(body: &str) -> String {
+        match parse_alertmanager(body.as_bytes(), &ctx()) {
+            Ok(items) => panic!("payload must be rejected, got {items:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn signal(item: &Item) -> &Signal {
+        match item {
+            Item::Signal(s) => s,
+            other => panic!("expected a signal, got {other:?}"),
+        }
+    }
+
+    fn rejected(item: &Item) -> &str {
+        match item {
+            Item::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    /// one_alert wraps labels into a minimal firing v4 payload.
+    fn one_alert(labels: Value) -> String {
+        serde_json::json!({
+            "version": "4",
+            "status": "firing",
+            "alerts": [{"status": "firing", "labels": labels, "startsAt": "2025-06-12T08:00:00Z"}],
+        })
+        .to_string()
+    }
+
+    fn target_of(labels: Value) -> Result<TargetResource, String> {
+        match parse(&one_alert(labels)).as_slice() {
+            [Item::Signal(s)] => Ok(s.target.clone()),
+            [Item::Rejected { reason }] => Err(reason.clone()),
+            other => panic!("unexpected items {other:?}"),
+        }
+    }
+
+    fn target(kind: &str, namespace: &str, name: &str, api_version: &str) -> TargetResource {
+        TargetResource {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            api_version: api_version.into(),
+        }
+    }
+
+    #[test]
+    fn single_crashloop_becomes_one_pod_signal() {
+        let items = parse(SINGLE);
+        assert_eq!(items.len(), 1);
+        let s = signal(&items[0]);
+        assert_eq!(s.name, "KubePodCrashLooping");
+        assert_eq!(s.severity, "warning");
+        assert_eq!(s.signal_type, SignalType::Alert);
+        assert_eq!(s.source, "alertmanager");
+        assert_eq!(s.target, target("Pod", "prod", "web-0", "v1"));
+        // printf 'prod:Pod:web-0' | sha256sum
+        assert_eq!(
+            s.fingerprint.as_str(),
+            "07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f"
+        );
+        assert_eq!(s.firing_time, ts("2025-06-12T08:14:27.613Z"));
+        assert_eq!(s.received_time, ts("2025-06-12T08:15:00Z"));
+        assert_eq!(s.labels.len(), 12);
+        assert_eq!(
+            s.labels.get("reason").map(String::as_str),
+            Some("CrashLoopBackOff")
+        );
+        assert_eq!(
+            s.annotations.get("summary").map(String::as_str),
+            Some("Pod is crash looping.")
+        );
+        let spec = s.to_spec();
+        assert_eq!(spec.signal_fingerprint, s.fingerprint.as_str());
+        assert_eq!(spec.target_resource.kind, "Pod");
+    }
+
+    #[test]
+    fn group_maps_each_alert_to_its_workload() {
+        let targets: Vec<TargetResource> = parse(GROUP)
+            .iter()
+            .map(|i| signal(i).target.clone())
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                target("Deployment", "shop", "checkout", "apps/v1"),
+                target("StatefulSet", "shop", "orders-db", "apps/v1"),
+                target("PersistentVolumeClaim", "shop", "data-orders-db-0", "v1"),
+                target(
+                    "HorizontalPodAutoscaler",
+                    "shop",
+                    "checkout",
+                    "autoscaling/v2"
+                ),
+                target("Job", "shop", "orders-reindex-29160480", "batch/v1"),
+            ]
+        );
+        let items = parse(GROUP);
+        assert_eq!(signal(&items[2]).severity, "critical");
+        assert_ne!(
+            signal(&items[0]).fingerprint,
+            signal(&items[3]).fingerprint,
+            "Deployment and HPA differ"
+        );
+    }
+
+    #[test]
+    fn mixed_group_ignores_resolved_alerts_with_their_fingerprint() {
+        let items = parse(MIXED);
+        assert_eq!(items.len(), 4);
+        let node = signal(&items[0]);
+        assert_eq!(
+            node.target,
+            target("Node", "", "worker-2", "v1"),
+            "node is cluster-scoped"
+        );
+        // printf ':Node:worker-2' | sha256sum
+        assert_eq!(
+            node.fingerprint.as_str(),
+            "e12977c57234eb3387198ef9acc7e98e2cca43936a021741b0735c49a9a528b6"
+        );
+        let expected_fp =
+            Fingerprint::of(None, &target("Pod", "prod", "api-7c9d5f6b8-x2q4m", "v1"));
+        assert_eq!(
+            items[1],
+            Item::Ignored {
+                fingerprint: Some(expected_fp),
+                reason: "alert resolved".into()
+            }
+        );
+        assert_eq!(
+            signal(&items[2]).target,
+            target("DaemonSet", "logging", "fluent-bit", "apps/v1")
+        );
+        assert!(
+            matches!(&items[3], Item::Ignored { fingerprint: Some(_), reason } if reason == "alert resolved")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unlabelled_alerts_rejected() {
+        let items = parse(NOTIFICATION_REASON);
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            signal(&items[0]).target,
+            target("Pod", "batch", "indexer-6d4b8c7f9-w7lzp", "v1")
+        );
+        assert_eq!(
+            signal(&items[1]).target,
+            target("CronJob", "batch", "nightly-export", "batch/v1")
+        );
+        let reason = rejected(&items[2]);
+        assert!(reason.starts_with(
+            "alerts[2] (Watchdog): no target resource label; expected one of pod, deployment,"
+        ));
+        assert!(reason.ends_with("node, or namespace"), "{reason}");
+    }
+
+    #[test]
+    fn non_v4_payloads_are_payload_errors() {
+        assert!(payload_error(TRUNCATED).starts_with("payload is not valid JSON: "));
+        assert_eq!(
+            payload_error(V3),
+            "field `version` must be \"4\" (Alertmanager webhook version 4), found \"3\""
+        );
+        assert_eq!(
+            payload_error("[]"),
+            "payload must be a JSON object, found an array"
+        );
+        assert_eq!(
+            payload_error("\"4\""),
+            "payload must be a JSON object, found a string"
+        );
+        assert_eq!(
+            payload_error(r#"{"alerts":[]}"#),
+            "field `version` is required"
+        );
+        assert_eq!(
+            payload_error(r#"{"version":4,"alerts":[]}"#),
+            "field `version` must be \"4\" (Alertmanager webhook version 4), found a number"
+        );
+        assert_eq!(
+            payload_error(r#"{"version":"4"}"#),
+            "field `alerts` is required"
+        );
+        assert_eq!(
+            payload_error(r#"{"version":"4","alerts":{"0":{}}}"#),
+            "field `alerts` must be an array, found an object"
+        );
+        assert!(
+            payload_error(r#"{"version":"4","alerts":[]}"#).starts_with("field `alerts` is empty")
+        );
+        assert!(payload_error("").starts_with("payload is not valid JSON"));
+    }
+
+    #[test]
+    fn label_priority_follows_the_table() {
+        let t = target_of(serde_json::json!({
+            "alertname": "X", "namespace": "ns", "node": "n1", "service": "svc", "deployment": "d", "pod": "p",
+        }));
+        assert_eq!(t, Ok(target("Pod", "ns", "p", "v1")));
+        let t = target_of(
+            serde_json::json!({"alertname": "X", "namespace": "ns", "node": "n1", "service": "svc"}),
+        );
+        assert_eq!(t, Ok(target("Service", "ns", "svc", "v1")));
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "ns", "node": "n1"}));
+        assert_eq!(t, Ok(target("Node", "", "n1", "v1")));
+        let t = target_of(
+            serde_json::json!({"alertname": "X", "namespace": "ns", "replicaset": "r", "cronjob": "c"}),
+        );
+        assert_eq!(t, Ok(target("ReplicaSet", "ns", "r", "apps/v1")));
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "ns"}));
+        assert_eq!(t, Ok(target("Namespace", "", "ns", "v1")));
+    }
+
+    #[test]
+    fn scrape_job_label_is_not_a_target() {
+        // Every Prometheus alert carries `job`; a node alert must not become a Job.
+        let t = target_of(
+            serde_json::json!({"alertname": "KubeNodeNotReady", "job": "kube-state-metrics", "node": "w1"}),
+        );
+        assert_eq!(t, Ok(target("Node", "", "w1", "v1")));
+    }
+
+    #[test]
+    fn empty_label_values_count_as_absent() {
+        let t = target_of(
+            serde_json::json!({"alertname": "X", "namespace": "ns", "pod": "", "deployment": "web"}),
+        );
+        assert_eq!(t, Ok(target("Deployment", "ns", "web", "apps/v1")));
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "", "node": "w1"}));
+        assert_eq!(t, Ok(target("Node", "", "w1", "v1")));
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "", "pod": ""}));
+        assert!(t.is_err_and(|r| r.contains("no target resource label")));
+    }
+
+    #[test]
+    fn namespaced_kind_without_namespace_is_rejected() {
+        let t = target_of(
+            serde_json::json!({"alertname": "KubePodCrashLooping", "pod": "web-0", "node": "w1"}),
+        );
+        assert_eq!(
+            t,
+            Err("alerts[0] (KubePodCrashLooping): label `pod` names Pod \"web-0\" but there is no `namespace` \
+                 label; Pod is namespaced"
+                .into())
+        );
+    }
+
+    #[test]
+    fn invalid_names_are_rejected_not_rewritten() {
+        let t =
+            target_of(serde_json::json!({"alertname": "X", "namespace": "prod", "pod": "wéb-0"}));
+        assert!(
+            t.as_ref()
+                .is_err_and(|r| r.starts_with("alerts[0] (X): label `pod`: Pod name \"wéb-0\"")),
+            "{t:?}"
+        );
+        let t =
+            target_of(serde_json::json!({"alertname": "X", "namespace": "Prod", "pod": "web-0"}));
+        assert!(
+            t.as_ref()
+                .is_err_and(|r| r.contains("namespace \"Prod\" is not a valid DNS-1123 label")),
+            "{t:?}"
+        );
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "prod", "pod": "a:b"}));
+        assert!(t.is_err(), "':' would make the fingerprint ambiguous");
+        let t = target_of(serde_json::json!({"alertname": "X", "namespace": "x".repeat(64)}));
+        assert!(
+            t.as_ref().is_err_and(|r| r.contains("label `namespace`")),
+            "{t:?}"
+        );
+        let t = target_of(
+            serde_json::json!({"alertname": "X", "namespace": "prod", "pod": "p".repeat(254)}),
+        );
+        assert!(
+            t.as_ref().is_err_and(|r| r.contains("(254 bytes)")),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn huge_and_unicode_label_values_are_kept_verbatim() {
+        let big = "x".repeat(10 * 1024);
+        let items = parse(&one_alert(serde_json::json!({
+            "alertname": "Ünïcødé ⚠", "namespace": "prod", "pod": "web-0", "description": big, "empty": "",
+        })));
+        let s = signal(&items[0]);
+        assert_eq!(s.name, "Ünïcødé ⚠");
+        assert_eq!(
+            s.labels.get("description").map(String::len),
+            Some(10 * 1024)
+        );
+        assert_eq!(s.labels.get("empty").map(String::as_str), Some(""));
+        assert_eq!(s.severity, "unknown");
+    }
+
+    #[test]
+    fn missing_alertname_is_rejected() {
+        let t = target_of(serde_json::json!({"namespace": "prod", "pod": "web-0"}));
+        assert_eq!(t, Err("alerts[0]: no alertname label".into()));
+        let t =
+            target_of(serde_json::json!({"alertname": "", "namespace": "prod", "pod": "web-0"}));
+        assert_eq!(t, Err("alerts[0]: no alertname label".into()));
+    }
+
+    #[test]
+    fn same_pod_different_alertnames_share_a_fingerprint() {
+        let a = parse(&one_alert(
+            serde_json::json!({"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "web-0"}),
+        ));
+        let b = parse(&one_alert(
+            serde_json::json!({"alertname": "KubePodNotReady", "namespace": "prod", "pod": "web-0"}),
+        ));
+        assert_eq!(signal(&a[0]).fingerprint, signal(&b[0]).fingerprint);
+        assert_ne!(signal(&a[0]).name, signal(&b[0]).name);
+    }
+
+    #[test]
+    fn cluster_id_changes_the_fingerprint() {
+        let with = ParseContext {
+            cluster_id: Some("eu-1".into()),
+            ..ctx()
+        };
+        let items = parse_alertmanager(SINGLE.as_bytes(), &with).unwrap_or_default();
+        // printf 'eu-1:prod:Pod:web-0' | sha256sum
+        assert_eq!(
+            signal(&items[0]).fingerprint.as_str(),
+            "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb"
+        );
+    }
+
+    #[test]
+    fn zero_or_missing_starts_at_falls_back_to_received_time() {
+        for starts_at in [Value::String("0001-01-01T00:00:00Z".into()), Value::Null] {
+            let body = serde_json::json!({
+                "version": "4",
+                "alerts": [{"status": "firing", "labels": {"alertname": "X", "namespace": "p", "pod": "a"}, "startsAt": starts_at}],
+            });
+            let items = parse(&body.to_string());
+            assert_eq!(signal(&items[0]).firing_time, ctx().received_time);
+        }
+        let body = serde_json::json!({
+            "version": "4",
+            "alerts": [{"status": "firing", "labels": {"alertname": "X", "namespace": "p", "pod": "a"}, "startsAt": "soon"}],
+        });
+        let reason = parse(&body.to_string())
+            .first()
+            .map(|i| rejected(i).to_owned())
+            .unwrap_or_default();
+        assert_eq!(
+            reason,
+            "alerts[0] (X): field `startsAt` is not an RFC 3339 timestamp: \"soon\""
+        );
+    }
+
+    #[test]
+    fn malformed_alerts_are_rejected_one_by_one() {
+        let body = serde_json::json!({
+            "version": "4",
+            "alerts": [
+                "not an alert",
+                {"status": "firing", "labels": {"alertname": "X", "pod": 7}},
+                {"status": "pending", "labels": {"alertname": "X", "namespace": "p", "pod": "a"}},
+                {"labels": {"alertname": "X", "namespace": "p", "pod": "a"}},
+                {"status": "resolved", "labels": {"alertname": "Watchdog"}},
+                {"status": "firing", "labels": {"alertname": "X", "namespace": "p", "pod": "a"}, "annotations": {"n": 1}},
+                {"status": "firing", "labels": {"alertname": "X", "namespace": "p", "pod": "a"}},
+            ],
+        });
+        let items = parse(&body.to_string());
+        assert_eq!(
+            rejected(&items[0]),
+            "alerts[0]: must be an object, found a string"
+        );
+        assert_eq!(
+            rejected(&items[1]),
+            "alerts[1]: field `labels.pod` must be a string, found a number"
+        );
+        assert_eq!(
+            rejected(&items[2]),
+            "alerts[2] (X): field `status` must be \"firing\" or \"resolved\", found \"pending\""
+        );
+        assert_eq!(
+            rejected(&items[3]),
+            "alerts[3] (X): field `status` is required"
+        );
+        assert_eq!(
+            items[4],
+            Item::Ignored {
+                fingerprint: None,
+                reason: "alert resolved".into()
+            }
+        );
+        assert_eq!(
+            rejected(&items[5]),
+            "alerts[5] (X): field `annotations.n` must be a string, found a number"
+        );
+        assert_eq!(signal(&items[6]).target, target("Pod", "p", "a", "v1"));
+    }
+}

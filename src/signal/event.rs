@@ -1,0 +1,554 @@
+//! Kubernetes `core/v1` Event adapter.
+//!
+//! The target is the Event's `involvedObject`. For kinds the gateway knows
+//! (Pod, Deployment, Node, ...) the namespace follows the kind's scope: it is
+//! forced empty for cluster-scoped kinds such as Node, so that an Event and an
+//! alert about one node share a fingerprint, and for namespaced kinds it falls
+//! back to the Event's own namespace when `involvedObject.namespace` is empty.
+//! Other kinds keep `involvedObject.namespace` as sent. A missing
+//! `involvedObject.apiVersion` is filled in for known kinds.
+//!
+//! A Warning Event becomes a signal named after its `reason`, severity
+//! `warning`. Its labels are the Event's `metadata.labels` plus `reason`,
+//! `type`, `component` (`source.component`, else `reportingComponent`) and
+//! `host` (`source.host`, else `reportingInstance`) when set. Its annotations
+//! are the Event's `metadata.annotations` plus `message`, `count` and `event`
+//! (`<namespace>/<name>` of the Event object) when set. The firing time is
+//! `lastTimestamp`, else `eventTime`, else `firstTimestamp`, else the time the
+//! gateway received it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{
+    Fingerprint, Item, ParseContext, PayloadError, SOURCE_KUBERNETES_EVENT, Signal, json_kind,
+    known_kind, opt_object, opt_str, parse_object, parse_timestamp, shown, string_map,
+    validate_target,
+};
+use crate::api::{SignalType, TargetResource};
+
+/// SEVERITY_WARNING is the severity of every signal made from a Warning Event.
+const SEVERITY_WARNING: &str = "warning";
+
+/// parse_event turns one `core/v1` Event into an item.
+///
+/// A body that is not an Event object (not JSON, no `involvedObject` with
+/// `kind` and `name`, no `type`, a `type` other than Normal or Warning, a field
+/// of the wrong JSON type, an unparseable timestamp) is a [`PayloadError`]. A
+/// well-formed Warning Event that cannot name a valid target or has no
+/// `reason` is [`Item::Rejected`].
+pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError> {
+    let event = parse_object(body)?;
+    if let Some(kind) = opt_str(&event, "kind", "kind")?
+        && kind != "Event"
+    {
+        return Err(PayloadError::InvalidValue {
+            field: "kind".into(),
+            expected: "\"Event\"",
+            found: shown(kind),
+        });
+    }
+    let involved = opt_object(&event, "involvedObject", "involvedObject")?.ok_or_else(|| {
+        PayloadError::MissingField {
+            field: "involvedObject".into(),
+        }
+    })?;
+    let object_kind = required_str(involved, "kind", "involvedObject.kind")?;
+    let object_name = required_str(involved, "name", "involvedObject.name")?;
+    let object_namespace =
+        opt_str(involved, "namespace", "involvedObject.namespace")?.unwrap_or("");
+    let object_api_version =
+        opt_str(involved, "apiVersion", "involvedObject.apiVersion")?.unwrap_or("");
+    let event_type = required_str(&event, "type", "type")?;
+
+    let metadata = opt_object(&event, "metadata", "metadata")?;
+    let empty = Map::new();
+    let metadata = metadata.unwrap_or(&empty);
+    let event_namespace = opt_str(metadata, "namespace", "metadata.namespace")?.unwrap_or("");
+    let event_name = opt_str(metadata, "name", "metadata.name")?.unwrap_or("");
+    let mut labels = string_map(metadata, "labels", "metadata.labels")?;
+    let mut annotations = string_map(metadata, "annotations", "metadata.annotations")?;
+
+    let reason = opt_str(&event, "reason", "reason")?.filter(|r| !r.is_empty());
+    let message = opt_str(&event, "message", "message")?.filter(|m| !m.is_empty());
+    let count = match event.get("count") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(PayloadError::WrongType {
+                field: "count".into(),
+                expected: "a number",
+                found: json_kind(other),
+            });
+        }
+    };
+    let source = opt_object(&event, "source", "source")?.unwrap_or(&empty);
+    let component = first_non_empty([
+        opt_str(source, "component", "source.component")?,
+        opt_str(&event, "reportingComponent", "reportingComponent")?,
+    ]);
+    let host = first_non_empty([
+        opt_str(source, "host", "source.host")?,
+        opt_str(&event, "reportingInstance", "reportingInstance")?,
+    ]);
+    let mut firing_time = None;
+    for field in ["lastTimestamp", "eventTime", "firstTimestamp"] {
+        let parsed = match opt_str(&event, field, field)? {
+            Some(value) => parse_timestamp(field, value)?,
+            None => None,
+        };
+        firing_time = firing_time.or(parsed);
+    }
+
+    let target = event_target(
+        object_kind,
+        object_name,
+        object_namespace,
+        object_api_version,
+        event_namespace,
+    );
+    match event_type {
+        "Normal" => {
+            let fingerprint = target
+                .ok()
+                .map(|t| Fingerprint::of(ctx.cluster_id.as_deref(), &t));
+            return Ok(Item::Ignored {
+                fingerprint,
+                reason: "normal event".into(),
+            });
+        }
+        "Warning" => {}
+        other => {
+            return Err(PayloadError::InvalidValue {
+                field: "type".into(),
+                expected: "\"Normal\" or \"Warning\"",
+                found: shown(other),
+            });
+        }
+    }
+    let target = match target {
+        Ok(target) => target,
+        Err(reason) => {
+            return Ok(Item::Rejected {
+                reason: format!("event: {reason}"),
+            });
+        }
+    };
+    let Some(reason) = reason else {
+        return Ok(Item::Rejected {
+            reason: format!(
+                "event about {} {}: no reason",
+                target.kind,
+                shown(&target.name)
+            ),
+        });
+    };
+
+    labels.insert("reason".into(), reason.to_owned());
+    labels.insert("type".into(), event_type.to_owned());
+    insert_some(&mut labels, "component", component);
+    insert_some(&mut labels, "host", host);
+    insert_some(&mut annotations, "message", message);
+    insert_some(&mut annotations, "count", count.as_deref());
+    if !event_name.is_empty() {
+        annotations.insert("event".into(), format!("{event_namespace}/{event_name}"));
+    }
+
+    Ok(Item::Signal(Signal {
+        fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
+        name: reason.to_owned(),
+        severity: SEVERITY_WARNING.to_owned(),
+        signal_type: SignalType::Event,
+        source: SOURCE_KUBERNETES_EVENT.to_owned(),
+        target,
+        labels,
+        annotations,
+        firing_time: firing_time.unwrap_or(ctx.received_time),
+        received_time: ctx.received_time,
+    }))
+}
+
+/// required_str reads a string field that must be present and non-empty.
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a str, PayloadError> {
+    opt_str(obj, key, path)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| PayloadError::MissingField {
+            field: path.to_owned(),
+        })
+}
+
+/// first_non_empty returns the first candidate that is set and not empty.
+fn first_non_empty<const N: usize>(candidates: [Option<&str>; N]) -> Option<&str> {
+    candidates.into_iter().flatten().find(|s| !s.is_empty())
+}
+
+/// insert_some adds `key` to a map when the value is set.
+fn insert_some(map: &mut BTreeMap<String, String>, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), value.to_owned());
+    }
+}
+
+/// event_target derives the target resource from `involvedObject`, as described in the module docs.
+fn event_target(
+    kind: &str,
+    name: &str,
+    namespace: &str,
+    api_version: &str,
+    event_namespace: &str,
+) -> Result<TargetResource, String> {
+    let target = match known_kind(kind) {
+        Some(known) => {
+            let namespace = match (known.namespaced, namespace) {
+                (false, _) => "",
+                (true, "") => event_namespace,
+                (true, ns) => ns,
+            };
+            if known.namespaced && namespace.is_empty() {
+                return Err(format!(
+                    "{} {} is namespaced but neither involvedObject.namespace nor metadata.namespace is set",
+                    known.kind,
+                    shown(name)
+                ));
+            }
+            TargetResource {
+                kind: known.kind.to_owned(),
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                api_version: if api_version.is_empty() {
+                    known.api_version
+                } else {
+                    api_version
+                }
+                .to_owned(),
+            }
+        }
+        None => TargetResource {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            api_version: api_version.to_owned(),
+        },
+    };
+    validate_target(&target)?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKOFF: &str = include_str!("../../tests/fixtures/events/warning-backoff-pod.json");
+    const SCHEDULED: &str = include_str!("../../tests/fixtures/events/normal-scheduled.json");
+    const NODE_OOM: &str = include_str!("../../tests/fixtures/events/warning-systemoom-node.json");
+    const FAILED_SCHEDULING: &str =
+        include_str!("../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap_or(jiff::Timestamp::MIN)
+    }
+
+    fn ctx() -> ParseContext {
+        ParseContext {
+            cluster_id: None,
+            received_time: ts("2025-06-12T08:30:00Z"),
+        }
+    }
+
+    fn parse(body: &str) -> Item {
+        match parse_event(body.as_bytes(), &ctx()) {
+            Ok(item) => item,
+            Err(e) => panic!("event must parse: {e}"),
+        }
+    }
+
+    fn signal(body: &str) -> Signal {
+        match parse(body) {
+            Item::Signal(s) => s,
+            other => panic!("expected a signal, got {other:?}"),
+        }
+    }
+
+    fn payload_error(body: &str) -> String {
+        match parse_event(body.as_bytes(), &ctx()) {
+            Ok(item) => panic!("event must be rejected, got {item:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// edited returns the BackOff fixture with one JSON pointer replaced (or removed when `value` is None).
+    fn edited(pointer: &str, value: Option<Value>) -> String {
+        let mut event: Value = serde_json::from_str(BACKOFF).unwrap_or_default();
+        let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+        if let Some(Value::Object(map)) = event.pointer_mut(parent) {
+            match value {
+                Some(v) => map.insert(key.to_owned(), v),
+                None => map.remove(key),
+            };
+        }
+        event.to_string()
+    }
+
+    #[test]
+    fn warning_backoff_on_a_pod_becomes_a_signal() {
+        let s = signal(BACKOFF);
+        assert_eq!(s.name, "BackOff");
+        assert_eq!(s.severity, "warning");
+        assert_eq!(s.signal_type, SignalType::Event);
+        assert_eq!(s.source, "kubernetes-event");
+        assert_eq!(
+            s.target,
+            TargetResource {
+                kind: "Pod".into(),
+                name: "web-0".into(),
+                namespace: "prod".into(),
+                api_version: "v1".into()
+            }
+        );
+        // printf 'prod:Pod:web-0' | sha256sum: the same problem as the KubePodCrashLooping alert.
+        assert_eq!(
+            s.fingerprint.as_str(),
+            "07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f"
+        );
+        assert_eq!(
+            s.firing_time,
+            ts("2025-06-12T08:14:22Z"),
+            "lastTimestamp wins"
+        );
+        assert_eq!(s.received_time, ts("2025-06-12T08:30:00Z"));
+        let labels: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("component", "kubelet"),
+                ("host", "worker-1"),
+                ("reason", "BackOff"),
+                ("type", "Warning")
+            ]
+        );
+        assert_eq!(
+            s.annotations.get("message").map(String::as_str),
+            Some(
+                "Back-off restarting failed container web in pod web-0_prod(5f0c7a4e-2b1d-4c9a-9d7e-3a6f1b8c2e41)"
+            )
+        );
+        assert_eq!(s.annotations.get("count").map(String::as_str), Some("23"));
+        assert_eq!(
+            s.annotations.get("event").map(String::as_str),
+            Some("prod/web-0.184863c2e3f4a1b7")
+        );
+    }
+
+    #[test]
+    fn normal_event_is_ignored_with_its_fingerprint() {
+        let expected =
+            Fingerprint::parse("07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f");
+        assert_eq!(
+            parse(SCHEDULED),
+            Item::Ignored {
+                fingerprint: expected,
+                reason: "normal event".into()
+            }
+        );
+    }
+
+    #[test]
+    fn node_event_is_cluster_scoped_and_matches_the_node_alert() {
+        let s = signal(NODE_OOM);
+        assert_eq!(s.target.kind, "Node");
+        assert_eq!(
+            s.target.namespace, "",
+            "the Event lives in default, the Node in no namespace"
+        );
+        assert_eq!(s.target.api_version, "v1", "filled in for a known kind");
+        // printf ':Node:worker-2' | sha256sum
+        assert_eq!(
+            s.fingerprint.as_str(),
+            "e12977c57234eb3387198ef9acc7e98e2cca43936a021741b0735c49a9a528b6"
+        );
+        assert_eq!(s.name, "SystemOOM");
+        assert_eq!(
+            s.annotations.get("event").map(String::as_str),
+            Some("default/worker-2.18486412f0c7d93e")
+        );
+    }
+
+    #[test]
+    fn event_time_is_used_when_legacy_timestamps_are_null() {
+        let s = signal(FAILED_SCHEDULING);
+        assert_eq!(s.firing_time, ts("2025-06-12T08:20:58.114209Z"));
+        assert_eq!(
+            s.labels.get("component").map(String::as_str),
+            Some("default-scheduler")
+        );
+        assert_eq!(
+            s.labels.get("host").map(String::as_str),
+            Some("default-scheduler-control-plane")
+        );
+        assert!(!s.annotations.contains_key("count"));
+    }
+
+    #[test]
+    fn firing_time_falls_back_in_order() {
+        let only_first = edited("/lastTimestamp", Some(Value::Null));
+        assert_eq!(signal(&only_first).firing_time, ts("2025-06-12T08:09:51Z"));
+        let none = edited("/lastTimestamp", None);
+        let none = {
+            let mut v: Value = serde_json::from_str(&none).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("firstTimestamp");
+            }
+            v.to_string()
+        };
+        assert_eq!(signal(&none).firing_time, ctx().received_time);
+    }
+
+    #[test]
+    fn namespace_falls_back_to_the_event_namespace_for_namespaced_kinds() {
+        let body = edited("/involvedObject/namespace", None);
+        assert_eq!(signal(&body).target.namespace, "prod");
+    }
+
+    #[test]
+    fn unknown_kinds_keep_what_the_sender_said() {
+        let body = edited(
+            "/involvedObject",
+            Some(
+                serde_json::json!({"kind": "Certificate", "name": "web-tls", "namespace": "prod", "apiVersion": "cert-manager.io/v1"}),
+            ),
+        );
+        let s = signal(&body);
+        assert_eq!(s.target.kind, "Certificate");
+        assert_eq!(s.target.namespace, "prod");
+        assert_eq!(s.target.api_version, "cert-manager.io/v1");
+    }
+
+    #[test]
+    fn malformed_events_are_payload_errors_naming_the_field() {
+        assert_eq!(
+            payload_error("[1]"),
+            "payload must be a JSON object, found an array"
+        );
+        assert!(payload_error("{\"type\":").starts_with("payload is not valid JSON"));
+        assert_eq!(
+            payload_error(&edited("/involvedObject", None)),
+            "field `involvedObject` is required"
+        );
+        assert_eq!(
+            payload_error(&edited("/involvedObject/kind", None)),
+            "field `involvedObject.kind` is required"
+        );
+        assert_eq!(
+            payload_error(&edited("/involvedObject/name", Some("".into()))),
+            "field `involvedObject.name` is required"
+        );
+        assert_eq!(
+            payload_error(&edited("/type", None)),
+            "field `type` is required"
+        );
+        assert_eq!(
+            payload_error(&edited("/type", Some("Error".into()))),
+            "field `type` must be \"Normal\" or \"Warning\", found \"Error\""
+        );
+        assert_eq!(
+            payload_error(&edited("/kind", Some("Pod".into()))),
+            "field `kind` must be \"Event\", found \"Pod\""
+        );
+        assert_eq!(
+            payload_error(&edited("/count", Some("23".into()))),
+            "field `count` must be a number, found a string"
+        );
+        assert_eq!(
+            payload_error(&edited("/lastTimestamp", Some("last tuesday".into()))),
+            "field `lastTimestamp` is not an RFC 3339 timestamp: \"last tuesday\""
+        );
+        assert_eq!(
+            payload_error(&edited("/involvedObject/name", Some(7.into()))),
+            "field `involvedObject.name` must be a string, found a number"
+        );
+    }
+
+    #[test]
+    fn warning_events_without_a_valid_target_or_reason_are_rejected() {
+        let reason = |body: &str| match parse(body) {
+            Item::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let r = reason(&edited("/involvedObject/name", Some("wéb-0".into())));
+        assert!(
+            r.starts_with("event: Pod name \"wéb-0\" is not a valid DNS-1123 subdomain"),
+            "{r}"
+        );
+        let r = reason(&edited(
+            "/involvedObject/namespace",
+            Some("x".repeat(64).into()),
+        ));
+        assert!(r.contains("is not a valid DNS-1123 label"), "{r}");
+        let r = reason(&edited("/reason", None));
+        assert_eq!(r, "event about Pod \"web-0\": no reason");
+        let no_ns = {
+            let mut v: Value = serde_json::from_str(&edited("/involvedObject/namespace", None))
+                .unwrap_or_default();
+            if let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                m.remove("namespace");
+            }
+            v.to_string()
+        };
+        let r = reason(&no_ns);
+        assert_eq!(
+            r,
+            "event: Pod \"web-0\" is namespaced but neither involvedObject.namespace nor metadata.namespace is set"
+        );
+    }
+
+    #[test]
+    fn event_labels_and_huge_values_are_kept() {
+        let big = "é".repeat(5 * 1024);
+        let body = edited(
+            "/metadata/labels",
+            Some(serde_json::json!({"app": "web", "reason": "overridden", "blob": big})),
+        );
+        let body = {
+            let mut v: Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("message".into(), Value::String(big.clone()));
+            }
+            v.to_string()
+        };
+        let s = signal(&body);
+        assert_eq!(s.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            s.labels.get("reason").map(String::as_str),
+            Some("BackOff"),
+            "the event's reason wins"
+        );
+        assert_eq!(s.labels.get("blob").map(String::len), Some(10 * 1024));
+        assert_eq!(s.annotations.get("message"), Some(&big));
+    }
+
+    #[test]
+    fn cluster_id_applies_to_events() {
+        let with = ParseContext {
+            cluster_id: Some("eu-1".into()),
+            ..ctx()
+        };
+        let fp = match parse_event(BACKOFF.as_bytes(), &with) {
+            Ok(Item::Signal(s)) => s.fingerprint,
+            other => panic!("expected a signal, got {other:?}"),
+        };
+        // printf 'eu-1:prod:Pod:web-0' | sha256sum
+        assert_eq!(
+            fp.as_str(),
+            "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb"
+        );
+    }
+}
