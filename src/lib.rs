@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod serve;
 pub mod signal;
 pub mod telemetry;
+pub mod testhook;

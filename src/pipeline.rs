@@ -37,6 +37,7 @@ use crate::{
     error::Error,
     lock::{FIELD_MANAGER, LeaseLock, MANAGED_BY},
     signal::{Fingerprint, Signal},
+    testhook,
 };
 
 /// Disposition says what became of one accepted signal.
@@ -209,7 +210,10 @@ impl Pipeline {
             let guard = match &self.lock {
                 None => None,
                 Some(lock) => match lock.acquire(fp, calls, cancelled).await {
-                    Ok(g) => Some(g),
+                    Ok(g) => {
+                        testhook::pause(testhook::AFTER_LOCK);
+                        Some(g)
+                    }
                     Err(Error::LockBusy { lease, waited }) => {
                         // The holder may have finished just now: count on its RR if it did.
                         let seen = self.list(fp, calls).await?;
@@ -289,6 +293,7 @@ impl Pipeline {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
+        testhook::pause(testhook::BEFORE_CREATE);
         match calls
             .run(
                 "creating remediationrequest",

@@ -1,6 +1,5 @@
 //! Integration tests of the HTTP API and pipeline against a real kube-apiserver.
 
-
 use axum::{
     Router,
     body::Body,
@@ -20,7 +19,9 @@ const EVENTS: &str = "/api/v1/signals/kubernetes-event";
 
 async fn plane() -> &'static ControlPlane {
     let cp = testenv::shared();
-    cp.install_crd(RemediationRequest::crd()).await.expect("installing the CRD");
+    cp.install_crd(RemediationRequest::crd())
+        .await
+        .expect("installing the CRD");
     cp
 }
 
@@ -47,15 +48,26 @@ async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
     gateway_with(cp, ns, &[]).await
 }
 
-async fn send(app: &Router, path: &str, content_type: &str, body: String) -> (StatusCode, HeaderMap, Value) {
+async fn send(
+    app: &Router,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> (StatusCode, HeaderMap, Value) {
     let req = Request::post(path)
         .header("content-type", content_type)
         .body(Body::from(body))
         .expect("a valid request");
-    let res = app.clone().oneshot(req).await.expect("the router is infallible");
+    let res = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
     let status = res.status();
     let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.expect("a body");
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .expect("a body");
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, headers, value)
 }
@@ -95,7 +107,10 @@ fn webhook(alerts: Vec<Value>) -> String {
 
 async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
     let api: Api<RemediationRequest> = Api::namespaced(cp.admin_client(), ns);
-    api.list(&ListParams::default()).await.expect("listing RRs").items
+    api.list(&ListParams::default())
+        .await
+        .expect("listing RRs")
+        .items
 }
 
 fn active(list: &[RemediationRequest]) -> Vec<&RemediationRequest> {
@@ -120,7 +135,10 @@ async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate");
     assert_eq!(body["results"][0]["occurrenceCount"], 2);
-    assert_eq!(body["results"][0]["remediationRequest"], first["remediationRequest"]);
+    assert_eq!(
+        body["results"][0]["remediationRequest"],
+        first["remediationRequest"]
+    );
 
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);
@@ -130,7 +148,11 @@ async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
     assert_eq!(rr.spec.target_resource.kind, "Pod");
     assert_eq!(rr.spec.target_resource.name, "web-0");
     assert_eq!(rr.spec.target_resource.namespace, "prod");
-    let dedup = rr.status.as_ref().and_then(|s| s.deduplication.as_ref()).expect("dedup status");
+    let dedup = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.deduplication.as_ref())
+        .expect("dedup status");
     assert_eq!(dedup.occurrence_count, 2);
     assert!(dedup.last_seen_at >= dedup.first_seen_at);
 }
@@ -143,13 +165,20 @@ async fn a_terminal_rr_makes_the_next_signal_open_a_new_one() {
 
     let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("db-0", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let first = body["results"][0]["remediationRequest"].as_str().unwrap().to_owned();
+    let first = body["results"][0]["remediationRequest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let name = first.split('/').nth(1).unwrap();
 
     let api: Api<RemediationRequest> = Api::namespaced(cp.admin_client(), ns.name());
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"overallPhase": "Completed"}})))
-        .await
-        .unwrap();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"overallPhase": "Completed"}})),
+    )
+    .await
+    .unwrap();
 
     let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("db-0", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -176,7 +205,9 @@ async fn concurrent_duplicates_from_two_instances_are_all_counted() {
     for i in 0..2 * per_instance {
         let app = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            post(&app, PROMETHEUS, webhook(vec![alert("api-0", "firing")])).await.0
+            post(&app, PROMETHEUS, webhook(vec![alert("api-0", "firing")]))
+                .await
+                .0
         }));
     }
     for t in tasks {
@@ -245,12 +276,28 @@ async fn a_mixed_group_reports_each_alert() {
     let app = gateway(cp, ns.name()).await;
     let mut nameless = alert("x-0", "firing");
     nameless["labels"] = json!({"alertname": "Watchdog"});
-    let group = vec![alert("a-0", "firing"), alert("b-0", "resolved"), nameless, alert("c-0", "firing")];
+    let group = vec![
+        alert("a-0", "firing"),
+        alert("b-0", "resolved"),
+        nameless,
+        alert("c-0", "firing"),
+    ];
     let (status, body) = post(&app, PROMETHEUS, webhook(group)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let statuses: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["created", "ignored", "rejected", "created"]);
-    assert!(body["results"][2]["reason"].as_str().unwrap().contains("target"), "{body}");
+    assert!(
+        body["results"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("target"),
+        "{body}"
+    );
     assert_eq!(rrs(cp, ns.name()).await.len(), 2);
 }
 
@@ -266,7 +313,10 @@ async fn warning_events_become_rrs() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].spec.signal_type, signal_gateway::api::SignalType::Event);
+    assert_eq!(
+        list[0].spec.signal_type,
+        signal_gateway::api::SignalType::Event
+    );
     assert_eq!(list[0].occurrence_count(), 2);
 }
 
@@ -277,21 +327,72 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
     let app = gateway_with(cp, ns.name(), &[("GATEWAY_MAX_BODY_BYTES", "4096")]).await;
 
     let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
-        (PROMETHEUS, "application/json", "{not json".into(), StatusCode::BAD_REQUEST, "JSON"),
-        (PROMETHEUS, "application/json", include_str!("fixtures/alertmanager/v4-truncated.json").into(), StatusCode::BAD_REQUEST, "JSON"),
-        (PROMETHEUS, "application/json", include_str!("fixtures/alertmanager/v3-unknown-version.json").into(), StatusCode::BAD_REQUEST, "version"),
-        (PROMETHEUS, "application/json", "[]".into(), StatusCode::BAD_REQUEST, "object"),
-        (PROMETHEUS, "text/plain", webhook(vec![alert("w-0", "firing")]), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
-        (PROMETHEUS, "application/json", webhook(vec![alert(&"p".repeat(5000), "firing")]), StatusCode::PAYLOAD_TOO_LARGE, "4096"),
-        (PROMETHEUS, "application/json", webhook(vec![alert("Not_A_Valid_Name", "firing")]), StatusCode::BAD_REQUEST, "pod"),
-        (EVENTS, "application/json", json!({"kind": "Event", "type": "Warning"}).to_string(), StatusCode::BAD_REQUEST, "involvedObject"),
+        (
+            PROMETHEUS,
+            "application/json",
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "JSON",
+        ),
+        (
+            PROMETHEUS,
+            "application/json",
+            include_str!("fixtures/alertmanager/v4-truncated.json").into(),
+            StatusCode::BAD_REQUEST,
+            "JSON",
+        ),
+        (
+            PROMETHEUS,
+            "application/json",
+            include_str!("fixtures/alertmanager/v3-unknown-version.json").into(),
+            StatusCode::BAD_REQUEST,
+            "version",
+        ),
+        (
+            PROMETHEUS,
+            "application/json",
+            "[]".into(),
+            StatusCode::BAD_REQUEST,
+            "object",
+        ),
+        (
+            PROMETHEUS,
+            "text/plain",
+            webhook(vec![alert("w-0", "firing")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            PROMETHEUS,
+            "application/json",
+            webhook(vec![alert(&"p".repeat(5000), "firing")]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "4096",
+        ),
+        (
+            PROMETHEUS,
+            "application/json",
+            webhook(vec![alert("Not_A_Valid_Name", "firing")]),
+            StatusCode::BAD_REQUEST,
+            "pod",
+        ),
+        (
+            EVENTS,
+            "application/json",
+            json!({"kind": "Event", "type": "Warning"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "involvedObject",
+        ),
     ];
     for (path, ct, body, want, mentions) in cases {
         let (status, headers, problem) = send(&app, path, ct, body).await;
         assert_eq!(status, want, "{problem}");
         assert_eq!(headers["content-type"], "application/problem+json");
         let detail = problem["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains(mentions), "detail {detail:?} should mention {mentions:?}");
+        assert!(
+            detail.contains(mentions),
+            "detail {detail:?} should mention {mentions:?}"
+        );
     }
     assert!(rrs(cp, ns.name()).await.is_empty());
 }
@@ -310,13 +411,22 @@ async fn tokenreview_auth_accepts_cluster_tokens_only() {
             if let Some(t) = token {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
-            app.oneshot(req.body(Body::from(body)).unwrap()).await.unwrap().status()
+            app.oneshot(req.body(Body::from(body)).unwrap())
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(call(None).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(Some("not-a-token".into())).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(Some("not-a-token".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert!(rrs(cp, ns.name()).await.is_empty());
-    assert_eq!(call(Some(cp.token(Identity::Nobody).to_owned())).await, StatusCode::CREATED);
+    assert_eq!(
+        call(Some(cp.token(Identity::Nobody).to_owned())).await,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -330,23 +440,34 @@ async fn the_lambda_adapter_serves_the_same_router() {
     let apigw = include_str!("fixtures/lambda/apigw-v2-template.json")
         .replace("\"BODY\"", &serde_json::to_string(&payload).unwrap());
     let event = include_str!("fixtures/events/warning-backoff-pod.json");
-    let alb = include_str!("fixtures/lambda/alb-template.json").replace("\"BODY\"", &serde_json::to_string(event).unwrap());
+    let alb = include_str!("fixtures/lambda/alb-template.json")
+        .replace("\"BODY\"", &serde_json::to_string(event).unwrap());
 
     let mut adapter = Adapter::from(app);
     for (raw, want) in [(apigw.clone(), 201), (apigw, 202), (alb, 201)] {
         let req: LambdaRequest = serde_json::from_str(&raw).expect("a valid Lambda event");
-        let res = adapter.call(LambdaEvent::new(req, Context::default())).await.unwrap();
+        let res = adapter
+            .call(LambdaEvent::new(req, Context::default()))
+            .await
+            .unwrap();
         let res = serde_json::to_value(res).unwrap();
         assert_eq!(res["statusCode"], want, "{res}");
         let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
-        assert!(body["results"][0]["fingerprint"].as_str().is_some_and(|f| f.len() == 64), "{body}");
+        assert!(
+            body["results"][0]["fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.len() == 64),
+            "{body}"
+        );
     }
     assert_eq!(rrs(cp, ns.name()).await.len(), 2);
 }
 
 #[tokio::test]
 async fn api_server_outage_gives_503_then_recovers_without_restart() {
-    let cp = ControlPlane::start().await.expect("a private control plane");
+    let cp = ControlPlane::start()
+        .await
+        .expect("a private control plane");
     cp.install_crd(RemediationRequest::crd()).await.unwrap();
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
@@ -355,16 +476,33 @@ async fn api_server_outage_gives_503_then_recovers_without_restart() {
     assert_eq!(status, StatusCode::CREATED);
 
     cp.stop_apiserver();
-    let (status, headers, problem) = send(&app, PROMETHEUS, "application/json", webhook(vec![alert("outage-0", "firing")])).await;
+    let (status, headers, problem) = send(
+        &app,
+        PROMETHEUS,
+        "application/json",
+        webhook(vec![alert("outage-0", "firing")]),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert!(headers.contains_key("retry-after"));
-    let (status, _, _) = send(&app, PROMETHEUS, "application/json", webhook(vec![alert("outage-1", "firing")])).await;
+    let (status, _, _) = send(
+        &app,
+        PROMETHEUS,
+        "application/json",
+        webhook(vec![alert("outage-1", "firing")]),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    cp.start_apiserver().await.expect("restarting the API server");
+    cp.start_apiserver()
+        .await
+        .expect("restarting the API server");
     let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("outage-0", "firing")])).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["results"][0]["occurrenceCount"], 2, "the 503 must not have been counted");
+    assert_eq!(
+        body["results"][0]["occurrenceCount"], 2,
+        "the 503 must not have been counted"
+    );
     let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("outage-1", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED);
 }

@@ -505,6 +505,11 @@ mod tests {
         assert!(
             matches!(&items[3], Item::Ignored { fingerprint: Some(_), reason } if reason == "alert resolved")
         );
+        assert_eq!(
+            items[0].fingerprint().map(Fingerprint::as_str),
+            Some("e12977c57234eb3387198ef9acc7e98e2cca43936a021741b0735c49a9a528b6")
+        );
+        assert!(items[3].fingerprint().is_some());
     }
 
     #[test]
@@ -654,6 +659,7 @@ mod tests {
         let big = "x".repeat(10 * 1024);
         let items = parse(&one_alert(serde_json::json!({
             "alertname": "Ünïcødé ⚠", "namespace": "prod", "pod": "web-0", "description": big, "empty": "",
+            "severity": "",
         })));
         let s = signal(&items[0]);
         assert_eq!(s.name, "Ünïcødé ⚠");
@@ -662,7 +668,10 @@ mod tests {
             Some(10 * 1024)
         );
         assert_eq!(s.labels.get("empty").map(String::as_str), Some(""));
-        assert_eq!(s.severity, "unknown");
+        assert_eq!(
+            s.severity, "unknown",
+            "an empty severity label counts as absent"
+        );
     }
 
     #[test]
@@ -743,6 +752,7 @@ mod tests {
             rejected(&items[0]),
             "alerts[0]: must be an object, found a string"
         );
+        assert_eq!(items[0].fingerprint(), None);
         assert_eq!(
             rejected(&items[1]),
             "alerts[1]: field `labels.pod` must be a string, found a number"

@@ -383,6 +383,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_scoped_kinds_drop_a_namespace_the_sender_set() {
+        let mut event: Value = serde_json::from_str(NODE_OOM).unwrap_or_default();
+        if let Some(m) = event
+            .pointer_mut("/involvedObject")
+            .and_then(Value::as_object_mut)
+        {
+            m.insert("namespace".into(), "default".into());
+            m.insert("kind".into(), "node".into());
+        }
+        let s = signal(&event.to_string());
+        assert_eq!(
+            s.target.kind, "Node",
+            "known kinds are matched case-insensitively"
+        );
+        assert_eq!(s.target.namespace, "");
+        assert_eq!(
+            s.fingerprint.as_str(),
+            "e12977c57234eb3387198ef9acc7e98e2cca43936a021741b0735c49a9a528b6"
+        );
+    }
+
+    #[test]
     fn event_time_is_used_when_legacy_timestamps_are_null() {
         let s = signal(FAILED_SCHEDULING);
         assert_eq!(s.firing_time, ts("2025-06-12T08:20:58.114209Z"));

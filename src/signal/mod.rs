@@ -150,6 +150,18 @@ pub enum Item {
     Rejected { reason: String },
 }
 
+impl Item {
+    /// fingerprint returns the target's fingerprint when the item has one.
+    #[must_use]
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        match self {
+            Item::Signal(signal) => Some(&signal.fingerprint),
+            Item::Ignored { fingerprint, .. } => fingerprint.as_ref(),
+            Item::Rejected { .. } => None,
+        }
+    }
+}
+
 /// ParseContext carries what adapters need besides the payload itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParseContext {
