@@ -10,6 +10,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// RemediationRequestSpec is the immutable description of one problem.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) repeats its keys by design"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kubernaut.ai",

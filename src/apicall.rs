@@ -62,6 +62,29 @@ impl ApiCalls {
     }
 }
 
+impl ApiCalls {
+    /// read is `call` for idempotent reads: a transport failure (connection
+    /// reset, refused) is retried twice after a short pause, since a read that
+    /// never reached the server, or reached it, is equally safe to repeat.
+    pub async fn read<T, F, Fut>(&self, op: &'static str, name: &str, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        for attempt in 0..3u64 {
+            match self.run(op, name, f()).await? {
+                Ok(v) => return Ok(v),
+                Err(e) if api_code(&e).is_none() && attempt < 2 => {
+                    tracing::debug!(op, name, error = %e, "retrying read after transport error");
+                    tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
+                }
+                Err(e) => return Err(Error::kube(op, name, &e)),
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+}
+
 /// api_code is the HTTP status of a Kubernetes API error, if it is one.
 pub fn api_code(err: &kube::Error) -> Option<u16> {
     match err {

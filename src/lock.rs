@@ -397,7 +397,7 @@ pub fn is_expired(lease: &Lease, server_now: jiff::Timestamp, default: Duration)
         return false;
     };
     let age = server_now.as_second() - written.as_second();
-    age >= secs + 1
+    age > secs
 }
 
 /// backoff is the jittered exponential wait before attempt `attempt + 1`:

@@ -74,6 +74,7 @@ struct Waiter {
 /// Pipeline is shared by all requests of one process.
 pub struct Pipeline {
     client: Client,
+    rrs: Api<RemediationRequest>,
     settings: Settings,
     lock: Option<LeaseLock>,
     permits: Arc<Semaphore>,
@@ -96,6 +97,7 @@ impl Pipeline {
     #[must_use]
     pub fn new(client: Client, settings: Settings, lock: Option<LeaseLock>) -> Arc<Pipeline> {
         Arc::new(Pipeline {
+            rrs: Api::namespaced(client.clone(), &settings.namespace),
             client,
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
@@ -186,10 +188,6 @@ impl Pipeline {
         }
     }
 
-    fn rrs(&self) -> Api<RemediationRequest> {
-        Api::namespaced(self.client.clone(), &self.settings.namespace)
-    }
-
     /// process counts `k` occurrences of `signal` on its active RR, creating the RR if needed.
     async fn process(
         &self,
@@ -217,10 +215,10 @@ impl Pipeline {
                     Err(Error::LockBusy { lease, waited }) => {
                         // The holder may have finished just now: count on its RR if it did.
                         let seen = self.list(fp, calls).await?;
-                        if let Some(active) = seen.iter().find(|rr| rr.is_active()) {
-                            if let Some(r) = self.add_occurrences(active.clone(), k, calls).await? {
-                                return Ok(r);
-                            }
+                        if let Some(active) = seen.iter().find(|rr| rr.is_active())
+                            && let Some(r) = self.add_occurrences(active.clone(), k, calls).await?
+                        {
+                            return Ok(r);
                         }
                         return Err(Error::LockBusy { lease, waited });
                     }
@@ -230,11 +228,11 @@ impl Pipeline {
             let result = self
                 .create_locked(signal, k, seen, guard.as_ref(), calls)
                 .await;
-            if let (Some(lock), Some(g)) = (&self.lock, &guard) {
-                if let Err(e) = lock.release(g, calls).await {
-                    // The lease expires on its own; the next writer takes it over.
-                    tracing::warn!(lease = %g.name, error = %e, "releasing lease failed");
-                }
+            if let (Some(lock), Some(g)) = (&self.lock, &guard)
+                && let Err(e) = lock.release(g, calls).await
+            {
+                // The lease expires on its own; the next writer takes it over.
+                tracing::warn!(lease = %g.name, error = %e, "releasing lease failed");
             }
             if let Some(r) = result? {
                 return Ok(r);
@@ -262,17 +260,17 @@ impl Pipeline {
                 return self.add_occurrences(active.clone(), k, calls).await;
             }
         }
-        if let Some(g) = guard {
-            if !g.fits(calls.timeout()) {
-                return Err(Error::Transient {
-                    op: "creating remediationrequest",
-                    name: fp.to_string(),
-                    message: format!(
-                        "lease {} would expire before the write could finish",
-                        g.name
-                    ),
-                });
-            }
+        if let Some(g) = guard
+            && !g.fits(calls.timeout())
+        {
+            return Err(Error::Transient {
+                op: "creating remediationrequest",
+                name: fp.to_string(),
+                message: format!(
+                    "lease {} would expire before the write could finish",
+                    g.name
+                ),
+            });
         }
         let name = if self.settings.fencing {
             rr_name(fp, next_generation(fp, &seen))
@@ -298,7 +296,7 @@ impl Pipeline {
             .run(
                 "creating remediationrequest",
                 &name,
-                self.rrs().create(&pp, &rr),
+                self.rrs.create(&pp, &rr),
             )
             .await?
         {
@@ -309,7 +307,7 @@ impl Pipeline {
             Err(e) if api_code(&e) == Some(409) => {
                 // Another writer acted on the same view first: count on its RR.
                 let winner = calls
-                    .call("reading remediationrequest", &name, self.rrs().get(&name))
+                    .read("reading remediationrequest", &name, || self.rrs.get(&name))
                     .await?;
                 if !winner.is_active() {
                     return Ok(None);
@@ -327,11 +325,9 @@ impl Pipeline {
     ) -> Result<Vec<RemediationRequest>, Error> {
         let lp = ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
         let list = calls
-            .call(
-                "listing remediationrequests",
-                fp.as_str(),
-                self.rrs().list(&lp),
-            )
+            .read("listing remediationrequests", fp.as_str(), || {
+                self.rrs.list(&lp)
+            })
             .await?;
         Ok(list.items)
     }
@@ -375,7 +371,7 @@ impl Pipeline {
                 .run(
                     "updating remediationrequest status",
                     &name,
-                    self.rrs().patch_status(&name, &pp, &Patch::Merge(&patch)),
+                    self.rrs.patch_status(&name, &pp, &Patch::Merge(&patch)),
                 )
                 .await?
             {
@@ -392,7 +388,7 @@ impl Pipeline {
                     )))
                     .await;
                     rr = calls
-                        .call("reading remediationrequest", &name, self.rrs().get(&name))
+                        .read("reading remediationrequest", &name, || self.rrs.get(&name))
                         .await?;
                 }
                 Err(e) => return Err(Error::kube("updating remediationrequest status", &name, &e)),
@@ -432,11 +428,9 @@ impl Pipeline {
     pub async fn api_reachable(&self) -> Result<(), Error> {
         let calls = ApiCalls::new(self.settings.api_timeout);
         calls
-            .call(
-                "reading version",
-                "apiserver",
-                self.client.apiserver_version(),
-            )
+            .read("reading version", "apiserver", || {
+                self.client.apiserver_version()
+            })
             .await
             .map(drop)
     }

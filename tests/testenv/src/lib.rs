@@ -205,7 +205,7 @@ pub struct ControlPlane {
     cluster_role: tokio::sync::OnceCell<()>,
 }
 
-/// Startup is what a port-clash retry loop learns from one attempt.
+/// Attempt is what one start attempt of a component ended in.
 enum Attempt<T> {
     Ready(T),
     PortClash,
@@ -545,6 +545,9 @@ impl ControlPlane {
     /// start_apiserver starts kube-apiserver again on the same port, with the
     /// same certificates and keys, and waits until it is ready.
     pub async fn start_apiserver(&self) -> Result<()> {
+        if lock(&self.apiserver).is_some() {
+            return Err(Error::Other("kube-apiserver is already running".into()));
+        }
         match self.run_apiserver().await? {
             Attempt::Ready(()) => Ok(()),
             Attempt::PortClash => Err(Error::Other(format!(
@@ -564,6 +567,9 @@ impl ControlPlane {
     /// start_etcd starts etcd again on the same ports and data and waits until
     /// it is healthy, and then until the API server is ready again.
     pub async fn start_etcd(&self) -> Result<()> {
+        if lock(&self.etcd).is_some() {
+            return Err(Error::Other("etcd is already running".into()));
+        }
         match self.run_etcd().await? {
             Attempt::Ready(()) => {}
             Attempt::PortClash => {

@@ -1,0 +1,515 @@
+//! End-to-end: several gateway processes against one real API server, with
+//! crashes, pauses, skewed clocks and API server restarts.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use kube::{Api, CustomResourceExt, api::ListParams};
+use serde_json::{Value, json};
+use signal_gateway::api::RemediationRequest;
+use testenv::{ControlPlane, Identity};
+
+type Http = Client<HttpConnector, Full<axum::body::Bytes>>;
+
+/// Gateway is one signal-gateway process; it is killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    fn spawn(cp: &ControlPlane, ns: &str, name: &str, env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-gateway"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", cp.kubeconfig_path(Identity::Gateway))
+            .env("GATEWAY_NAMESPACE", ns)
+            .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("GATEWAY_AUTH", "none")
+            .env("GATEWAY_LOCK_DURATION_SECONDS", "10")
+            .env("GATEWAY_LOCK_WAIT_MS", "20000")
+            .env("GATEWAY_API_TIMEOUT_MS", "5000")
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: prctl is async-signal-safe; the gateway dies with this test thread.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("starting signal-gateway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{name} did not start: {:?}", logs.lock().unwrap()));
+        Gateway {
+            child,
+            addr: addr.parse().expect("a socket address"),
+            logs,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// wait_stopped returns once the process is frozen by SIGSTOP (its test hook).
+    async fn wait_stopped(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            if state == Some("T") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never reached its pause point"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn api_calls_and_signals(&self) -> (u64, u64) {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "batch processed")
+            .fold((0, 0), |(c, s), v| {
+                (
+                    c + v["api_calls"].as_u64().unwrap_or(0),
+                    s + v["signals"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tool runs `hack/tool.sh NAME` (install or reuse) and returns the path it prints last.
+fn tool(name: &str) -> std::path::PathBuf {
+    let script = testenv::repo_root().join("hack/tool.sh");
+    let out = Command::new(&script)
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running hack/tool.sh");
+    assert!(out.status.success(), "hack/tool.sh {name} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .expect("a path")
+        .trim()
+        .into()
+}
+
+fn http() -> Http {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn alert(pod: &str) -> String {
+    json!({
+        "version": "4", "status": "firing", "receiver": "sg", "groupKey": "{}:{}", "truncatedAlerts": 0,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": pod, "severity": "critical"},
+            "annotations": {}, "startsAt": "2026-11-27T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090", "fingerprint": "0123456789abcdef"
+        }]
+    })
+    .to_string()
+}
+
+/// post sends one webhook; None means the connection failed (process killed).
+async fn post(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Value)> {
+    let req = axum::http::Request::post(format!("http://{to}/api/v1/signals/prometheus"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .expect("a request");
+    let res = http.request(req).await.ok()?;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+async fn setup() -> (&'static ControlPlane, testenv::TestNamespace) {
+    let cp = testenv::shared();
+    cp.install_crd(RemediationRequest::crd())
+        .await
+        .expect("installing the CRD");
+    let ns = cp.new_namespace().await.expect("a namespace");
+    (cp, ns)
+}
+
+async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
+    Api::<RemediationRequest>::namespaced(cp.admin_client(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing RRs")
+        .items
+}
+
+fn active_per_target(
+    list: &[RemediationRequest],
+) -> std::collections::BTreeMap<String, Vec<&RemediationRequest>> {
+    let mut m = std::collections::BTreeMap::<String, Vec<&RemediationRequest>>::new();
+    for rr in list.iter().filter(|rr| rr.is_active()) {
+        m.entry(rr.spec.target_resource.name.clone())
+            .or_default()
+            .push(rr);
+    }
+    m
+}
+
+#[tokio::test]
+async fn a_hundred_identical_signals_over_three_instances_make_one_rr() {
+    let (cp, ns) = setup().await;
+    let gws: Vec<Gateway> = (0..3)
+        .map(|i| Gateway::spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
+        .collect();
+    let http = http();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (http, to) = (http.clone(), gws[i % 3].addr);
+        tasks.push(tokio::spawn(async move {
+            post(&http, to, alert("storm-0")).await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap().expect("the instance answered");
+        assert!(status == 201 || status == 202, "{status} {body}");
+        created += usize::from(status == 201);
+    }
+    assert_eq!(created, 1);
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].occurrence_count(), 100);
+    let (calls, signals) = gws
+        .iter()
+        .map(Gateway::api_calls_and_signals)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert_eq!(signals, 100);
+    eprintln!(
+        "storm: {calls} API requests for {signals} signals ({:.2} per signal)",
+        calls as f64 / signals as f64
+    );
+    assert!(
+        calls < signals,
+        "coalescing must bring API requests below one per signal, got {calls} for {signals}"
+    );
+}
+
+#[tokio::test]
+async fn fifty_fingerprints_times_twenty_make_fifty_exact_rrs() {
+    let (cp, ns) = setup().await;
+    let gws: Vec<Gateway> = (0..3)
+        .map(|i| Gateway::spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
+        .collect();
+    let http = http();
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for round in 0..20 {
+        for f in 0..50 {
+            let (http, to, limit) = (http.clone(), gws[(round + f) % 3].addr, Arc::clone(&limit));
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await.unwrap();
+                post(&http, to, alert(&format!("pod-{f}"))).await
+            }));
+        }
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap().expect("the instance answered");
+        assert!(status == 201 || status == 202, "{status} {body}");
+    }
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 50);
+    for (target, rrs) in active_per_target(&list) {
+        assert_eq!(rrs.len(), 1, "{target}");
+        assert_eq!(rrs[0].occurrence_count(), 20, "{target}");
+    }
+}
+
+/// paused_writer freezes instance A right before its RR create, lets B act,
+/// then resumes A; it returns the active RRs and A's answer.
+async fn paused_writer(locking: bool, fencing: bool) -> (usize, i64, Option<u16>) {
+    let (cp, ns) = setup().await;
+    let flags = [
+        (
+            "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
+            if locking { "true" } else { "false" },
+        ),
+        (
+            "GATEWAY_UNSAFE_DISABLE_FENCING",
+            if fencing { "false" } else { "true" },
+        ),
+        ("GATEWAY_LOCK_DURATION_SECONDS", "3"),
+        ("GATEWAY_API_TIMEOUT_MS", "2000"),
+    ];
+    let mut a_env = flags.to_vec();
+    a_env.push(("GATEWAY_TEST_PAUSE_AT", "before-create"));
+    let a = Gateway::spawn(cp, ns.name(), "gw-a", &a_env);
+    let b = Gateway::spawn(cp, ns.name(), "gw-b", &flags);
+    let http = http();
+
+    let (h, to) = (http.clone(), a.addr);
+    let from_a = tokio::spawn(async move { post(&h, to, alert("paused-0")).await });
+    a.wait_stopped().await;
+    // A holds the lease (if locking) and has read "no RR": B must wait for the
+    // lease to expire (3 s, on the server's clock), then create.
+    let (status, body) = post(&http, b.addr, alert("paused-0"))
+        .await
+        .expect("B answered");
+    assert_eq!(status, 201, "{body}");
+    a.signal(libc::SIGCONT);
+    let a_status = from_a.await.unwrap().map(|(s, _)| s);
+    let list = rrs(cp, ns.name()).await;
+    let active: Vec<_> = list.iter().filter(|rr| rr.is_active()).collect();
+    let total: i64 = active.iter().map(|rr| rr.occurrence_count()).sum();
+    (active.len(), total, a_status)
+}
+
+#[tokio::test]
+async fn a_writer_paused_past_lease_expiry_cannot_create_a_duplicate() {
+    let (active, total, a_status) = paused_writer(true, true).await;
+    assert_eq!(active, 1, "fencing must stop the stale holder");
+    assert_eq!(
+        a_status,
+        Some(202),
+        "the stale holder's signal is counted as a duplicate"
+    );
+    assert_eq!(total, 2);
+}
+
+#[tokio::test]
+async fn the_paused_writer_test_detects_duplicates_when_protection_is_off() {
+    // Lock and fencing both off: the test must see the duplicate it guards against.
+    let (active, _, _) = paused_writer(false, false).await;
+    assert_eq!(
+        active, 2,
+        "without lock and fencing the paused writer duplicates"
+    );
+    // The lock alone is not enough: a holder paused past expiry still duplicates.
+    let (active, _, _) = paused_writer(true, false).await;
+    assert_eq!(
+        active, 2,
+        "a lock without fencing lets a stale holder duplicate"
+    );
+    // Fencing alone (the rollback mode) still prevents it.
+    let (active, total, _) = paused_writer(false, true).await;
+    assert_eq!((active, total), (1, 2));
+}
+
+#[tokio::test]
+async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate() {
+    let (cp, ns) = setup().await;
+    let flags = [
+        ("GATEWAY_LOCK_DURATION_SECONDS", "3"),
+        ("GATEWAY_API_TIMEOUT_MS", "2000"),
+    ];
+    let mut a_env = flags.to_vec();
+    a_env.push(("GATEWAY_TEST_PAUSE_AT", "after-lock"));
+    let mut a = Gateway::spawn(cp, ns.name(), "gw-a", &a_env);
+    let b = Gateway::spawn(cp, ns.name(), "gw-b", &flags);
+    let http = http();
+    let (h, to) = (http.clone(), a.addr);
+    let from_a = tokio::spawn(async move { post(&h, to, alert("killed-0")).await });
+    a.wait_stopped().await;
+    a.signal(libc::SIGKILL);
+    let _ = a.child.wait();
+    assert!(
+        from_a.await.unwrap().is_none(),
+        "a killed instance answers nothing"
+    );
+
+    let start = Instant::now();
+    let (status, body) = post(&http, b.addr, alert("killed-0"))
+        .await
+        .expect("B answered");
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "B must wait for the dead holder's lease to expire"
+    );
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].occurrence_count(), 1);
+    assert!(b.logged("took over expired lease"));
+}
+
+#[tokio::test]
+async fn skewed_clocks_do_not_steal_a_live_lease() {
+    let faketime = tool("libfaketime");
+    let (cp, ns) = setup().await;
+    let lib = faketime.to_string_lossy().into_owned();
+    let common = [
+        ("LD_PRELOAD", lib.as_str()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ("GATEWAY_LOCK_DURATION_SECONDS", "8"),
+    ];
+    let mut a_env = common.to_vec();
+    a_env.extend([
+        ("FAKETIME", "-60s"),
+        ("GATEWAY_TEST_PAUSE_AT", "after-lock"),
+    ]);
+    let mut b_env = common.to_vec();
+    b_env.extend([("FAKETIME", "+60s"), ("GATEWAY_LOCK_WAIT_MS", "1500")]);
+    let a = Gateway::spawn(cp, ns.name(), "gw-behind", &a_env);
+    let b = Gateway::spawn(cp, ns.name(), "gw-ahead", &b_env);
+    let http = http();
+
+    let (h, to) = (http.clone(), a.addr);
+    let from_a = tokio::spawn(async move { post(&h, to, alert("skew-0")).await });
+    a.wait_stopped().await;
+    // A's renewTime is 60 s in the past and B's clock 60 s ahead: a lock that
+    // trusted those clocks would let B steal at once. B must wait, then give up.
+    let (status, body) = post(&http, b.addr, alert("skew-0"))
+        .await
+        .expect("B answered");
+    assert_eq!(status, 503, "B stole a live lease: {body}");
+    assert!(!b.logged("took over expired lease"));
+    a.signal(libc::SIGCONT);
+    let (status, _) = from_a.await.unwrap().expect("A answered");
+    assert_eq!(status, 201);
+    let (status, _) = post(&http, b.addr, alert("skew-0"))
+        .await
+        .expect("B answered");
+    assert_eq!(status, 202);
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].occurrence_count(), 2);
+}
+
+#[tokio::test]
+async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing() {
+    let cp = ControlPlane::start()
+        .await
+        .expect("a private control plane");
+    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let ns = cp.new_namespace().await.unwrap();
+    let flags = [
+        ("GATEWAY_LOCK_DURATION_SECONDS", "4"),
+        ("GATEWAY_API_TIMEOUT_MS", "2000"),
+        ("GATEWAY_LOCK_WAIT_MS", "3000"),
+    ];
+    let gws: Vec<Gateway> = (0..3)
+        .map(|i| Gateway::spawn(&cp, ns.name(), &format!("gw-{i}"), &flags))
+        .collect();
+    let http = http();
+    let targets = 10;
+    let accepted: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
+    let sent: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..6 {
+        let (http, to) = (http.clone(), gws[worker % 3].addr);
+        let (accepted, sent, stop) = (Arc::clone(&accepted), Arc::clone(&sent), Arc::clone(&stop));
+        load.push(tokio::spawn(async move {
+            let mut i = worker;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = i % targets;
+                sent.lock().unwrap()[t] += 1;
+                if let Some((status, _)) = post(&http, to, alert(&format!("load-{t}"))).await
+                    && (status == 201 || status == 202)
+                {
+                    accepted.lock().unwrap()[t] += 1;
+                }
+                i += 1;
+            }
+        }));
+    }
+    let before_restart = |a: &Arc<Mutex<Vec<u64>>>| a.lock().unwrap().iter().sum::<u64>();
+    while before_restart(&accepted) < 30 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cp.stop_apiserver();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cp.start_apiserver()
+        .await
+        .expect("restarting the API server");
+    let resumed_at = before_restart(&accepted);
+    while before_restart(&accepted) < resumed_at + 30 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let list = rrs(&cp, ns.name()).await;
+    let per_target = active_per_target(&list);
+    assert_eq!(list.len(), targets, "one RR per target, none duplicated");
+    let accepted = accepted.lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
+    for t in 0..targets {
+        let rr = &per_target[&format!("load-{t}")];
+        assert_eq!(rr.len(), 1);
+        let count = rr[0].occurrence_count() as u64;
+        assert!(
+            count >= accepted[t],
+            "load-{t}: {count} counted < {} answered 2xx",
+            accepted[t]
+        );
+        assert!(
+            count <= sent[t],
+            "load-{t}: {count} counted > {} sent",
+            sent[t]
+        );
+    }
+}
