@@ -31,9 +31,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     let mut kc = kube::Config::infer()
         .await
         .context("loading Kubernetes client configuration")?;
+    // Each call is bounded by `ApiCalls`. A read timeout here would also fire on
+    // idle pooled connections and break the next request sent on them.
     kc.connect_timeout = Some(config.api_timeout);
-    kc.read_timeout = Some(config.api_timeout);
-    kc.write_timeout = Some(config.api_timeout);
     let client = kube::Client::try_from(kc).context("building Kubernetes client")?;
     Ok(assemble(config, client).await)
 }

@@ -1,13 +1,18 @@
-//! Testhook lets chaos tests stop the process at a named point of the write path.
+//! Testhook lets chaos tests freeze a request at a named point of the write path.
 //!
 //! When `GATEWAY_TEST_PAUSE_AT` names a point, the first request to reach it
-//! sends SIGSTOP to its own process; the test then acts while the writer is
-//! frozen and resumes it with SIGCONT. Unset (always, in production), the
-//! hook costs one comparison.
+//! logs `test hook: paused` and blocks until the file named by
+//! `GATEWAY_TEST_RESUME_FILE` exists (at most two minutes). Tests freeze the
+//! whole process with SIGSTOP meanwhile, act, then resume it. Unset (always,
+//! in production), the hook costs one comparison.
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    path::PathBuf,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 /// AFTER_LOCK is reached right after the Lease was acquired.
@@ -15,30 +20,31 @@ pub const AFTER_LOCK: &str = "after-lock";
 /// BEFORE_CREATE is reached after every check, right before the RR create.
 pub const BEFORE_CREATE: &str = "before-create";
 
-static PAUSE_AT: OnceLock<Option<String>> = OnceLock::new();
+struct Hook {
+    point: String,
+    resume: PathBuf,
+}
+
+static HOOK: OnceLock<Option<Hook>> = OnceLock::new();
 static FIRED: AtomicBool = AtomicBool::new(false);
 
-/// pause stops the process once if `point` is the configured pause point.
+/// pause blocks the calling request once if `point` is the configured pause point.
 pub fn pause(point: &str) {
-    let configured = PAUSE_AT.get_or_init(|| {
-        std::env::var("GATEWAY_TEST_PAUSE_AT")
+    let hook = HOOK.get_or_init(|| {
+        let point = std::env::var("GATEWAY_TEST_PAUSE_AT")
             .ok()
-            .filter(|p| !p.is_empty())
+            .filter(|p| !p.is_empty())?;
+        let resume = std::env::var_os("GATEWAY_TEST_RESUME_FILE")?.into();
+        Some(Hook { point, resume })
     });
-    if configured.as_deref() != Some(point) || FIRED.swap(true, Ordering::SeqCst) {
+    let Some(hook) = hook else { return };
+    if hook.point != point || FIRED.swap(true, Ordering::SeqCst) {
         return;
     }
-    tracing::warn!(
-        point,
-        pid = std::process::id(),
-        "test hook: stopping this process"
-    );
-    let stopped = std::process::Command::new("kill")
-        .args(["-STOP", &std::process::id().to_string()])
-        .status();
-    tracing::warn!(
-        point,
-        ok = stopped.is_ok_and(|s| s.success()),
-        "test hook: resumed"
-    );
+    tracing::warn!(point, "test hook: paused");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !hook.resume.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(point, "test hook: resumed");
 }

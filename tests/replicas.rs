@@ -26,10 +26,12 @@ struct Gateway {
     child: Child,
     addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    resume: tempfile::TempDir,
 }
 
 impl Gateway {
     fn spawn(cp: &ControlPlane, ns: &str, name: &str, env: &[(&str, &str)]) -> Gateway {
+        let resume = tempfile::tempdir().expect("a temp dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-gateway"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -42,6 +44,7 @@ impl Gateway {
             .env("GATEWAY_API_TIMEOUT_MS", "5000")
             .env("POD_NAME", name)
             .env("RUST_LOG", "info")
+            .env("GATEWAY_TEST_RESUME_FILE", resume.path().join("resume"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -78,6 +81,7 @@ impl Gateway {
             child,
             addr: addr.parse().expect("a socket address"),
             logs,
+            resume,
         }
     }
 
@@ -90,25 +94,38 @@ impl Gateway {
         assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
     }
 
-    /// wait_stopped returns once the process is frozen by SIGSTOP (its test hook).
-    async fn wait_stopped(&self) {
+    /// freeze waits until a request is parked at the pause point, then stops
+    /// the whole process with SIGSTOP: every thread and timer is frozen.
+    async fn freeze(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            if state == Some("T") {
-                return;
-            }
+        while !self.logged("test hook: paused") {
             assert!(
                 Instant::now() < deadline,
                 "the gateway never reached its pause point"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.signal(libc::SIGSTOP);
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                == Some("T")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the gateway did not stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// thaw lets the frozen request go on.
+    fn thaw(&self) {
+        std::fs::write(self.resume.path().join("resume"), b"").expect("writing the resume file");
+        self.signal(libc::SIGCONT);
     }
 
     fn logged(&self, needle: &str) -> bool {
@@ -310,15 +327,20 @@ async fn paused_writer(locking: bool, fencing: bool) -> (usize, i64, Option<u16>
 
     let (h, to) = (http.clone(), a.addr);
     let from_a = tokio::spawn(async move { post(&h, to, alert("paused-0")).await });
-    a.wait_stopped().await;
+    a.freeze().await;
     // A holds the lease (if locking) and has read "no RR": B must wait for the
     // lease to expire (3 s, on the server's clock), then create.
     let (status, body) = post(&http, b.addr, alert("paused-0"))
         .await
         .expect("B answered");
-    assert_eq!(status, 201, "{body}");
-    a.signal(libc::SIGCONT);
-    let a_status = from_a.await.unwrap().map(|(s, _)| s);
+    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs.lock().unwrap());
+    a.thaw();
+    let a_answer = from_a.await.unwrap();
+    let a_status = a_answer.as_ref().map(|(s, _)| *s);
+    eprintln!(
+        "A answered {a_answer:?}; A's log: {:#?}",
+        a.logs.lock().unwrap()
+    );
     let list = rrs(cp, ns.name()).await;
     let active: Vec<_> = list.iter().filter(|rr| rr.is_active()).collect();
     let total: i64 = active.iter().map(|rr| rr.occurrence_count()).sum();
@@ -370,7 +392,7 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
     let http = http();
     let (h, to) = (http.clone(), a.addr);
     let from_a = tokio::spawn(async move { post(&h, to, alert("killed-0")).await });
-    a.wait_stopped().await;
+    a.freeze().await;
     a.signal(libc::SIGKILL);
     let _ = a.child.wait();
     assert!(
@@ -382,7 +404,7 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
     let (status, body) = post(&http, b.addr, alert("killed-0"))
         .await
         .expect("B answered");
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs.lock().unwrap());
     assert!(
         start.elapsed() >= Duration::from_secs(3),
         "B must wait for the dead holder's lease to expire"
@@ -401,7 +423,8 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
     let common = [
         ("LD_PRELOAD", lib.as_str()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ("GATEWAY_LOCK_DURATION_SECONDS", "8"),
+        ("GATEWAY_LOCK_DURATION_SECONDS", "15"),
+        ("GATEWAY_API_TIMEOUT_MS", "2000"),
     ];
     let mut a_env = common.to_vec();
     a_env.extend([
@@ -416,17 +439,23 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
 
     let (h, to) = (http.clone(), a.addr);
     let from_a = tokio::spawn(async move { post(&h, to, alert("skew-0")).await });
-    a.wait_stopped().await;
+    a.freeze().await;
     // A's renewTime is 60 s in the past and B's clock 60 s ahead: a lock that
     // trusted those clocks would let B steal at once. B must wait, then give up.
     let (status, body) = post(&http, b.addr, alert("skew-0"))
         .await
         .expect("B answered");
-    assert_eq!(status, 503, "B stole a live lease: {body}");
+    assert_eq!(
+        status,
+        503,
+        "B stole a live lease: {body}\nA: {:#?}\nB: {:#?}",
+        a.logs.lock().unwrap(),
+        b.logs.lock().unwrap()
+    );
     assert!(!b.logged("took over expired lease"));
-    a.signal(libc::SIGCONT);
-    let (status, _) = from_a.await.unwrap().expect("A answered");
-    assert_eq!(status, 201);
+    a.thaw();
+    let (status, body) = from_a.await.unwrap().expect("A answered");
+    assert_eq!(status, 201, "{body}");
     let (status, _) = post(&http, b.addr, alert("skew-0"))
         .await
         .expect("B answered");
