@@ -87,3 +87,33 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("boom", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_server_overload_and_5xx_are_transient() {
+        for code in [429, 500, 502, 503, 504] {
+            let e = Error::kube("listing", "x", &api_error(code));
+            assert!(matches!(e, Error::Transient { .. }), "{code}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn rbac_and_schema_failures_need_an_operator() {
+        for code in [401, 403, 404, 422] {
+            let e = Error::kube("creating", "x", &api_error(code));
+            assert!(matches!(e, Error::Api { .. }), "{code}: {e:?}");
+            assert!(e.to_string().contains("creating x"), "{e}");
+        }
+    }
+}

@@ -209,7 +209,7 @@ impl Pipeline {
                 None => None,
                 Some(lock) => match lock.acquire(fp, calls, cancelled).await {
                     Ok(g) => {
-                        testhook::pause(testhook::AFTER_LOCK);
+                        testhook::pause(testhook::AFTER_LOCK).await;
                         Some(g)
                     }
                     Err(Error::LockBusy { lease, waited }) => {
@@ -291,7 +291,7 @@ impl Pipeline {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        testhook::pause(testhook::BEFORE_CREATE);
+        testhook::pause(testhook::BEFORE_CREATE).await;
         match calls
             .run(
                 "creating remediationrequest",

@@ -29,7 +29,7 @@ static HOOK: OnceLock<Option<Hook>> = OnceLock::new();
 static FIRED: AtomicBool = AtomicBool::new(false);
 
 /// pause blocks the calling request once if `point` is the configured pause point.
-pub fn pause(point: &str) {
+pub async fn pause(point: &str) {
     let hook = HOOK.get_or_init(|| {
         let point = std::env::var("GATEWAY_TEST_PAUSE_AT")
             .ok()
@@ -44,7 +44,7 @@ pub fn pause(point: &str) {
     tracing::warn!(point, "test hook: paused");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !hook.resume.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::warn!(point, "test hook: resumed");
 }

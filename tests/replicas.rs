@@ -542,3 +542,45 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let (cp, ns) = setup().await;
+    let mut a = Gateway::spawn(
+        cp,
+        ns.name(),
+        "gw-a",
+        &[
+            ("GATEWAY_TEST_PAUSE_AT", "before-create"),
+            ("GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", "20"),
+        ],
+    );
+    let http = http();
+    let (h, to) = (http.clone(), a.addr);
+    let in_flight = tokio::spawn(async move { post(&h, to, alert("drain-0")).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.logged("test hook: paused") {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the pause point"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.signal(libc::SIGTERM);
+    while !a.logged("shutdown signal received") {
+        assert!(Instant::now() < deadline, "SIGTERM was not noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.thaw();
+    let (status, body) = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(status, 201, "{body}");
+    let exit = tokio::task::spawn_blocking(move || a.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert_eq!(rrs(cp, ns.name()).await.len(), 1);
+}
