@@ -485,10 +485,12 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
     let accepted: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
     let sent: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut load = Vec::new();
     for worker in 0..6 {
         let (http, to) = (http.clone(), gws[worker % 3].addr);
         let (accepted, sent, stop) = (Arc::clone(&accepted), Arc::clone(&sent), Arc::clone(&stop));
+        let refused = Arc::clone(&refused);
         load.push(tokio::spawn(async move {
             let mut i = worker;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -498,23 +500,39 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
                     && (status == 201 || status == 202)
                 {
                     accepted.lock().unwrap()[t] += 1;
+                } else {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 i += 1;
             }
         }));
     }
-    let before_restart = |a: &Arc<Mutex<Vec<u64>>>| a.lock().unwrap().iter().sum::<u64>();
-    while before_restart(&accepted) < 30 {
-        tokio::task::yield_now().await;
+    let accepted_total = |a: &Arc<Mutex<Vec<u64>>>| a.lock().unwrap().iter().sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted_total(&accepted) < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "no load got through before the restart"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cp.stop_apiserver();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Keep it down until the gateways have answered some signals with 503.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+        assert!(Instant::now() < deadline, "the outage was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cp.start_apiserver()
         .await
         .expect("restarting the API server");
-    let resumed_at = before_restart(&accepted);
-    while before_restart(&accepted) < resumed_at + 30 {
+    let resumed_at = accepted_total(&accepted);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted_total(&accepted) < resumed_at + 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateways did not recover after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
