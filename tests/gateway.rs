@@ -506,3 +506,69 @@ async fn api_server_outage_gives_503_then_recovers_without_restart() {
     let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("outage-1", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+/// apiserver_pid finds the kube-apiserver serving `cp` by its `--secure-port` flag.
+fn apiserver_pid(cp: &ControlPlane) -> i32 {
+    let port = cp
+        .server_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let flag = format!("--secure-port={port}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"kube-apiserver"))
+                && args.iter().any(|a| *a == flag.as_bytes())
+        })
+        .expect("the API server process")
+}
+
+#[tokio::test]
+async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
+    let cp = ControlPlane::start()
+        .await
+        .expect("a private control plane");
+    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let ns = cp.new_namespace().await.unwrap();
+    let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
+    let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("hung-0", "firing")])).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let pid = apiserver_pid(&cp);
+    // SAFETY: signalling a child process of this test's control plane.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let start = std::time::Instant::now();
+    let (status, headers, problem) = send(
+        &app,
+        PROMETHEUS,
+        "application/json",
+        webhook(vec![alert("hung-0", "firing")]),
+    )
+    .await;
+    let waited = start.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no answer within"),
+        "{problem}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(30),
+        "bounded by the call timeout and its retries: {waited:?}"
+    );
+
+    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("hung-0", "firing")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["results"][0]["occurrenceCount"], 2);
+}
