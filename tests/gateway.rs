@@ -572,3 +572,30 @@ async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["results"][0]["occurrenceCount"], 2);
 }
+
+#[tokio::test]
+async fn odd_but_valid_label_values_are_stored_as_sent() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let app = gateway(cp, ns.name()).await;
+    let big = "x".repeat(10 * 1024);
+    let mut a = alert("odd-0", "firing");
+    a["labels"]["team"] = json!("Überwachung ✓ 監視");
+    a["labels"]["huge"] = json!(big);
+    a["labels"]["empty"] = json!("");
+    a["labels"]["deployment"] = json!(""); // empty counts as absent: the pod label decides
+    a["annotations"]["summary"] = json!("🔥 \"quoted\" \n newline");
+    let (status, body) = post(&app, PROMETHEUS, webhook(vec![a])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 1);
+    let spec = &list[0].spec;
+    assert_eq!(spec.target_resource.kind, "Pod");
+    assert_eq!(spec.signal_labels["team"], "Überwachung ✓ 監視");
+    assert_eq!(spec.signal_labels["huge"].len(), 10 * 1024);
+    assert_eq!(spec.signal_labels["empty"], "");
+    assert_eq!(
+        spec.signal_annotations["summary"],
+        "🔥 \"quoted\" \n newline"
+    );
+}

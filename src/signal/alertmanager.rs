@@ -778,4 +778,20 @@ mod tests {
         );
         assert_eq!(signal(&items[6]).target, target("Pod", "p", "a", "v1"));
     }
+
+    #[test]
+    fn every_prefix_of_every_fixture_parses_or_fails_cleanly() {
+        let ctx = ParseContext::now(None);
+        for fixture in [SINGLE, GROUP, MIXED] {
+            let bytes = fixture.trim_end().as_bytes();
+            for end in 0..bytes.len() {
+                // A truncated body must be an error (never a panic, never a partial success).
+                assert!(
+                    parse_alertmanager(&bytes[..end], &ctx).is_err(),
+                    "prefix of {end} bytes was accepted"
+                );
+            }
+            assert!(parse_alertmanager(bytes, &ctx).is_ok());
+        }
+    }
 }
