@@ -197,8 +197,10 @@ impl Pipeline {
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<BatchResult, Error> {
         let fp = &signal.fingerprint;
-        for _ in 0..MAX_ROUNDS {
-            let seen = self.list(fp, calls).await?;
+        for round in 0..MAX_ROUNDS {
+            // The first look may come from the API server's cache; a round that
+            // follows a surprise reads the latest state.
+            let seen = self.list(fp, calls, round > 0).await?;
             if let Some(active) = seen.iter().find(|rr| rr.is_active()) {
                 if let Some(r) = self.add_occurrences(active.clone(), k, calls).await? {
                     return Ok(r);
@@ -214,7 +216,7 @@ impl Pipeline {
                     }
                     Err(Error::LockBusy { lease, waited }) => {
                         // The holder may have finished just now: count on its RR if it did.
-                        let seen = self.list(fp, calls).await?;
+                        let seen = self.list(fp, calls, true).await?;
                         if let Some(active) = seen.iter().find(|rr| rr.is_active())
                             && let Some(r) = self.add_occurrences(active.clone(), k, calls).await?
                         {
@@ -255,7 +257,7 @@ impl Pipeline {
     ) -> Result<Option<BatchResult>, Error> {
         let fp = &signal.fingerprint;
         if guard.is_some_and(|g| g.waited) {
-            seen = self.list(fp, calls).await?;
+            seen = self.list(fp, calls, false).await?;
             if let Some(active) = seen.iter().find(|rr| rr.is_active()) {
                 return self.add_occurrences(active.clone(), k, calls).await;
             }
@@ -318,12 +320,23 @@ impl Pipeline {
         }
     }
 
+    /// list reads the RRs of a fingerprint. Unless `latest`, the API server may
+    /// answer from its watch cache without waiting for it to catch up with
+    /// etcd: a consistent list costs up to ~100 ms right after a Lease write,
+    /// because the cache must first confirm it has seen every newer write.
+    /// Stale answers are safe here: every status write carries the
+    /// resourceVersion it read, phases only move forward, and the create is
+    /// fenced by its name, so a stale view costs a retry, never a duplicate.
     async fn list(
         &self,
         fp: &Fingerprint,
         calls: &ApiCalls,
+        latest: bool,
     ) -> Result<Vec<RemediationRequest>, Error> {
-        let lp = ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
+        let mut lp = ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
+        if !latest {
+            lp = lp.match_any();
+        }
         let list = calls
             .read("listing remediationrequests", fp.as_str(), || {
                 self.rrs.list(&lp)

@@ -524,7 +524,7 @@ fn apiserver_pid(cp: &ControlPlane) -> i32 {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"kube-apiserver"))
-                && args.iter().any(|a| *a == flag.as_bytes())
+                && args.contains(&flag.as_bytes())
         })
         .expect("the API server process")
 }
