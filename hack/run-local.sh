@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 KUBE_BINARIES_DIR="$(hack/kube-binaries.sh | tail -n 1)"
 export KUBE_BINARIES_DIR
 cargo build --quiet --workspace --bins
+bin="${CARGO_TARGET_DIR:-target}/debug"
 
 dir="${LOCAL_DIR:-$PWD/target/local}"
 mkdir -p "$dir"
@@ -15,7 +16,7 @@ fifo="$dir/testenv.out"
 rm -f "$fifo"
 mkfifo "$fifo"
 # testenv exits when its stdin closes, i.e. when this script ends.
-exec 3> >(target/debug/testenv --dir "$dir" >"$fifo")
+exec 3> >("$bin/testenv" --dir "$dir" >"$fifo")
 trap 'exec 3>&-' EXIT
 while IFS= read -r line; do
   echo "testenv: $line"
@@ -43,4 +44,4 @@ GATEWAY_LISTEN_ADDR="$addr" \
 GATEWAY_AUTH="${GATEWAY_AUTH:-none}" \
 GATEWAY_LOG_FORMAT="${GATEWAY_LOG_FORMAT:-text}" \
 POD_NAME="${POD_NAME:-local}" \
-  target/debug/signal-gateway serve
+  "$bin/signal-gateway" serve
