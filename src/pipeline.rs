@@ -144,12 +144,20 @@ impl Pipeline {
 
     /// drain runs batches for `fp` until no signal is waiting.
     async fn drain(self: Arc<Self>, fp: Fingerprint) {
+        // Should this task ever end abnormally, the guard removes the entry so
+        // that queued callers get an error and later signals start a new task.
+        let mut guard = DrainGuard {
+            pipeline: Arc::clone(&self),
+            fp: fp.clone(),
+            armed: true,
+        };
         loop {
             let batch = {
                 let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
                 let taken = queued.get_mut(&fp).map(std::mem::take).unwrap_or_default();
                 if taken.is_empty() {
                     queued.remove(&fp);
+                    guard.armed = false;
                     return;
                 }
                 taken
@@ -410,6 +418,27 @@ impl Pipeline {
         Err(Error::Contention(format!(
             "remediationrequest {name}: status changed concurrently {MAX_STATUS_ATTEMPTS} times in a row"
         )))
+    }
+}
+
+/// DrainGuard clears a fingerprint's queue when its drain task ends.
+struct DrainGuard {
+    pipeline: Arc<Pipeline>,
+    fp: Fingerprint,
+    armed: bool,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut queued = self
+            .pipeline
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        queued.remove(&self.fp);
     }
 }
 
