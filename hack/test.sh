@@ -2,13 +2,14 @@
 # Runs every check and test: formatting, clippy, unit, integration and
 # end-to-end tests against a real kube-apiserver + etcd built by
 # hack/kube-binaries.sh (cached after the first build), and Debian's
-# libfaketime for the clock-skew test (hack/tool.sh).
+# libfaketime and prometheus-alertmanager (hack/tool.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KUBE_BINARIES_DIR="$(hack/kube-binaries.sh | tail -n 1)"
 export KUBE_BINARIES_DIR
 hack/tool.sh libfaketime >/dev/null
+hack/tool.sh alertmanager >/dev/null
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
