@@ -118,12 +118,21 @@ impl LeaseLock {
         let start = Instant::now();
         let deadline = start + self.wait_budget;
         let mut waited = false;
-        for attempt in 0u32.. {
+        let mut attempt = 0u32;
+        loop {
             if cancelled() {
                 return Err(Error::Cancelled);
             }
+            let now = Instant::now();
+            if attempt > 0 && now >= deadline {
+                return Err(Error::LockBusy {
+                    lease: name,
+                    waited: now - start,
+                });
+            }
+            attempt += 1;
             let sent = Instant::now();
-            let now = MicroTime(jiff::Timestamp::now());
+            let stamp = MicroTime(jiff::Timestamp::now());
             let fresh = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -133,8 +142,8 @@ impl LeaseLock {
                 spec: Some(LeaseSpec {
                     holder_identity: Some(holder.clone()),
                     lease_duration_seconds: Some(self.duration_secs()),
-                    acquire_time: Some(now.clone()),
-                    renew_time: Some(now),
+                    acquire_time: Some(stamp.clone()),
+                    renew_time: Some(stamp),
                     lease_transitions: Some(0),
                     ..LeaseSpec::default()
                 }),
@@ -145,39 +154,77 @@ impl LeaseLock {
             };
             match calls
                 .run("creating lease", &name, self.api().create(&pp, &fresh))
-                .await?
+                .await
             {
-                Ok(lease) => return Ok(self.guard(lease, holder, sent, waited)),
-                Err(e) if api_code(&e) == Some(409) => {}
-                Err(e) => return Err(Error::kube("creating lease", &name, &e)),
+                Ok(Ok(lease)) => return Ok(self.guard(lease, holder, sent, waited)),
+                Ok(Err(e)) if api_code(&e) == Some(409) => waited = true,
+                Ok(Err(e)) if api_code(&e).is_some() => {
+                    return Err(Error::kube("creating lease", &name, &e));
+                }
+                // No answer: the create may still have landed. Do not leave
+                // a lease behind that blocks this fingerprint until it expires.
+                Ok(Err(e)) => {
+                    return Err(self
+                        .abandon(
+                            &name,
+                            &holder,
+                            calls,
+                            Error::kube("creating lease", &name, &e),
+                        )
+                        .await);
+                }
+                Err(e) => return Err(self.abandon(&name, &holder, calls, e).await),
             }
 
             let Some((current, server_now)) = self.read(&name, calls).await? else {
-                continue; // released between our create and our read: try again at once
+                continue; // released between our create and our read: try again
             };
             if is_expired(&current, server_now, self.duration) {
                 let sent = Instant::now();
-                match self.take_over(current, &holder, calls).await? {
-                    Some(lease) => {
+                match self.take_over(current, &holder, calls).await {
+                    Ok(Some(lease)) => {
                         tracing::info!(lease = %name, holder = %holder, "took over expired lease");
                         return Ok(self.guard(lease, holder, sent, true));
                     }
-                    None => continue, // someone else changed it first
+                    Ok(None) => continue, // someone else changed it first
+                    Err(e) => return Err(self.abandon(&name, &holder, calls, e).await),
                 }
             }
-            waited = true;
             let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::LockBusy {
-                    lease: name,
-                    waited: now - start,
-                });
+            if now < deadline {
+                tokio::time::sleep(backoff(attempt).min(deadline - now)).await;
             }
-            tokio::time::sleep(backoff(attempt).min(deadline - now)).await;
         }
-        unreachable!(
-            "the attempt counter is unbounded but every path returns or sleeps toward the deadline"
-        )
+    }
+
+    /// abandon deletes the Lease if a write whose answer was lost made us its
+    /// holder after all, and returns the original error.
+    async fn abandon(&self, name: &str, holder: &str, calls: &ApiCalls, err: Error) -> Error {
+        let ours = match self.read(name, calls).await {
+            Ok(Some((lease, _))) => {
+                let held = lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref());
+                (held == Some(holder)).then_some(lease)
+            }
+            _ => None,
+        };
+        if let Some(lease) = ours {
+            let guard = Guard {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+                uid: lease.metadata.uid.unwrap_or_default(),
+                resource_version: lease.metadata.resource_version.unwrap_or_default(),
+                acquired: Instant::now(),
+                duration: self.duration,
+                waited: false,
+            };
+            if let Err(e) = self.release(&guard, calls).await {
+                tracing::warn!(lease = %name, error = %e, "could not remove a lease whose acquisition failed");
+            }
+        }
+        err
     }
 
     fn guard(&self, lease: Lease, holder: String, sent: Instant, waited: bool) -> Guard {

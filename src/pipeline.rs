@@ -61,6 +61,8 @@ pub struct Outcome {
 pub struct Settings {
     pub namespace: String,
     pub api_timeout: Duration,
+    /// batch_timeout bounds the whole processing of one batch.
+    pub batch_timeout: Duration,
     pub max_in_flight: usize,
     pub fencing: bool,
 }
@@ -168,8 +170,17 @@ impl Pipeline {
             let result = if cancelled() {
                 Err(Error::Cancelled)
             } else {
-                self.process(&batch[0].signal, signals as i64, &calls, &cancelled)
+                // Every call and wait inside is bounded; this bounds their sum.
+                let work = self.process(&batch[0].signal, signals as i64, &calls, &cancelled);
+                tokio::time::timeout(self.settings.batch_timeout, work)
                     .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(
+                            "processing signals",
+                            fp.as_str(),
+                            self.settings.batch_timeout,
+                        ))
+                    })
             };
             match &result {
                 Ok(r) => tracing::info!(
@@ -317,12 +328,16 @@ impl Pipeline {
             Err(e) if api_code(&e) == Some(409) => {
                 // Another writer acted on the same view first: count on its RR.
                 let winner = calls
-                    .read("reading remediationrequest", &name, || self.rrs.get(&name))
+                    .read("reading remediationrequest", &name, || {
+                        self.rrs.get_opt(&name)
+                    })
                     .await?;
-                if !winner.is_active() {
-                    return Ok(None);
+                match winner {
+                    Some(winner) if winner.is_active() => {
+                        self.add_occurrences(winner, k, calls).await
+                    }
+                    _ => Ok(None), // terminal, or deleted meanwhile: start over
                 }
-                self.add_occurrences(winner, k, calls).await
             }
             Err(e) => Err(Error::kube("creating remediationrequest", &name, &e)),
         }
@@ -354,7 +369,8 @@ impl Pipeline {
     }
 
     /// add_occurrences adds `k` to the RR's count under its resourceVersion,
-    /// re-reading on conflict. None means the RR became terminal meanwhile.
+    /// re-reading on conflict. None means the RR became terminal, or was
+    /// deleted, meanwhile.
     async fn add_occurrences(
         &self,
         mut rr: RemediationRequest,
@@ -375,7 +391,7 @@ impl Pipeline {
                 Some(d) => Deduplication {
                     first_seen_at: d.first_seen_at.clone(),
                     last_seen_at: now,
-                    occurrence_count: d.occurrence_count + k,
+                    occurrence_count: d.occurrence_count.saturating_add(k),
                 },
                 None => Deduplication {
                     first_seen_at: now.clone(),
@@ -408,10 +424,18 @@ impl Pipeline {
                         1..=5u64 << attempt.min(4),
                     )))
                     .await;
-                    rr = calls
-                        .read("reading remediationrequest", &name, || self.rrs.get(&name))
-                        .await?;
+                    match calls
+                        .read("reading remediationrequest", &name, || {
+                            self.rrs.get_opt(&name)
+                        })
+                        .await?
+                    {
+                        Some(fresh) => rr = fresh,
+                        None => return Ok(None),
+                    }
                 }
+                // Deleted since it was read (possibly from a stale cache): start over.
+                Err(e) if api_code(&e) == Some(404) => return Ok(None),
                 Err(e) => return Err(Error::kube("updating remediationrequest status", &name, &e)),
             }
         }

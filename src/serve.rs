@@ -63,6 +63,7 @@ pub async fn assemble(config: &Config, client: kube::Client) -> Parts {
     let settings = Settings {
         namespace: config.namespace.clone(),
         api_timeout: config.api_timeout,
+        batch_timeout: config.lock_wait + config.api_timeout * 8,
         max_in_flight: config.max_in_flight,
         fencing: config.fencing,
     };
