@@ -4,6 +4,7 @@
 #
 #   hack/tool.sh libfaketime   Debian's libfaketime (clock-skew tests)
 #   hack/tool.sh alertmanager  Debian's prometheus-alertmanager
+#   hack/tool.sh helm          Helm, built from the Go module proxy (hack/helm)
 set -euo pipefail
 
 apt_install() {
@@ -31,8 +32,34 @@ case "${1:-}" in
     apt_install prometheus-alertmanager 0.25.0-1+b4
     command -v prometheus-alertmanager
     ;;
+  helm)
+    HELM_VERSION=v3.22.0
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    grep -q "helm.sh/helm/v3 $HELM_VERSION" "$here/helm/go.mod" \
+      || { echo "hack/helm/go.mod does not pin helm.sh/helm/v3 $HELM_VERSION" >&2; exit 1; }
+    cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
+    key="$(cat "$here/helm/go.mod" "$here/helm/go.sum" | sha256sum | cut -c1-12)"
+    out="$cache_root/helm-$HELM_VERSION-$key"
+    mkdir -p "$cache_root"
+    exec 9>"$cache_root/.helm.lock"
+    flock 9
+    if [[ ! -x "$out/helm" ]]; then
+      tmp="$(mktemp -d "$cache_root/.build.XXXXXX")"
+      trap 'rm -rf "$tmp"' EXIT
+      start=$SECONDS
+      echo "building helm $HELM_VERSION (a few minutes on first run)" >&2
+      (cd "$here/helm" && go build -mod=readonly -trimpath \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+        -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
+      rm -rf "$out"
+      mv "$tmp" "$out"
+      trap - EXIT
+      echo "built in $((SECONDS - start))s" >&2
+    fi
+    echo "$out/helm"
+    ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,672 @@
+//! The Helm chart: `helm lint`, `helm template`, every rendered object applied
+//! to a real API server, and the chart's RBAC proven for the chart's own
+//! ServiceAccount with a token from the TokenRequest API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{Scope, pinned_kind};
+use serde::Deserialize;
+use serde_json::Value;
+use testenv::{ControlPlane, Identity};
+
+/// RELEASE is the Helm release name; the chart names its objects after it.
+const RELEASE: &str = "sg";
+/// FIELD_MANAGER owns what these tests apply.
+const FIELD_MANAGER: &str = "chart-test";
+/// RBAC_TIMEOUT bounds the wait for new bindings to reach the authorizer.
+const RBAC_TIMEOUT: Duration = Duration::from_secs(60);
+/// POLL_INTERVAL is the pause between polls of the API server.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// tool runs `hack/tool.sh NAME` (which installs or builds it on first use)
+/// and returns the path it prints last.
+fn tool(name: &str) -> PathBuf {
+    let script = testenv::repo_root().join("hack/tool.sh");
+    let out = Command::new(&script)
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running hack/tool.sh");
+    assert!(out.status.success(), "hack/tool.sh {name} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .expect("a path")
+        .trim()
+        .into()
+}
+
+fn helm_path() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| tool("helm"))
+}
+
+/// run_helm runs helm with `args` from the repository root, with its own
+/// empty configuration and no cluster; it returns success, stdout and stderr.
+fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let home = tempfile::tempdir().expect("a temporary HELM home");
+    let out = Command::new(helm_path())
+        .args(args)
+        .current_dir(testenv::repo_root())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .output()
+        .expect("running helm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// helm runs helm (see [`run_helm`]) and returns stdout and stderr; it fails
+/// the test when helm fails.
+fn helm(args: &[&str]) -> (String, String) {
+    let (ok, stdout, stderr) = run_helm(args);
+    assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// render runs `helm template` for release [`RELEASE`] in `ns` with `sets`
+/// (`key=value`) and returns every rendered object.
+fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
+    let mut args = vec![
+        "template",
+        RELEASE,
+        "chart/",
+        "--namespace",
+        ns,
+        "--include-crds",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (yaml, _) = helm(&args);
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let value = serde_yaml::Value::deserialize(doc)
+            .unwrap_or_else(|e| panic!("helm rendered invalid YAML: {e}\n{yaml}"));
+        if value.is_null() {
+            continue;
+        }
+        let json: Value = serde_json::to_value(&value).expect("YAML as JSON");
+        let obj: DynamicObject = serde_json::from_value(json)
+            .unwrap_or_else(|e| panic!("not a Kubernetes object: {e}\n{value:?}"));
+        assert!(
+            obj.types.is_some(),
+            "object without apiVersion/kind: {obj:?}"
+        );
+        assert!(
+            obj.metadata.name.is_some(),
+            "object without a name: {obj:?}"
+        );
+        objects.push(obj);
+    }
+    objects
+}
+
+fn kind(obj: &DynamicObject) -> &str {
+    obj.types.as_ref().map_or("", |t| t.kind.as_str())
+}
+
+/// find returns the only object of `kind` named `name` in `namespace` (None
+/// for cluster-scoped objects).
+fn find<'a>(
+    objects: &'a [DynamicObject],
+    kind_: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> &'a DynamicObject {
+    let found: Vec<_> = objects
+        .iter()
+        .filter(|o| {
+            kind(o) == kind_
+                && o.metadata.namespace.as_deref() == namespace
+                && o.metadata.name.as_deref() == Some(name)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind_} {namespace:?}/{name}, rendered: {:?}",
+        summary(objects)
+    );
+    found[0]
+}
+
+/// summary lists the objects as `Kind namespace/name`.
+fn summary(objects: &[DynamicObject]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}/{}",
+                kind(o),
+                o.metadata.namespace.as_deref().unwrap_or(""),
+                o.metadata.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// gateway_env is the gateway container's environment: a plain value,
+/// `fieldRef:<fieldPath>` or `secretKeyRef:<name>/<key>`.
+fn gateway_env(deployment: &Value) -> BTreeMap<String, String> {
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("the Deployment has containers");
+    let gateway = containers
+        .iter()
+        .find(|c| c["name"] == "gateway")
+        .expect("a container named gateway");
+    gateway["env"]
+        .as_array()
+        .expect("the gateway container has env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_owned();
+            let from = &e["valueFrom"];
+            let value = match (&e["value"], &from["fieldRef"], &from["secretKeyRef"]) {
+                (Value::String(v), Value::Null, Value::Null) if from.is_null() => v.clone(),
+                (Value::Null, Value::Object(r), Value::Null) => {
+                    format!("fieldRef:{}", r["fieldPath"].as_str().unwrap_or(""))
+                }
+                (Value::Null, Value::Null, Value::Object(r)) => format!(
+                    "secretKeyRef:{}/{}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["key"].as_str().unwrap_or("")
+                ),
+                _ => panic!("env {name} is not a string, fieldRef or secretKeyRef: {e}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+fn rendered_env(objects: &[DynamicObject], ns: &str) -> BTreeMap<String, String> {
+    let deployment = find(objects, "Deployment", Some(ns), RELEASE);
+    gateway_env(&serde_json::to_value(deployment).expect("Deployment as JSON"))
+}
+
+fn rules_of(obj: &DynamicObject) -> Vec<PolicyRule> {
+    serde_json::from_value(obj.data["rules"].clone()).expect("rules are PolicyRules")
+}
+
+fn rules_file(relative: &str) -> Vec<PolicyRule> {
+    let path = testenv::repo_root().join(relative);
+    let text = std::fs::read_to_string(&path).expect("reading a rules file");
+    serde_yaml::from_str(&text).expect("parsing a rules file")
+}
+
+/// check_common checks what every rendering must hold: the CRD, the
+/// ServiceAccount the Deployment runs as, the Role and RoleBinding in the
+/// release namespace with exactly the rules of `chart/files/role-rules.yaml`,
+/// and the ClusterRole with those of `chart/files/clusterrole-rules.yaml`.
+fn check_common(objects: &[DynamicObject], ns: &str) {
+    find(
+        objects,
+        "CustomResourceDefinition",
+        None,
+        "remediationrequests.kubernaut.ai",
+    );
+    find(objects, "ServiceAccount", Some(ns), RELEASE);
+    find(objects, "Service", Some(ns), RELEASE);
+    let deployment = serde_json::to_value(find(objects, "Deployment", Some(ns), RELEASE))
+        .expect("Deployment as JSON");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"], RELEASE,
+        "the Deployment runs as the chart's ServiceAccount"
+    );
+    let role_rules = rules_file("chart/files/role-rules.yaml");
+    assert_eq!(
+        rules_of(find(objects, "Role", Some(ns), RELEASE)),
+        role_rules
+    );
+    check_binding(
+        find(objects, "RoleBinding", Some(ns), RELEASE),
+        "Role",
+        RELEASE,
+        ns,
+    );
+    let cluster_name = format!("{ns}-{RELEASE}");
+    assert_eq!(
+        rules_of(find(objects, "ClusterRole", None, &cluster_name)),
+        rules_file("chart/files/clusterrole-rules.yaml")
+    );
+    check_binding(
+        find(objects, "ClusterRoleBinding", None, &cluster_name),
+        "ClusterRole",
+        &cluster_name,
+        ns,
+    );
+    let env = rendered_env(objects, ns);
+    assert_eq!(
+        env["POD_NAMESPACE"], "fieldRef:metadata.namespace",
+        "{env:?}"
+    );
+    assert_eq!(env["POD_NAME"], "fieldRef:metadata.name", "{env:?}");
+}
+
+/// check_binding checks that `binding` grants `role_kind` `role` to the
+/// chart's ServiceAccount in `ns`.
+fn check_binding(binding: &DynamicObject, role_kind: &str, role: &str, ns: &str) {
+    assert_eq!(binding.data["roleRef"]["kind"], role_kind, "{binding:?}");
+    assert_eq!(binding.data["roleRef"]["name"], role, "{binding:?}");
+    let subjects = binding.data["subjects"]
+        .as_array()
+        .expect("the binding has subjects");
+    assert_eq!(subjects.len(), 1, "{binding:?}");
+    assert_eq!(subjects[0]["kind"], "ServiceAccount", "{binding:?}");
+    assert_eq!(subjects[0]["name"], RELEASE, "{binding:?}");
+    assert_eq!(subjects[0]["namespace"], ns, "{binding:?}");
+}
+
+#[test]
+fn helm_lint_passes() {
+    let (stdout, stderr) = helm(&["lint", "--strict", "chart/"]);
+    assert!(
+        stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("[WARNING]") && !stdout.contains("[ERROR]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn default_values_render_locking_on_in_the_release_namespace() {
+    let objects = render("sg-render", &[]);
+    check_common(&objects, "sg-render");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_ENABLE_DISTRIBUTED_LOCKING"], "true", "{env:?}");
+    assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], "sg-render", "{env:?}");
+    assert_eq!(env["GATEWAY_LOCK_DURATION_SECONDS"], "30", "{env:?}");
+    assert_eq!(env["GATEWAY_LOCK_WAIT_MS"], "5000", "{env:?}");
+    assert_eq!(env["GATEWAY_AUTH"], "tokenreview", "{env:?}");
+    assert!(!env.contains_key("GATEWAY_AUTH_TOKEN"), "{env:?}");
+    assert!(!env.contains_key("GATEWAY_CLUSTER_ID"), "{env:?}");
+    let roles: Vec<_> = objects.iter().filter(|o| kind(o) == "Role").collect();
+    assert_eq!(roles.len(), 1, "one Role: {:?}", summary(&objects));
+}
+
+#[test]
+fn set_values_reach_the_gateway_environment_and_rbac() {
+    let objects = render(
+        "sg-render",
+        &[
+            "lockNamespace=sg-locks",
+            "distributedLocking=false",
+            "lockDurationSeconds=45",
+            "auth=bearer",
+            "bearerTokenSecret=sg-token",
+            "clusterId=eu-1",
+        ],
+    );
+    check_common(&objects, "sg-render");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(
+        env["GATEWAY_ENABLE_DISTRIBUTED_LOCKING"], "false",
+        "{env:?}"
+    );
+    assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], "sg-locks", "{env:?}");
+    assert_eq!(env["GATEWAY_LOCK_DURATION_SECONDS"], "45", "{env:?}");
+    assert_eq!(env["GATEWAY_AUTH"], "bearer", "{env:?}");
+    assert_eq!(env["GATEWAY_CLUSTER_ID"], "eu-1", "{env:?}");
+    assert_eq!(
+        env["GATEWAY_AUTH_TOKEN"], "secretKeyRef:sg-token/token",
+        "{env:?}"
+    );
+    assert_eq!(
+        rules_of(find(&objects, "Role", Some("sg-locks"), RELEASE)),
+        rules_file("chart/files/role-rules.yaml")
+    );
+    check_binding(
+        find(&objects, "RoleBinding", Some("sg-locks"), RELEASE),
+        "Role",
+        RELEASE,
+        "sg-render",
+    );
+}
+
+#[test]
+fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
+    // Each of these would otherwise install a Deployment whose pods exit at
+    // start-up with a configuration error.
+    let cases: [(&[&str], &str); 6] = [
+        (&["auth=bearer"], "/bearerTokenSecret"),
+        (&["auth=oidc"], "/auth"),
+        (&["logFormat=xml"], "/logFormat"),
+        (&["lockDurationSeconds=0"], "/lockDurationSeconds"),
+        (&["lockWaitMs=60001"], "/lockWaitMs"),
+        (&["distributedLocking=maybe"], "/distributedLocking"),
+    ];
+    for (sets, field) in cases {
+        let mut args = vec!["template", RELEASE, "chart/", "--namespace", "sg-render"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, stdout, stderr) = run_helm(&args);
+        assert!(!ok, "helm accepted {sets:?}:\n{stdout}");
+        assert!(
+            stderr.contains(field),
+            "the error for {sets:?} names {field}:\n{stderr}"
+        );
+    }
+    // The boundaries themselves are accepted.
+    render(
+        "sg-render",
+        &[
+            "auth=bearer",
+            "bearerTokenSecret=sg-token",
+            "logFormat=text",
+            "lockDurationSeconds=3600",
+            "lockWaitMs=60000",
+            "auth=none",
+        ],
+    );
+}
+
+/// apply applies every object with server-side apply as the admin, the CRD
+/// first, and waits until the CRD is established.
+async fn apply(admin: &kube::Client, objects: &[DynamicObject]) {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let (crds, rest): (Vec<_>, Vec<_>) = objects
+        .iter()
+        .partition(|o| kind(o) == "CustomResourceDefinition");
+    for obj in crds.iter().chain(rest.iter()) {
+        let types = obj.types.as_ref().expect("typed object");
+        let gvk = GroupVersionKind::try_from(types).expect("a valid apiVersion");
+        let (resource, caps) = pinned_kind(admin, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("discovering {gvk:?}: {e}"));
+        let name = obj.metadata.name.as_deref().expect("named object");
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns =
+                    obj.metadata.namespace.as_deref().unwrap_or_else(|| {
+                        panic!("{} {name} renders without a namespace", kind(obj))
+                    });
+                Api::namespaced_with(admin.clone(), ns, &resource)
+            }
+            Scope::Cluster => Api::all_with(admin.clone(), &resource),
+        };
+        api.patch(name, &pp, &Patch::Apply(obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", kind(obj)));
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for crd in crds {
+        let name = crd.metadata.name.as_deref().expect("named CRD");
+        let deadline = Instant::now() + RBAC_TIMEOUT;
+        loop {
+            let current = api.get(name).await.expect("reading the CRD");
+            let established = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(Instant::now() < deadline, "CRD {name} never established");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// service_account_client is a client that authenticates with a token of the
+/// chart's ServiceAccount in `ns`, from the TokenRequest API; it returns the
+/// token too.
+async fn service_account_client(cp: &ControlPlane, ns: &str) -> (kube::Client, String) {
+    let request = TokenRequest {
+        metadata: ObjectMeta::default(),
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        }),
+        status: None,
+    };
+    let issued = Api::<ServiceAccount>::namespaced(cp.admin_client(), ns)
+        .create_token_request(RELEASE, &PostParams::default(), &request)
+        .await
+        .expect("requesting a token for the chart's ServiceAccount");
+    let token = issued
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .expect("the TokenRequest returned a token");
+
+    // The kubeconfig carries the server address and CA; swap in the token.
+    let mut kubeconfig =
+        Kubeconfig::read_from(cp.kubeconfig_path(Identity::Nobody)).expect("reading a kubeconfig");
+    assert_eq!(kubeconfig.auth_infos.len(), 1, "one user in the kubeconfig");
+    let auth = kubeconfig.auth_infos[0]
+        .auth_info
+        .as_mut()
+        .expect("the kubeconfig's user");
+    auth.token = Some(token.clone().into());
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a client configuration");
+    let client = kube::Client::try_from(config).expect("a ServiceAccount client");
+    (client, token)
+}
+
+/// wait_allowed waits until the client's user may `verb` `resource` in
+/// `namespace` (cluster-wide when empty): the RBAC authorizer learns of new
+/// bindings through informers. A binding that never applies fails the test.
+async fn wait_allowed(
+    client: &kube::Client,
+    namespace: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                verb: Some(verb.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let deadline = Instant::now() + RBAC_TIMEOUT;
+    loop {
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("reviewing the ServiceAccount's access");
+        if answer.status.is_some_and(|s| s.allowed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chart's ServiceAccount still may not {verb} {group}/{resource} in {namespace:?} after {RBAC_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn test_lease() -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some("sg-test".to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("chart-test/0".to_owned()),
+            lease_duration_seconds: Some(30),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// lease_round_trip creates, reads and deletes Lease `sg-test` in `ns` as
+/// the ServiceAccount, once RBAC allows it.
+async fn lease_round_trip(sa: &kube::Client, ns: &str) {
+    wait_allowed(sa, ns, "coordination.k8s.io", "leases", "create").await;
+    let leases: Api<Lease> = Api::namespaced(sa.clone(), ns);
+    leases
+        .create(&PostParams::default(), &test_lease())
+        .await
+        .unwrap_or_else(|e| panic!("creating Lease {ns}/sg-test as the ServiceAccount: {e}"));
+    let read = leases.get("sg-test").await.expect("reading the Lease");
+    assert_eq!(
+        read.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("chart-test/0")
+    );
+    leases
+        .delete("sg-test", &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting Lease {ns}/sg-test as the ServiceAccount: {e}"));
+    let gone = leases.get_opt("sg-test").await.expect("reading the Lease");
+    assert!(gone.is_none(), "the Lease is still there after delete");
+}
+
+/// forbidden asserts that `result` is a 403.
+fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
+        Err(other) => panic!("{what}: expected 403, got {other}"),
+        Ok(v) => panic!("{what}: expected 403, got success: {v:?}"),
+    }
+}
+
+/// install renders the chart for a fresh namespace with `sets`, applies it,
+/// and checks that the Deployment the API server stored carries the
+/// environment the rendering had.
+async fn install(cp: &ControlPlane, ns: &str, sets: &[&str]) -> BTreeMap<String, String> {
+    let objects = render(ns, sets);
+    check_common(&objects, ns);
+    let admin = cp.admin_client();
+    apply(&admin, &objects).await;
+    let stored = Api::<Deployment>::namespaced(admin.clone(), ns)
+        .get(RELEASE)
+        .await
+        .expect("reading the applied Deployment");
+    let env = gateway_env(&serde_json::to_value(stored).expect("Deployment as JSON"));
+    assert_eq!(
+        env,
+        rendered_env(&objects, ns),
+        "the API server kept the env"
+    );
+    Api::<ServiceAccount>::namespaced(admin, ns)
+        .get(RELEASE)
+        .await
+        .expect("the chart's ServiceAccount exists");
+    env
+}
+
+#[tokio::test]
+async fn the_installed_chart_lets_its_service_account_lease_and_review_tokens() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let elsewhere = cp.new_namespace().await.expect("a second namespace");
+    let env = install(cp, ns.name(), &[]).await;
+    assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], ns.name());
+    assert_eq!(env["GATEWAY_ENABLE_DISTRIBUTED_LOCKING"], "true");
+    // Applying again changes nothing and fails nothing.
+    apply(&cp.admin_client(), &render(ns.name(), &[])).await;
+
+    let (sa, token) = service_account_client(cp, ns.name()).await;
+    lease_round_trip(&sa, ns.name()).await;
+
+    wait_allowed(&sa, "", "authentication.k8s.io", "tokenreviews", "create").await;
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token,
+            ..TokenReviewSpec::default()
+        },
+        ..TokenReview::default()
+    };
+    let reviewed = Api::<TokenReview>::all(sa.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("creating a TokenReview as the ServiceAccount");
+    let status = reviewed.status.expect("a TokenReview status");
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(
+        status.user.and_then(|u| u.username).as_deref(),
+        Some(format!("system:serviceaccount:{}:{RELEASE}", ns.name()).as_str())
+    );
+
+    // The Role is granted in the release namespace only, and grants nothing
+    // beyond its rules.
+    forbidden(
+        Api::<Lease>::namespaced(sa.clone(), elsewhere.name())
+            .create(&PostParams::default(), &test_lease())
+            .await,
+        "creating a Lease in a namespace without the chart's Role",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(sa.clone(), ns.name())
+            .list(&ListParams::default())
+            .await,
+        "listing Secrets in the release namespace",
+    );
+    forbidden(
+        Api::<Lease>::namespaced(sa, ns.name())
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await,
+        "deleting every Lease at once (deletecollection is not granted)",
+    );
+}
+
+#[tokio::test]
+async fn with_a_lock_namespace_the_service_account_may_lease_there() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let locks = cp.new_namespace().await.expect("a lock namespace");
+    let elsewhere = cp.new_namespace().await.expect("a third namespace");
+    let lock_set = format!("lockNamespace={}", locks.name());
+    let env = install(
+        cp,
+        ns.name(),
+        &[lock_set.as_str(), "distributedLocking=false"],
+    )
+    .await;
+    assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], locks.name());
+    assert_eq!(env["GATEWAY_ENABLE_DISTRIBUTED_LOCKING"], "false");
+
+    let (sa, _) = service_account_client(cp, ns.name()).await;
+    lease_round_trip(&sa, locks.name()).await;
+    lease_round_trip(&sa, ns.name()).await;
+    forbidden(
+        Api::<Lease>::namespaced(sa, elsewhere.name())
+            .create(&PostParams::default(), &test_lease())
+            .await,
+        "creating a Lease in a namespace without the chart's Role",
+    );
+}
