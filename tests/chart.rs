@@ -2,12 +2,15 @@
 //! to a real API server, and the chart's RBAC proven for the chart's own
 //! ServiceAccount with a token from the TokenRequest API.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::tool;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
@@ -37,26 +40,6 @@ const FIELD_MANAGER: &str = "chart-test";
 const RBAC_TIMEOUT: Duration = Duration::from_secs(60);
 /// POLL_INTERVAL is the pause between polls of the API server.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// tool runs `hack/tool.sh NAME` (which installs or builds it on first use)
-/// and returns the path it prints last.
-fn tool(name: &str) -> PathBuf {
-    let script = testenv::repo_root().join("hack/tool.sh");
-    let out = Command::new(&script)
-        .arg(name)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running hack/tool.sh");
-    assert!(out.status.success(), "hack/tool.sh {name} failed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .expect("a path")
-        .trim()
-        .into()
-}
 
 fn helm_path() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();

@@ -463,14 +463,21 @@ async fn the_lambda_adapter_serves_the_same_router() {
     assert_eq!(rrs(cp, ns.name()).await.len(), 2);
 }
 
-#[tokio::test]
-async fn api_server_outage_gives_503_then_recovers_without_restart() {
+/// private_gateway starts a control plane of its own (for tests that stop or
+/// freeze the API server) and an in-process gateway on it.
+async fn private_gateway() -> (ControlPlane, Router) {
     let cp = ControlPlane::start()
         .await
         .expect("a private control plane");
     cp.install_crd(RemediationRequest::crd()).await.unwrap();
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
+    (cp, app)
+}
+
+#[tokio::test]
+async fn api_server_outage_gives_503_then_recovers_without_restart() {
+    let (cp, app) = private_gateway().await;
 
     let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("outage-0", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -531,12 +538,7 @@ fn apiserver_pid(cp: &ControlPlane) -> i32 {
 
 #[tokio::test]
 async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
-    let cp = ControlPlane::start()
-        .await
-        .expect("a private control plane");
-    cp.install_crd(RemediationRequest::crd()).await.unwrap();
-    let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
+    let (cp, app) = private_gateway().await;
     let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("hung-0", "firing")])).await;
     assert_eq!(status, StatusCode::CREATED);
 
