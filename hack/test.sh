@@ -2,8 +2,8 @@
 # Runs every check and test: formatting, clippy, unit, integration and
 # end-to-end tests against a real kube-apiserver + etcd built by
 # hack/kube-binaries.sh (cached after the first build), and Debian's
-# libfaketime and prometheus-alertmanager, and Helm built from the Go module
-# proxy (hack/tool.sh).
+# libfaketime and prometheus-alertmanager, and Helm and an OpenTelemetry
+# Collector built from the Go module proxy (hack/tool.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +12,7 @@ export KUBE_BINARIES_DIR
 hack/tool.sh libfaketime >/dev/null
 hack/tool.sh alertmanager >/dev/null
 hack/tool.sh helm >/dev/null
+hack/tool.sh otelcol >/dev/null
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

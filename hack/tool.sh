@@ -5,6 +5,9 @@
 #   hack/tool.sh libfaketime   Debian's libfaketime (clock-skew tests)
 #   hack/tool.sh alertmanager  Debian's prometheus-alertmanager
 #   hack/tool.sh helm          Helm, built from the Go module proxy (hack/helm)
+#   hack/tool.sh otelcol       a minimal OpenTelemetry Collector (OTLP receiver,
+#                              file exporter), built from the Go module proxy
+#                              (hack/otelcol)
 set -euo pipefail
 
 apt_install() {
@@ -58,8 +61,33 @@ case "${1:-}" in
     fi
     echo "$out/helm"
     ;;
+  otelcol)
+    OTELCOL_RELEASE=v0.161.0
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    grep -q "go.opentelemetry.io/collector/otelcol $OTELCOL_RELEASE" "$here/otelcol/go.mod" \
+      || { echo "hack/otelcol/go.mod does not pin go.opentelemetry.io/collector/otelcol $OTELCOL_RELEASE" >&2; exit 1; }
+    cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
+    key="$(cat "$here/otelcol/go.mod" "$here/otelcol/go.sum" | sha256sum | cut -c1-12)"
+    out="$cache_root/otelcol-$OTELCOL_RELEASE-$key"
+    mkdir -p "$cache_root"
+    exec 9>"$cache_root/.otelcol.lock"
+    flock 9
+    if [[ ! -x "$out/otelcol" ]]; then
+      tmp="$(mktemp -d "$cache_root/.build.XXXXXX")"
+      trap 'rm -rf "$tmp"' EXIT
+      start=$SECONDS
+      echo "building otelcol $OTELCOL_RELEASE (a few minutes on first run)" >&2
+      (cd "$here/otelcol" && go build -mod=readonly -trimpath -ldflags "-s -w" \
+        -o "$tmp/otelcol" .)
+      rm -rf "$out"
+      mv "$tmp" "$out"
+      trap - EXIT
+      echo "built in $((SECONDS - start))s" >&2
+    fi
+    echo "$out/otelcol"
+    ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol" >&2
     exit 2
     ;;
 esac

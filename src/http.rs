@@ -9,8 +9,9 @@ use std::sync::{
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Request, State},
+    extract::{MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -22,6 +23,7 @@ use crate::{
     error::Error,
     pipeline::{Disposition, Pipeline},
     signal::{self, Item, ParseContext},
+    telemetry::{self, kv},
 };
 
 /// AppState is what every handler shares.
@@ -44,7 +46,29 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::from_fn(record_duration))
         .with_state(state)
+}
+
+/// record_duration measures every request for the `http.server.request.duration` histogram.
+async fn record_duration(req: Request, next: middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = std::time::Instant::now();
+    let res = next.run(req).await;
+    telemetry::metrics().request_duration.record(
+        start.elapsed().as_secs_f64(),
+        &[
+            kv("http.route", route),
+            kv(
+                "http.response.status_code",
+                i64::from(res.status().as_u16()),
+            ),
+        ],
+    );
+    res
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -149,6 +173,16 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
         .buffered(s.alert_concurrency)
         .collect()
         .await;
+    let source_name = match source {
+        Source::Alertmanager => signal::SOURCE_ALERTMANAGER,
+        Source::Event => signal::SOURCE_KUBERNETES_EVENT,
+    };
+    for r in &results {
+        let status = r.as_ref().map_or("failed", |r| r.status);
+        telemetry::metrics()
+            .signals
+            .add(1, &[kv("source", source_name), kv("status", status)]);
+    }
     let results = summarize(results)?;
     let code = status_for(&results)?;
     Ok((code, Json(serde_json::json!({ "results": results }))).into_response())

@@ -18,13 +18,28 @@ async fn main() -> ExitCode {
                 }
             };
             telemetry::init(config.log_format);
-            match serve::run(config).await {
+            let meters = match telemetry::init_metrics() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "signal-gateway failed");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = match serve::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "signal-gateway failed");
                     ExitCode::FAILURE
                 }
+            };
+            if let Some(provider) = meters {
+                // Exports what was recorded since the last period.
+                let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+                if !matches!(flushed, Ok(Ok(()))) {
+                    tracing::warn!("flushing metrics at exit failed");
+                }
             }
+            code
         }
         Some(other) => {
             eprintln!(

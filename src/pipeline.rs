@@ -37,7 +37,7 @@ use crate::{
     error::Error,
     lock::{FIELD_MANAGER, LeaseLock, MANAGED_BY},
     signal::{Fingerprint, Signal},
-    testhook,
+    telemetry, testhook,
 };
 
 /// Disposition says what became of one accepted signal.
@@ -182,6 +182,14 @@ impl Pipeline {
                         ))
                     })
             };
+            let path = match &result {
+                Ok(r) if r.created => "created",
+                Ok(_) => "duplicate",
+                Err(_) => "failed",
+            };
+            telemetry::metrics()
+                .kube_api_requests
+                .add(u64::from(calls.count()), &[telemetry::kv("path", path)]);
             match &result {
                 Ok(r) => tracing::info!(
                     fingerprint = %fp, rr = %r.rr, created = r.created, signals,
