@@ -24,6 +24,38 @@ apt_install() {
   fi
 }
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
+
+# pin DIR MODULE VERSION: stop unless hack/DIR/go.mod pins MODULE at VERSION.
+pin() {
+  grep -q "$2 $3" "$here/$1/go.mod" || { echo "hack/$1/go.mod does not pin $2 $3" >&2; exit 1; }
+}
+
+# go_tool NAME VERSION PACKAGE [LDFLAGS]: build PACKAGE of the Go module
+# hack/NAME once per go.mod+go.sum into the cache, and print the binary's path.
+go_tool() {
+  local name="$1" version="$2" pkg="$3" ldflags="${4:-}"
+  local key out
+  key="$(cat "$here/$name/go.mod" "$here/$name/go.sum" | sha256sum | cut -c1-12)"
+  out="$cache_root/$name-$version-$key"
+  mkdir -p "$cache_root"
+  exec 9>"$cache_root/.$name.lock"
+  flock 9
+  if [[ ! -x "$out/$name" ]]; then
+    tmp="$(mktemp -d "$cache_root/.build.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    local start=$SECONDS
+    echo "building $name $version (a few minutes on first run)" >&2
+    (cd "$here/$name" && go build -mod=readonly -trimpath -ldflags "-s -w $ldflags" -o "$tmp/$name" "$pkg")
+    rm -rf "$out"
+    mv "$tmp" "$out"
+    trap - EXIT
+    echo "built in $((SECONDS - start))s" >&2
+  fi
+  echo "$out/$name"
+}
+
 case "${1:-}" in
   libfaketime)
     apt_install libfaketime 0.9.10-2.1
@@ -36,55 +68,13 @@ case "${1:-}" in
     command -v prometheus-alertmanager
     ;;
   helm)
-    HELM_VERSION=v3.22.0
-    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-    grep -q "helm.sh/helm/v3 $HELM_VERSION" "$here/helm/go.mod" \
-      || { echo "hack/helm/go.mod does not pin helm.sh/helm/v3 $HELM_VERSION" >&2; exit 1; }
-    cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
-    key="$(cat "$here/helm/go.mod" "$here/helm/go.sum" | sha256sum | cut -c1-12)"
-    out="$cache_root/helm-$HELM_VERSION-$key"
-    mkdir -p "$cache_root"
-    exec 9>"$cache_root/.helm.lock"
-    flock 9
-    if [[ ! -x "$out/helm" ]]; then
-      tmp="$(mktemp -d "$cache_root/.build.XXXXXX")"
-      trap 'rm -rf "$tmp"' EXIT
-      start=$SECONDS
-      echo "building helm $HELM_VERSION (a few minutes on first run)" >&2
-      (cd "$here/helm" && go build -mod=readonly -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-        -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
-      rm -rf "$out"
-      mv "$tmp" "$out"
-      trap - EXIT
-      echo "built in $((SECONDS - start))s" >&2
-    fi
-    echo "$out/helm"
+    pin helm helm.sh/helm/v3 v3.22.0
+    go_tool helm v3.22.0 helm.sh/helm/v3/cmd/helm \
+      "-X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
     ;;
   otelcol)
-    OTELCOL_RELEASE=v0.161.0
-    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-    grep -q "go.opentelemetry.io/collector/otelcol $OTELCOL_RELEASE" "$here/otelcol/go.mod" \
-      || { echo "hack/otelcol/go.mod does not pin go.opentelemetry.io/collector/otelcol $OTELCOL_RELEASE" >&2; exit 1; }
-    cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
-    key="$(cat "$here/otelcol/go.mod" "$here/otelcol/go.sum" | sha256sum | cut -c1-12)"
-    out="$cache_root/otelcol-$OTELCOL_RELEASE-$key"
-    mkdir -p "$cache_root"
-    exec 9>"$cache_root/.otelcol.lock"
-    flock 9
-    if [[ ! -x "$out/otelcol" ]]; then
-      tmp="$(mktemp -d "$cache_root/.build.XXXXXX")"
-      trap 'rm -rf "$tmp"' EXIT
-      start=$SECONDS
-      echo "building otelcol $OTELCOL_RELEASE (a few minutes on first run)" >&2
-      (cd "$here/otelcol" && go build -mod=readonly -trimpath -ldflags "-s -w" \
-        -o "$tmp/otelcol" .)
-      rm -rf "$out"
-      mv "$tmp" "$out"
-      trap - EXIT
-      echo "built in $((SECONDS - start))s" >&2
-    fi
-    echo "$out/otelcol"
+    pin otelcol go.opentelemetry.io/collector/otelcol v0.161.0
+    go_tool otelcol v0.161.0 .
     ;;
   *)
     echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol" >&2
