@@ -15,9 +15,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -461,9 +458,8 @@ async fn service_account_client(cp: &ControlPlane, ns: &str) -> (kube::Client, S
     (client, token)
 }
 
-/// wait_allowed waits until the client's user may `verb` `resource` in
-/// `namespace` (cluster-wide when empty): the RBAC authorizer learns of new
-/// bindings through informers. A binding that never applies fails the test.
+/// wait_allowed waits until the chart's ServiceAccount may `verb` `resource`
+/// in `namespace`; a binding that never applies fails the test.
 async fn wait_allowed(
     client: &kube::Client,
     namespace: &str,
@@ -471,34 +467,8 @@ async fn wait_allowed(
     resource: &str,
     verb: &str,
 ) {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
-                group: Some(group.to_owned()),
-                resource: Some(resource.to_owned()),
-                verb: Some(verb.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let deadline = Instant::now() + RBAC_TIMEOUT;
-    loop {
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .expect("reviewing the ServiceAccount's access");
-        if answer.status.is_some_and(|s| s.allowed) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the chart's ServiceAccount still may not {verb} {group}/{resource} in {namespace:?} after {RBAC_TIMEOUT:?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
+    if let Err(e) = testenv::wait_allowed(client, namespace, group, resource, verb).await {
+        panic!("the chart's ServiceAccount {e}");
     }
 }
 

@@ -264,12 +264,14 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
     let accepted: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
     let sent: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; targets]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // (answered 2xx, answered otherwise), over all workers.
+    let (progress_tx, progress) = tokio::sync::watch::channel((0u64, 0u64));
+    let progress_tx = Arc::new(progress_tx);
     let mut load = Vec::new();
     for worker in 0..6 {
         let (http, to) = (http.clone(), gws[worker % 3].addr);
         let (accepted, sent, stop) = (Arc::clone(&accepted), Arc::clone(&sent), Arc::clone(&stop));
-        let refused = Arc::clone(&refused);
+        let progress_tx = Arc::clone(&progress_tx);
         load.push(tokio::spawn(async move {
             let mut i = worker;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -279,41 +281,35 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
                     && (status == 201 || status == 202)
                 {
                     accepted.lock().unwrap()[t] += 1;
+                    progress_tx.send_modify(|(ok, _)| *ok += 1);
                 } else {
-                    refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    progress_tx.send_modify(|(_, refused)| *refused += 1);
                 }
                 i += 1;
             }
         }));
     }
-    let accepted_total = |a: &Arc<Mutex<Vec<u64>>>| a.lock().unwrap().iter().sum::<u64>();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted_total(&accepted) < 30 {
-        assert!(
-            Instant::now() < deadline,
-            "no load got through before the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(&progress, "no load got through before the restart", |p| {
+        p.0 >= 30
+    })
+    .await;
     cp.stop_apiserver();
     // Keep it down until the gateways have answered some signals with 503.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while refused.load(std::sync::atomic::Ordering::SeqCst) < 6 {
-        assert!(Instant::now() < deadline, "the outage was never noticed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused_before = progress.borrow().1;
+    until(&progress, "the outage was never noticed", |p| {
+        p.1 >= refused_before + 6
+    })
+    .await;
     cp.start_apiserver()
         .await
         .expect("restarting the API server");
-    let resumed_at = accepted_total(&accepted);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted_total(&accepted) < resumed_at + 30 {
-        assert!(
-            Instant::now() < deadline,
-            "the gateways did not recover after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let resumed_at = progress.borrow().0;
+    until(
+        &progress,
+        "the gateways did not recover after the restart",
+        |p| p.0 >= resumed_at + 30,
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for l in load {
         l.await.unwrap();
@@ -355,19 +351,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let http = http();
     let (h, to) = (http.clone(), a.addr);
     let in_flight = tokio::spawn(async move { post(&h, to, alert("drain-0")).await });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !a.logged("test hook: paused") {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the pause point"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    a.wait_logged("test hook: paused").await;
     a.signal(libc::SIGTERM);
-    while !a.logged("shutdown signal received") {
-        assert!(Instant::now() < deadline, "SIGTERM was not noticed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    a.wait_logged("shutdown signal received").await;
     a.thaw();
     let (status, body) = in_flight
         .await
@@ -380,4 +366,15 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
     assert_eq!(rrs(cp, ns.name()).await.len(), 1);
+}
+
+/// until waits, at most a minute, for the load's progress to satisfy `done`.
+async fn until(
+    progress: &tokio::sync::watch::Receiver<(u64, u64)>,
+    what: &str,
+    done: impl Fn(&(u64, u64)) -> bool,
+) {
+    let mut progress = progress.clone();
+    let reached = tokio::time::timeout(Duration::from_secs(60), progress.wait_for(done)).await;
+    assert!(matches!(reached, Ok(Ok(_))), "{what}");
 }

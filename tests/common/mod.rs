@@ -27,6 +27,8 @@ pub struct Gateway {
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// lines changes whenever a log line arrives.
+    lines: tokio::sync::watch::Receiver<usize>,
     resume: tempfile::TempDir,
 }
 
@@ -65,6 +67,7 @@ impl Gateway {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&logs);
+        let (lines_tx, lines) = tokio::sync::watch::channel(0);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -73,6 +76,7 @@ impl Gateway {
                     let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
                 }
                 sink.lock().unwrap().push(line);
+                lines_tx.send_modify(|n| *n += 1);
             }
         });
         let addr = rx
@@ -82,6 +86,7 @@ impl Gateway {
             child,
             addr: addr.parse().expect("a socket address"),
             logs,
+            lines,
             resume,
         }
     }
@@ -98,15 +103,9 @@ impl Gateway {
     /// freeze waits until a request is parked at the pause point, then stops
     /// the whole process with SIGSTOP: every thread and timer is frozen.
     pub async fn freeze(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.logged("test hook: paused") {
-            assert!(
-                Instant::now() < deadline,
-                "the gateway never reached its pause point"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_logged("test hook: paused").await;
         self.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let stat =
                 std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
@@ -127,6 +126,19 @@ impl Gateway {
     pub fn thaw(&self) {
         std::fs::write(self.resume.path().join("resume"), b"").expect("writing the resume file");
         self.signal(libc::SIGCONT);
+    }
+
+    /// wait_logged returns once a log line contains `needle` (at most 30 s).
+    pub async fn wait_logged(&self, needle: &str) {
+        let mut lines = self.lines.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.logged(needle) {
+            let changed = tokio::time::timeout_at(deadline, lines.changed()).await;
+            assert!(
+                matches!(changed, Ok(Ok(()))),
+                "the gateway never logged {needle:?}"
+            );
+        }
     }
 
     pub fn logged(&self, needle: &str) -> bool {

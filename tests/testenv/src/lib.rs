@@ -502,37 +502,7 @@ impl ControlPlane {
         resource: &str,
         verb: &str,
     ) -> Result<()> {
-        let api: Api<SelfSubjectAccessReview> = Api::all(self.client(id));
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
-                    group: Some(group.to_owned()),
-                    resource: Some(resource.to_owned()),
-                    verb: Some(verb.to_owned()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let answer = api
-                .create(&PostParams::default(), &review)
-                .await
-                .map_err(kube_err("reviewing access"))?;
-            if answer.status.is_some_and(|s| s.allowed) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Other(format!(
-                    "{} still may not {verb} {resource} in {namespace:?} after {READY_TIMEOUT:?}",
-                    id.user_name()
-                )));
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        wait_allowed(&self.client(id), namespace, group, resource, verb).await
     }
 
     /// stop_apiserver kills kube-apiserver (SIGKILL) and waits until it is gone.
@@ -999,4 +969,46 @@ pub fn read_crd(path: &Path) -> Result<CustomResourceDefinition> {
 
 fn write(path: &Path, contents: &[u8]) -> Result<()> {
     std::fs::write(path, contents).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// wait_allowed waits, at most the readiness timeout, until the client's user
+/// may `verb` `resource` in `namespace` (cluster-wide when empty): the RBAC
+/// authorizer learns of new bindings through informers.
+pub async fn wait_allowed(
+    client: &kube::Client,
+    namespace: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> Result<()> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                verb: Some(verb.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(kube_err("reviewing access"))?;
+        if answer.status.is_some_and(|s| s.allowed) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "still may not {verb} {group}/{resource} in {namespace:?} after {READY_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
