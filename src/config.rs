@@ -1,8 +1,9 @@
-//! Config is read once at start from `GATEWAY_*` variables (envy) and validated.
+//! Config is read once at start from the environment (envy, prefix `GATEWAY_`) into typed
+//! fields with serde defaults, then validated in one place.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 
 /// Config is the validated configuration of one gateway instance.
 #[derive(Clone, Debug)]
@@ -22,7 +23,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub instance: String,
-    pub fencing: bool,
+    pub chaos: Chaos,
 }
 
 /// AuthMode says how callers of the signal endpoints are authenticated.
@@ -37,268 +38,305 @@ pub enum AuthMode {
 }
 
 /// LogFormat selects JSON lines (default) or human-readable logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Json,
     Text,
 }
+
+/// PausePoint is a point of the write path where a chaos test can freeze a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PausePoint {
+    /// Right after the record was claimed (the Lease is held).
+    AfterLock,
+    /// After every check, right before the RR create request.
+    BeforeCreate,
+}
+
+/// Chaos holds the test-only switches; they are refused unless built with the `chaos` feature.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chaos {
+    pub pause_at: Option<PausePoint>,
+    pub resume_file: Option<PathBuf>,
+    pub disable_fencing: bool,
+}
+
+/// CHAOS_VARS are the variables of the chaos switches.
+pub const CHAOS_VARS: [&str; 3] = [
+    "GATEWAY_TEST_PAUSE_AT",
+    "GATEWAY_TEST_RESUME_FILE",
+    "GATEWAY_UNSAFE_DISABLE_FENCING",
+];
 
 /// ConfigError names the variable that is wrong and why.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {problem}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub problem: String,
 }
 
 #[derive(Deserialize, Default)]
-struct Raw {
-    listen_addr: Option<String>,
-    namespace: Option<String>,
-    lock_namespace: Option<String>,
-    enable_distributed_locking: Option<String>,
-    lock_duration_seconds: Option<String>,
-    lock_wait_ms: Option<String>,
-    auth: Option<String>,
-    auth_token: Option<String>,
-    cluster_id: Option<String>,
-    max_body_bytes: Option<String>,
-    api_timeout_ms: Option<String>,
-    max_in_flight: Option<String>,
-    alert_concurrency: Option<String>,
-    log_format: Option<String>,
-    shutdown_timeout_seconds: Option<String>,
-    unsafe_disable_fencing: Option<String>,
+#[serde(rename_all = "snake_case")]
+enum AuthKind {
+    #[default]
+    Tokenreview,
+    Bearer,
+    None,
 }
 
-#[derive(Deserialize, Default)]
+/// Env is the `GATEWAY_*` environment, typed; `Platform` holds the variables set by
+/// Kubernetes and Knative.
+#[derive(Deserialize)]
+struct Env {
+    #[serde(default = "defaults::listen_addr")]
+    listen_addr: SocketAddr,
+    namespace: Option<String>,
+    lock_namespace: Option<String>,
+    #[serde(default = "defaults::yes")]
+    enable_distributed_locking: bool,
+    #[serde(default = "defaults::lock_duration_seconds")]
+    lock_duration_seconds: u64,
+    #[serde(default = "defaults::lock_wait_ms")]
+    lock_wait_ms: u64,
+    #[serde(default = "defaults::api_timeout_ms")]
+    api_timeout_ms: u64,
+    #[serde(default)]
+    auth: AuthKind,
+    auth_token: Option<String>,
+    cluster_id: Option<String>,
+    #[serde(default = "defaults::max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "defaults::max_in_flight")]
+    max_in_flight: usize,
+    #[serde(default = "defaults::alert_concurrency")]
+    alert_concurrency: usize,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default = "defaults::shutdown_timeout_seconds")]
+    shutdown_timeout_seconds: u64,
+    test_pause_at: Option<PausePoint>,
+    test_resume_file: Option<PathBuf>,
+    #[serde(default)]
+    unsafe_disable_fencing: bool,
+}
+
+#[derive(Deserialize)]
 struct Platform {
-    port: Option<String>,
+    port: Option<u16>,
     pod_name: Option<String>,
     pod_namespace: Option<String>,
     hostname: Option<String>,
 }
 
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn listen_addr() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn lock_duration_seconds() -> u64 {
+        30
+    }
+    pub fn lock_wait_ms() -> u64 {
+        5000
+    }
+    pub fn api_timeout_ms() -> u64 {
+        5000
+    }
+    pub fn max_body_bytes() -> usize {
+        256 * 1024
+    }
+    pub fn max_in_flight() -> usize {
+        1024
+    }
+    pub fn alert_concurrency() -> usize {
+        8
+    }
+    pub fn shutdown_timeout_seconds() -> u64 {
+        20
+    }
+}
+
 impl Config {
     /// from_env reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let raw: Raw = envy::prefixed("GATEWAY_")
-            .from_env()
-            .map_err(|e| ConfigError {
-                var: "GATEWAY_*",
-                problem: e.to_string(),
-            })?;
-        let platform: Platform = envy::from_env().map_err(|e| ConfigError {
-            var: "PORT/POD_*",
-            problem: e.to_string(),
-        })?;
-        Config::from_parts(raw, platform)
+        Config::from_vars_owned(std::env::vars().collect())
     }
 
     /// from_vars builds a Config from explicit pairs, as the environment would hold them.
     pub fn from_vars<'a>(
         vars: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Config, ConfigError> {
+        Config::from_vars_owned(
+            vars.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn from_vars_owned(vars: Vec<(String, String)>) -> Result<Config, ConfigError> {
+        // An empty value counts as unset, as Helm and Knative often render them.
         let vars: Vec<(String, String)> = vars
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .filter(|(_, v)| !v.trim().is_empty())
             .collect();
-        let raw: Raw = envy::prefixed("GATEWAY_")
-            .from_iter(vars.clone())
-            .map_err(|e| ConfigError {
-                var: "GATEWAY_*",
-                problem: e.to_string(),
-            })?;
-        let platform: Platform = envy::from_iter(vars).map_err(|e| ConfigError {
-            var: "PORT/POD_*",
-            problem: e.to_string(),
-        })?;
-        Config::from_parts(raw, platform)
-    }
-
-    fn from_parts(raw: Raw, platform: Platform) -> Result<Config, ConfigError> {
-        let mut listen_addr: SocketAddr = parse(
-            "GATEWAY_LISTEN_ADDR",
-            raw.listen_addr,
-            "0.0.0.0:8080".parse().ok(),
-        )?;
-        if let Some(port) = platform.port.filter(|p| !p.is_empty()) {
-            listen_addr.set_port(parse_value("PORT", &port)?);
-        }
-        let namespace = nonempty(raw.namespace)
-            .or(nonempty(platform.pod_namespace))
-            .ok_or_else(|| ConfigError {
-                var: "GATEWAY_NAMESPACE",
-                problem: "not set, and POD_NAMESPACE is not set either".into(),
-            })?;
-        check_dns_label("GATEWAY_NAMESPACE", &namespace)?;
-        let lock_namespace = nonempty(raw.lock_namespace).unwrap_or_else(|| namespace.clone());
-        check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
-
-        let lock_duration_secs: u64 = parse(
-            "GATEWAY_LOCK_DURATION_SECONDS",
-            raw.lock_duration_seconds,
-            Some(30),
-        )?;
-        if !(1..=3600).contains(&lock_duration_secs) {
-            return Err(problem(
-                "GATEWAY_LOCK_DURATION_SECONDS",
-                "must be between 1 and 3600",
-            ));
-        }
-        let lock_wait_ms: u64 = parse("GATEWAY_LOCK_WAIT_MS", raw.lock_wait_ms, Some(5000))?;
-        if lock_wait_ms > 60_000 {
-            return Err(problem("GATEWAY_LOCK_WAIT_MS", "must be at most 60000"));
-        }
-        let api_timeout_ms: u64 = parse("GATEWAY_API_TIMEOUT_MS", raw.api_timeout_ms, Some(5000))?;
-        if !(1..=60_000).contains(&api_timeout_ms) {
-            return Err(problem(
-                "GATEWAY_API_TIMEOUT_MS",
-                "must be between 1 and 60000",
-            ));
-        }
-        if api_timeout_ms >= lock_duration_secs * 1000 {
-            return Err(problem(
-                "GATEWAY_API_TIMEOUT_MS",
-                "must be shorter than GATEWAY_LOCK_DURATION_SECONDS, or no write could finish inside a lease",
-            ));
-        }
-
-        let auth = match raw.auth.as_deref().unwrap_or("tokenreview") {
-            "tokenreview" => AuthMode::TokenReview,
-            "none" => AuthMode::None,
-            "bearer" => match nonempty(raw.auth_token) {
-                Some(token) => AuthMode::Bearer(token),
-                None => {
-                    return Err(problem(
-                        "GATEWAY_AUTH_TOKEN",
-                        "required when GATEWAY_AUTH=bearer",
-                    ));
-                }
-            },
-            other => {
-                return Err(problem(
-                    "GATEWAY_AUTH",
-                    &format!("'{other}' is not one of tokenreview, bearer, none"),
-                ));
-            }
-        };
-        let log_format = match raw.log_format.as_deref().unwrap_or("json") {
-            "json" => LogFormat::Json,
-            "text" => LogFormat::Text,
-            other => {
-                return Err(problem(
-                    "GATEWAY_LOG_FORMAT",
-                    &format!("'{other}' is not one of json, text"),
-                ));
-            }
-        };
-        let max_body_bytes: usize = parse(
-            "GATEWAY_MAX_BODY_BYTES",
-            raw.max_body_bytes,
-            Some(256 * 1024),
-        )?;
-        let max_in_flight: usize = parse("GATEWAY_MAX_IN_FLIGHT", raw.max_in_flight, Some(1024))?;
-        let alert_concurrency: usize =
-            parse("GATEWAY_ALERT_CONCURRENCY", raw.alert_concurrency, Some(8))?;
-        for (var, v) in [
-            ("GATEWAY_MAX_BODY_BYTES", max_body_bytes),
-            ("GATEWAY_MAX_IN_FLIGHT", max_in_flight),
-            ("GATEWAY_ALERT_CONCURRENCY", alert_concurrency),
-        ] {
-            if v == 0 {
-                return Err(problem(var, "must be greater than 0"));
-            }
-        }
-        let shutdown_secs: u64 = parse(
-            "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS",
-            raw.shutdown_timeout_seconds,
-            Some(20),
-        )?;
-        let distributed_locking: bool = parse(
-            "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
-            raw.enable_distributed_locking,
-            Some(true),
-        )?;
-        let fencing = !parse::<bool>(
-            "GATEWAY_UNSAFE_DISABLE_FENCING",
-            raw.unsafe_disable_fencing,
-            Some(false),
-        )?;
-        let instance = nonempty(platform.pod_name)
-            .or(nonempty(platform.hostname))
-            .unwrap_or_else(|| "signal-gateway".into());
-
-        Ok(Config {
-            listen_addr,
-            namespace,
-            lock_namespace,
-            distributed_locking,
-            lock_duration: Duration::from_secs(lock_duration_secs),
-            lock_wait: Duration::from_millis(lock_wait_ms),
-            auth,
-            cluster_id: nonempty(raw.cluster_id),
-            max_body_bytes,
-            api_timeout: Duration::from_millis(api_timeout_ms),
-            max_in_flight,
-            alert_concurrency,
-            log_format,
-            shutdown_timeout: Duration::from_secs(shutdown_secs),
-            instance,
-            fencing,
-        })
+        let env: Env = typed(&vars, "GATEWAY_")?;
+        let platform: Platform = typed(&vars, "")?;
+        validate(env, platform, cfg!(feature = "chaos"))
     }
 }
 
-fn nonempty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.trim().is_empty())
-}
-
-fn problem(var: &'static str, problem: &str) -> ConfigError {
-    ConfigError {
-        var,
-        problem: problem.to_owned(),
-    }
-}
-
-fn parse<T: FromStr>(
-    var: &'static str,
-    value: Option<String>,
-    default: Option<T>,
-) -> Result<T, ConfigError> {
-    match nonempty(value) {
-        Some(v) => parse_value(var, &v),
-        None => default.ok_or_else(|| problem(var, "required")),
-    }
-}
-
-fn parse_value<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError> {
-    value.trim().parse().map_err(|_| {
-        problem(
-            var,
-            &format!("cannot parse '{value}' as {}", short_type::<T>()),
-        )
+/// typed deserializes the variables starting with `prefix`. envy's errors do not always
+/// name the variable, so on failure each variable is tried alone to find the one at fault.
+fn typed<T: DeserializeOwned>(vars: &[(String, String)], prefix: &str) -> Result<T, ConfigError> {
+    let parse = |vars: Vec<(String, String)>| -> Result<T, envy::Error> {
+        if prefix.is_empty() {
+            envy::from_iter(vars)
+        } else {
+            envy::prefixed(prefix).from_iter(vars)
+        }
+    };
+    parse(vars.to_vec()).map_err(|e| {
+        let culprit = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .find(|pair| parse(vec![(*pair).clone()]).is_err());
+        match culprit {
+            Some((k, v)) => problem(k, format!("cannot use '{v}': {e}")),
+            None => problem(&format!("{prefix}*"), e.to_string()),
+        }
     })
 }
 
-fn short_type<T>() -> &'static str {
-    let full = std::any::type_name::<T>();
-    full.rsplit("::").next().unwrap_or(full)
+fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, ConfigError> {
+    let mut listen_addr = env.listen_addr;
+    if let Some(port) = platform.port {
+        listen_addr.set_port(port);
+    }
+    let namespace = env
+        .namespace
+        .or(platform.pod_namespace)
+        .ok_or_else(|| {
+            problem(
+                "GATEWAY_NAMESPACE",
+                "not set, and POD_NAMESPACE is not set either".into(),
+            )
+        })?;
+    check_dns_label("GATEWAY_NAMESPACE", &namespace)?;
+    let lock_namespace = env.lock_namespace.unwrap_or_else(|| namespace.clone());
+    check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
+
+    in_range(
+        "GATEWAY_LOCK_DURATION_SECONDS",
+        env.lock_duration_seconds,
+        1,
+        3600,
+    )?;
+    in_range("GATEWAY_LOCK_WAIT_MS", env.lock_wait_ms, 0, 60_000)?;
+    in_range("GATEWAY_API_TIMEOUT_MS", env.api_timeout_ms, 1, 60_000)?;
+    if env.api_timeout_ms >= env.lock_duration_seconds * 1000 {
+        return Err(problem(
+            "GATEWAY_API_TIMEOUT_MS",
+            "must be shorter than GATEWAY_LOCK_DURATION_SECONDS, or no write could finish inside a lease".into(),
+        ));
+    }
+    for (var, v) in [
+        ("GATEWAY_MAX_BODY_BYTES", env.max_body_bytes),
+        ("GATEWAY_MAX_IN_FLIGHT", env.max_in_flight),
+        ("GATEWAY_ALERT_CONCURRENCY", env.alert_concurrency),
+    ] {
+        in_range(var, v as u64, 1, u64::MAX)?;
+    }
+    let auth = match env.auth {
+        AuthKind::Tokenreview => AuthMode::TokenReview,
+        AuthKind::None => AuthMode::None,
+        AuthKind::Bearer => AuthMode::Bearer(env.auth_token.ok_or_else(|| {
+            problem(
+                "GATEWAY_AUTH_TOKEN",
+                "required when GATEWAY_AUTH=bearer".into(),
+            )
+        })?),
+    };
+    let chaos = Chaos {
+        pause_at: env.test_pause_at,
+        resume_file: env.test_resume_file,
+        disable_fencing: env.unsafe_disable_fencing,
+    };
+    if !chaos_built {
+        let set = [
+            chaos.pause_at.is_some(),
+            chaos.resume_file.is_some(),
+            chaos.disable_fencing,
+        ];
+        if let Some((var, _)) = CHAOS_VARS.iter().zip(set).find(|(_, set)| *set) {
+            return Err(problem(
+                var,
+                "is a chaos-test switch; this binary was built without the `chaos` feature".into(),
+            ));
+        }
+    }
+    if chaos.pause_at.is_some() && chaos.resume_file.is_none() {
+        return Err(problem(
+            "GATEWAY_TEST_RESUME_FILE",
+            "required when GATEWAY_TEST_PAUSE_AT is set".into(),
+        ));
+    }
+    let instance = platform
+        .pod_name
+        .or(platform.hostname)
+        .unwrap_or_else(|| "signal-gateway".into());
+
+    Ok(Config {
+        listen_addr,
+        namespace,
+        lock_namespace,
+        distributed_locking: env.enable_distributed_locking,
+        lock_duration: Duration::from_secs(env.lock_duration_seconds),
+        lock_wait: Duration::from_millis(env.lock_wait_ms),
+        auth,
+        cluster_id: env.cluster_id,
+        max_body_bytes: env.max_body_bytes,
+        api_timeout: Duration::from_millis(env.api_timeout_ms),
+        max_in_flight: env.max_in_flight,
+        alert_concurrency: env.alert_concurrency,
+        log_format: env.log_format,
+        shutdown_timeout: Duration::from_secs(env.shutdown_timeout_seconds),
+        instance,
+        chaos,
+    })
 }
 
-fn check_dns_label(var: &'static str, value: &str) -> Result<(), ConfigError> {
-    let ok = value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
+fn problem(var: &str, problem: String) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        problem,
+    }
+}
+
+fn in_range(var: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else if max == u64::MAX {
+        Err(problem(var, format!("must be at least {min}")))
+    } else {
+        Err(problem(var, format!("must be between {min} and {max}")))
+    }
+}
+
+fn check_dns_label(var: &str, value: &str) -> Result<(), ConfigError> {
+    if crate::signal::is_dns1123_label(value) {
         Ok(())
     } else {
         Err(problem(
             var,
-            &format!("'{value}' is not a valid namespace name"),
+            format!("'{value}' is not a valid namespace name"),
         ))
     }
 }
@@ -314,8 +352,9 @@ mod tests {
         assert_eq!(c.namespace, "ops");
         assert_eq!(c.lock_namespace, "ops");
         assert!(c.distributed_locking);
-        assert!(c.fencing);
+        assert!(!c.chaos.disable_fencing);
         assert_eq!(c.lock_duration, Duration::from_secs(30));
+        assert_eq!(c.lock_wait, Duration::from_secs(5));
         assert_eq!(c.auth, AuthMode::TokenReview);
         assert_eq!(c.max_body_bytes, 256 * 1024);
         assert_eq!(c.instance, "gw-1");
@@ -334,14 +373,37 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_count_as_unset() {
+        let c = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_CLUSTER_ID", ""),
+            ("GATEWAY_LOCK_DURATION_SECONDS", " "),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster_id, None);
+        assert_eq!(c.lock_duration, Duration::from_secs(30));
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "GATEWAY_NAMESPACE"),
             (&[("GATEWAY_NAMESPACE", "Bad_NS")], "GATEWAY_NAMESPACE"),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOCK_NAMESPACE", "-x")],
+                "GATEWAY_LOCK_NAMESPACE",
+            ),
             (
                 &[
                     ("GATEWAY_NAMESPACE", "a"),
                     ("GATEWAY_LOCK_DURATION_SECONDS", "abc"),
+                ],
+                "GATEWAY_LOCK_DURATION_SECONDS",
+            ),
+            (
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_LOCK_DURATION_SECONDS", "0"),
                 ],
                 "GATEWAY_LOCK_DURATION_SECONDS",
             ),
@@ -357,14 +419,30 @@ mod tests {
                 "GATEWAY_AUTH",
             ),
             (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LISTEN_ADDR", "here")],
+                "GATEWAY_LISTEN_ADDR",
+            ),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOG_FORMAT", "xml")],
+                "GATEWAY_LOG_FORMAT",
+            ),
+            (
                 &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
                 "GATEWAY_AUTH_TOKEN",
+            ),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_API_TIMEOUT_MS", "30000")],
+                "GATEWAY_API_TIMEOUT_MS",
+            ),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_IN_FLIGHT", "0")],
+                "GATEWAY_MAX_IN_FLIGHT",
             ),
             (&[("GATEWAY_NAMESPACE", "a"), ("PORT", "99999")], "PORT"),
         ];
         for (vars, var) in cases {
             let err = Config::from_vars(vars.iter().copied()).unwrap_err();
-            assert_eq!(err.var, var, "{err}");
+            assert_eq!(err.var, *var, "{err}");
             assert!(err.to_string().contains(var), "{err}");
         }
     }
@@ -377,5 +455,36 @@ mod tests {
         ])
         .unwrap();
         assert!(!c.distributed_locking);
+    }
+
+    fn parts(vars: &[(&str, &str)]) -> (Env, Platform) {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        (typed(&vars, "GATEWAY_").unwrap(), typed(&vars, "").unwrap())
+    }
+
+    #[test]
+    fn chaos_switches_are_refused_without_the_feature_naming_the_variable() {
+        for (var, value) in [
+            ("GATEWAY_TEST_PAUSE_AT", "before-create"),
+            ("GATEWAY_TEST_RESUME_FILE", "/tmp/x"),
+            ("GATEWAY_UNSAFE_DISABLE_FENCING", "true"),
+        ] {
+            let (env, platform) = parts(&[("GATEWAY_NAMESPACE", "a"), (var, value)]);
+            let err = validate(env, platform, false).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+            assert!(err.problem.contains("chaos"), "{err}");
+        }
+        let (env, platform) = parts(&[
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_TEST_PAUSE_AT", "after-lock"),
+            ("GATEWAY_TEST_RESUME_FILE", "/tmp/x"),
+            ("GATEWAY_UNSAFE_DISABLE_FENCING", "true"),
+        ]);
+        let c = validate(env, platform, true).unwrap();
+        assert_eq!(c.chaos.pause_at, Some(PausePoint::AfterLock));
+        assert!(c.chaos.disable_fencing);
     }
 }

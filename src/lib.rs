@@ -1,20 +1,18 @@
-//! signal-gateway turns alert signals into exactly one active
-//! `RemediationRequest` per problem, across any number of replicas.
+//! signal-gateway turns alert signals into exactly one active `RemediationRequest` per
+//! problem, across any number of replicas.
 //!
-//! Data flows one way: `http` (adapter) -> `signal` (model) -> `pipeline`
-//! (coalesce, dedup, `lock`, write) -> Kubernetes.
+//! Data flows one way: `web` (HTTP adapter) -> `signal` (model) -> `pipeline` (coalesce,
+//! count or create) -> `kube` (every Kubernetes call, the fence record and its lock).
+//! `crd` holds the resource types, `app` wires the parts, `main.rs` only picks a mode.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod api;
-pub mod apicall;
-pub mod auth;
+pub mod app;
+pub mod chaos;
 pub mod config;
-pub mod error;
-pub mod http;
-pub mod lock;
+pub mod crd;
+pub mod kube;
 pub mod pipeline;
-pub mod serve;
 pub mod signal;
 pub mod telemetry;
-pub mod testhook;
+pub mod web;

@@ -1,119 +1,19 @@
 //! Alertmanager webhook (version 4) adapter.
 //!
-//! # Target resource from alert labels
-//!
-//! The first non-empty label in this table names the target. Namespaced kinds
-//! also need a non-empty `namespace` label; without it the alert is rejected
-//! rather than matched against a later row.
-//!
-//! | label                     | kind                    | apiVersion       | scope     |
-//! |---------------------------|-------------------------|------------------|-----------|
-//! | `pod`                     | Pod                     | `v1`             | namespace |
-//! | `deployment`              | Deployment              | `apps/v1`        | namespace |
-//! | `statefulset`             | StatefulSet             | `apps/v1`        | namespace |
-//! | `daemonset`               | DaemonSet               | `apps/v1`        | namespace |
-//! | `replicaset`              | ReplicaSet              | `apps/v1`        | namespace |
-//! | `job_name`                | Job                     | `batch/v1`       | namespace |
-//! | `cronjob`                 | CronJob                 | `batch/v1`       | namespace |
-//! | `horizontalpodautoscaler` | HorizontalPodAutoscaler | `autoscaling/v2` | namespace |
-//! | `persistentvolumeclaim`   | PersistentVolumeClaim   | `v1`             | namespace |
-//! | `service`                 | Service                 | `v1`             | namespace |
-//! | `node`                    | Node                    | `v1`             | cluster   |
-//! | `namespace` (alone)       | Namespace               | `v1`             | cluster   |
-//! | none of these             | rejected                |                  |           |
-//!
-//! Jobs are read from `job_name`, the label kube-state-metrics uses, because
-//! `job` is Prometheus's scrape-job label and is on nearly every alert. Target
-//! names must be DNS-1123 subdomains and namespaces DNS-1123 labels; an alert
-//! whose chosen label fails that is rejected, never truncated or rewritten.
+//! The target is named by the first non-empty label of `target::KINDS` (the README's
+//! target table); namespaced kinds also need a non-empty `namespace` label, or the alert is
+//! rejected rather than matched against a later row. Names that are not valid Kubernetes
+//! names are rejected, never truncated or rewritten.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, SOURCE_ALERTMANAGER, Signal, is_dns1123_label,
-    json_kind, opt_str, parse_object, parse_timestamp, short, shown, string_map, validate_target,
+    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
+    opt_str, parse_object, parse_timestamp, short, shown, string_map,
+    target::{KINDS, NAMESPACE, is_dns1123_label, validate_target},
 };
-use crate::api::{SignalType, TargetResource};
-
-/// TargetLabel maps one Alertmanager label to the kind of resource it names.
-struct TargetLabel {
-    label: &'static str,
-    kind: &'static str,
-    api_version: &'static str,
-    namespaced: bool,
-}
-
-/// TARGET_LABELS lists the resource labels in priority order; the module docs show the same table.
-const TARGET_LABELS: &[TargetLabel] = &[
-    TargetLabel {
-        label: "pod",
-        kind: "Pod",
-        api_version: "v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "deployment",
-        kind: "Deployment",
-        api_version: "apps/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "statefulset",
-        kind: "StatefulSet",
-        api_version: "apps/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "daemonset",
-        kind: "DaemonSet",
-        api_version: "apps/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "replicaset",
-        kind: "ReplicaSet",
-        api_version: "apps/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "job_name",
-        kind: "Job",
-        api_version: "batch/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "cronjob",
-        kind: "CronJob",
-        api_version: "batch/v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "horizontalpodautoscaler",
-        kind: "HorizontalPodAutoscaler",
-        api_version: "autoscaling/v2",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "persistentvolumeclaim",
-        kind: "PersistentVolumeClaim",
-        api_version: "v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "service",
-        kind: "Service",
-        api_version: "v1",
-        namespaced: true,
-    },
-    TargetLabel {
-        label: "node",
-        kind: "Node",
-        api_version: "v1",
-        namespaced: false,
-    },
-];
 
 /// SEVERITY_DEFAULT is the severity of an alert without a `severity` label.
 const SEVERITY_DEFAULT: &str = "unknown";
@@ -267,8 +167,7 @@ fn firing_signal(
         fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
         name,
         severity: severity.to_owned(),
-        signal_type: SignalType::Alert,
-        source: SOURCE_ALERTMANAGER.to_owned(),
+        source: Source::Alertmanager,
         target,
         labels,
         annotations,
@@ -286,15 +185,15 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
             .filter(|v| !v.is_empty())
     };
     let namespace = label("namespace");
-    for row in TARGET_LABELS {
-        let Some(name) = label(row.label) else {
+    for row in KINDS {
+        let Some((row_label, name)) = row.label.and_then(|l| Some((l, label(l)?))) else {
             continue;
         };
         let namespace = if row.namespaced {
             namespace.ok_or_else(|| {
                 format!(
                     "label `{}` names {} {} but there is no `namespace` label; {} is namespaced",
-                    row.label,
+                    row_label,
                     row.kind,
                     shown(name),
                     row.kind
@@ -309,7 +208,7 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
             namespace: namespace.to_owned(),
             api_version: row.api_version.to_owned(),
         };
-        validate_target(&target).map_err(|e| format!("label `{}`: {e}", row.label))?;
+        validate_target(&target).map_err(|e| format!("label `{row_label}`: {e}"))?;
         return Ok(target);
     }
     if let Some(ns) = namespace {
@@ -320,13 +219,13 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
             ));
         }
         return Ok(TargetResource {
-            kind: "Namespace".to_owned(),
+            kind: NAMESPACE.kind.to_owned(),
             name: ns.to_owned(),
             namespace: String::new(),
-            api_version: "v1".to_owned(),
+            api_version: NAMESPACE.api_version.to_owned(),
         });
     }
-    let expected: Vec<&str> = TARGET_LABELS.iter().map(|r| r.label).collect();
+    let expected: Vec<&str> = KINDS.iter().filter_map(|r| r.label).collect();
     Err(format!(
         "no target resource label; expected one of {}, or namespace",
         expected.join(", ")
@@ -420,8 +319,7 @@ mod tests {
         let s = signal(&items[0]);
         assert_eq!(s.name, "KubePodCrashLooping");
         assert_eq!(s.severity, "warning");
-        assert_eq!(s.signal_type, SignalType::Alert);
-        assert_eq!(s.source, "alertmanager");
+        assert_eq!(s.source, Source::Alertmanager);
         assert_eq!(s.target, target("Pod", "prod", "web-0", "v1"));
         // printf 'prod:Pod:web-0' | sha256sum
         assert_eq!(
@@ -439,7 +337,7 @@ mod tests {
             s.annotations.get("summary").map(String::as_str),
             Some("Pod is crash looping.")
         );
-        let spec = s.to_spec();
+        let spec = crate::crd::RemediationRequestSpec::from(s);
         assert_eq!(spec.signal_fingerprint, s.fingerprint.as_str());
         assert_eq!(spec.target_resource.kind, "Pod");
     }

@@ -22,11 +22,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, SOURCE_KUBERNETES_EVENT, Signal, json_kind,
-    known_kind, opt_object, opt_str, parse_object, parse_timestamp, shown, string_map,
-    validate_target,
+    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
+    opt_object, opt_str, parse_object, parse_timestamp, shown, string_map,
+    target::{known_kind, validate_target},
 };
-use crate::api::{SignalType, TargetResource};
 
 /// SEVERITY_WARNING is the severity of every signal made from a Warning Event.
 const SEVERITY_WARNING: &str = "warning";
@@ -159,8 +158,7 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
         fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
         name: reason.to_owned(),
         severity: SEVERITY_WARNING.to_owned(),
-        signal_type: SignalType::Event,
-        source: SOURCE_KUBERNETES_EVENT.to_owned(),
+        source: Source::KubernetesEvent,
         target,
         labels,
         annotations,
@@ -299,8 +297,7 @@ mod tests {
         let s = signal(BACKOFF);
         assert_eq!(s.name, "BackOff");
         assert_eq!(s.severity, "warning");
-        assert_eq!(s.signal_type, SignalType::Event);
-        assert_eq!(s.source, "kubernetes-event");
+        assert_eq!(s.source, Source::KubernetesEvent);
         assert_eq!(
             s.target,
             TargetResource {

@@ -1,4 +1,4 @@
-//! Serve wires configuration, Kubernetes client, pipeline and router, and runs
+//! App wires configuration, Kubernetes client, pipeline and router together, and runs
 //! them as a plain HTTP server (Deployment, Knative) or an AWS Lambda function.
 
 use std::{
@@ -10,106 +10,119 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::{
-    apicall::ApiCalls,
-    auth::Auth,
+    chaos::Pauser,
     config::Config,
-    http::{AppState, router},
-    lock::LeaseLock,
-    pipeline::{Pipeline, Settings},
+    kube::{self, ApiCalls, Records, Rrs},
+    pipeline::{Pipeline, Settings, Writer},
+    web::{AppState, Auth, router},
 };
 
-/// Parts are the long-lived objects of one process.
-pub struct Parts {
+/// SWEEP_MIN_AGE is how long a record must have been left alone before the sweep may
+/// delete it: longer than any writer may sit between its claim and its create.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// App is the long-lived objects of one process.
+pub struct App {
     pub state: AppState,
-    pub lock: Option<LeaseLock>,
+    records: Records,
+    rrs: Rrs,
 }
 
-/// build connects to Kubernetes and assembles the request path. Everything a
-/// request needs is made here, so that the first request after a cold start
-/// does no set-up work.
-pub async fn build(config: &Config) -> anyhow::Result<Parts> {
-    let mut kc = kube::Config::infer()
+/// build connects to Kubernetes and assembles the request path. Everything a request
+/// needs is made here, so that the first request after a cold start does no set-up work.
+pub async fn build(config: &Config) -> anyhow::Result<App> {
+    let client = kube::connect(config.api_timeout)
         .await
-        .context("loading Kubernetes client configuration")?;
-    // Each call is bounded by `ApiCalls`. A read timeout here would also fire on
-    // idle pooled connections and break the next request sent on them.
-    kc.connect_timeout = Some(config.api_timeout);
-    let client = kube::Client::try_from(kc).context("building Kubernetes client")?;
+        .context("building the Kubernetes client")?;
     Ok(assemble(config, client).await)
 }
 
 /// assemble builds the request path around an existing client.
-pub async fn assemble(config: &Config, client: kube::Client) -> Parts {
-    let lock = config.distributed_locking.then(|| {
-        LeaseLock::new(
-            client.clone(),
-            &config.lock_namespace,
-            &config.instance,
-            config.lock_duration,
-            config.lock_wait,
-        )
-    });
-    if lock.is_none() {
+pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
+    if !config.distributed_locking {
         tracing::warn!(
             "distributed locking is OFF (GATEWAY_ENABLE_DISTRIBUTED_LOCKING=false): rollback mode, \
-             duplicates are prevented by fenced RR names only"
+             duplicates are prevented by the fence records alone"
         );
     }
-    if !config.fencing {
-        tracing::warn!(
-            "RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only"
-        );
+    let pauser = Arc::new(Pauser::new(&config.chaos));
+    if !pauser.fencing() {
+        tracing::warn!("RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only");
     }
+    let records = Records::new(
+        client.clone(),
+        &config.lock_namespace,
+        &config.instance,
+        config.lock_duration,
+        config.lock_wait,
+        config.distributed_locking,
+    );
+    let rrs = Rrs::new(client.clone(), &config.namespace);
     let settings = Settings {
-        namespace: config.namespace.clone(),
         api_timeout: config.api_timeout,
-        batch_timeout: config.lock_wait + config.api_timeout * 8,
+        batch_timeout: config.lock_wait + config.api_timeout * 12,
         max_in_flight: config.max_in_flight,
-        fencing: config.fencing,
     };
-    let pipeline = Pipeline::new(client.clone(), settings, lock.clone());
+    let pipeline = Pipeline::new(Writer::new(records.clone(), rrs.clone(), pauser), settings);
     // Opens the TLS connection now rather than on the first signal.
-    match pipeline.api_reachable().await {
+    match kube::reachable(&client, config.api_timeout).await {
         Ok(()) => tracing::info!("Kubernetes API reachable"),
         Err(e) => {
             tracing::warn!(error = %e, "Kubernetes API not reachable yet; /readyz stays false until it is")
         }
     }
     let state = AppState {
-        pipeline,
-        auth: Arc::new(Auth::new(&config.auth, client, config.api_timeout)),
+        pipeline: Arc::new(pipeline),
+        auth: Arc::new(Auth::new(&config.auth, client.clone(), config.api_timeout)),
+        client,
+        api_timeout: config.api_timeout,
         ready: Arc::new(AtomicBool::new(true)),
         max_body_bytes: config.max_body_bytes,
         alert_concurrency: config.alert_concurrency,
         cluster_id: config.cluster_id.clone(),
     };
-    Parts { state, lock }
+    App {
+        state,
+        records,
+        rrs,
+    }
+}
+
+impl App {
+    /// router is the HTTP API of this app.
+    #[must_use]
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone())
+    }
 }
 
 /// run picks the serve mode: Lambda when `AWS_LAMBDA_RUNTIME_API` is set, HTTP otherwise.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let parts = build(&config).await?;
+    let app = build(&config).await?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving as an AWS Lambda function");
-        return lambda_http::run(router(parts.state))
+        return lambda_http::run(app.router())
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
-    http_server(config, parts).await
+    http_server(config, app).await
 }
 
-async fn http_server(config: Config, parts: Parts) -> anyhow::Result<()> {
+async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance, "listening");
 
-    if let Some(lock) = parts.lock.clone() {
-        tokio::spawn(sweep_leases(lock, config.lock_duration, config.api_timeout));
-    }
+    tokio::spawn(sweep_records(
+        app.records.clone(),
+        app.rrs.clone(),
+        config.lock_duration,
+        config.api_timeout,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ready = Arc::clone(&parts.state.ready);
+    let ready = Arc::clone(&app.state.ready);
     tokio::spawn(async move {
         termination().await;
         ready.store(false, Ordering::SeqCst);
@@ -121,7 +134,7 @@ async fn http_server(config: Config, parts: Parts) -> anyhow::Result<()> {
     });
 
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, router(parts.state)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let mut deadline_rx = stop_rx;
@@ -136,18 +149,17 @@ async fn http_server(config: Config, parts: Parts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sweep_leases removes expired Leases now and then, so that Leases of
-/// crashed holders do not pile up for fingerprints that never recur.
-async fn sweep_leases(lock: LeaseLock, lease: Duration, api_timeout: Duration) {
+/// sweep_records deletes, now and then, fence records that fence nothing any more.
+async fn sweep_records(records: Records, rrs: Rrs, lease: Duration, api_timeout: Duration) {
     let period = (lease * 4).max(Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match lock.sweep(&ApiCalls::new(api_timeout)).await {
+        match kube::sweep(&records, &rrs, SWEEP_MIN_AGE, &ApiCalls::new(api_timeout)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed expired leases"),
-            Err(e) => tracing::warn!(error = %e, "sweeping expired leases failed"),
+            Ok(n) => tracing::info!(removed = n, "removed fence records that fence nothing"),
+            Err(e) => tracing::warn!(error = %e, "sweeping fence records failed"),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! Http is the axum `Router` shared by every serve mode, and the one place
-//! where errors become HTTP statuses.
+//! Web is the HTTP adapter: the axum `Router` shared by every serve mode, request checks
+//! (`auth`, content type, size), and the answers (`problem` maps every error to a status).
+
+mod auth;
+mod problem;
 
 use std::sync::{
     Arc,
@@ -8,9 +11,8 @@ use std::sync::{
 
 use axum::{
     Json, Router,
-    body::Body,
     extract::{MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -18,11 +20,12 @@ use axum::{
 use futures::{StreamExt, stream};
 use serde::Serialize;
 
+pub use auth::Auth;
+use problem::{Rejection, error_response, problem};
+
 use crate::{
-    auth::Auth,
-    error::Error,
-    pipeline::{Disposition, Pipeline},
-    signal::{self, Item, ParseContext},
+    pipeline::{self, Disposition, Pipeline},
+    signal::{self, Item, ParseContext, Source},
     telemetry::{self, kv},
 };
 
@@ -31,6 +34,8 @@ use crate::{
 pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub auth: Arc<Auth>,
+    pub client: kube::Client,
+    pub api_timeout: std::time::Duration,
     /// ready turns false when shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub max_body_bytes: usize,
@@ -75,19 +80,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.ready.load(Ordering::SeqCst) {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
-    match s.pipeline.api_reachable().await {
+    match crate::kube::reachable(&s.client, s.api_timeout).await {
         Ok(()) => "ok".into_response(),
         Err(e) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Kubernetes API not reachable: {e}"),
         ),
     }
-}
-
-#[derive(Clone, Copy)]
-enum Source {
-    Alertmanager,
-    Event,
 }
 
 async fn prometheus(State(s): State<AppState>, req: Request) -> Response {
@@ -97,16 +96,37 @@ async fn prometheus(State(s): State<AppState>, req: Request) -> Response {
 }
 
 async fn kubernetes_event(State(s): State<AppState>, req: Request) -> Response {
-    handle(s, req, Source::Event)
+    handle(s, req, Source::KubernetesEvent)
         .await
         .unwrap_or_else(error_response)
+}
+
+/// Status is what became of one alert or event.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Created,
+    Duplicate,
+    Ignored,
+    Rejected,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Duplicate => "duplicate",
+            Status::Ignored => "ignored",
+            Status::Rejected => "rejected",
+        }
+    }
 }
 
 /// SignalResult is one entry of the success body.
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 struct SignalResult {
-    status: &'static str,
+    status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,7 +137,7 @@ struct SignalResult {
     reason: Option<String>,
 }
 
-async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, Error> {
+async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, Rejection> {
     s.auth.check(req.headers()).await?;
     check_content_type(req.headers())?;
     let body = read_body(req, s.max_body_bytes).await?;
@@ -127,11 +147,11 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
     };
     let items = match source {
         Source::Alertmanager => signal::parse_alertmanager(&body, &ctx),
-        Source::Event => signal::parse_event(&body, &ctx).map(|i| vec![i]),
+        Source::KubernetesEvent => signal::parse_event(&body, &ctx).map(|i| vec![i]),
     }
-    .map_err(|e| Error::BadRequest(e.to_string()))?;
+    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
 
-    let results: Vec<Result<SignalResult, Error>> = stream::iter(items)
+    let results: Vec<Result<SignalResult, Rejection>> = stream::iter(items)
         .map(|item| {
             let pipeline = Arc::clone(&s.pipeline);
             async move {
@@ -141,8 +161,8 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
                         let outcome = pipeline.submit(signal).await?;
                         Ok(SignalResult {
                             status: match outcome.disposition {
-                                Disposition::Created => "created",
-                                Disposition::Duplicate => "duplicate",
+                                Disposition::Created => Status::Created,
+                                Disposition::Duplicate => Status::Duplicate,
                             },
                             fingerprint,
                             remediation_request: Some(outcome.remediation_request),
@@ -154,14 +174,14 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
                         fingerprint,
                         reason,
                     } => Ok(SignalResult {
-                        status: "ignored",
+                        status: Status::Ignored,
                         fingerprint: fingerprint.map(|f| f.to_string()),
                         remediation_request: None,
                         occurrence_count: None,
                         reason: Some(reason),
                     }),
                     Item::Rejected { reason } => Ok(SignalResult {
-                        status: "rejected",
+                        status: Status::Rejected,
                         fingerprint: None,
                         remediation_request: None,
                         occurrence_count: None,
@@ -173,15 +193,11 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
         .buffered(s.alert_concurrency)
         .collect()
         .await;
-    let source_name = match source {
-        Source::Alertmanager => signal::SOURCE_ALERTMANAGER,
-        Source::Event => signal::SOURCE_KUBERNETES_EVENT,
-    };
     for r in &results {
-        let status = r.as_ref().map_or("failed", |r| r.status);
+        let status = r.as_ref().map_or("failed", |r| r.status.as_str());
         telemetry::metrics()
             .signals
-            .add(1, &[kv("source", source_name), kv("status", status)]);
+            .add(1, &[kv("source", source.as_str()), kv("status", status)]);
     }
     let results = summarize(results)?;
     let code = status_for(&results)?;
@@ -191,13 +207,17 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, E
 /// summarize fails the whole request if any signal failed: a 2xx promises
 /// that every write it reports is durable. Retrying a group re-counts the
 /// alerts that did succeed, which over-counts but never loses a signal.
-fn summarize(results: Vec<Result<SignalResult, Error>>) -> Result<Vec<SignalResult>, Error> {
+fn summarize(
+    results: Vec<Result<SignalResult, Rejection>>,
+) -> Result<Vec<SignalResult>, Rejection> {
     let mut ok = Vec::with_capacity(results.len());
     let mut overloaded = None;
     for r in results {
         match r {
             Ok(r) => ok.push(r),
-            Err(e @ Error::Overloaded { .. }) => overloaded = Some(e),
+            Err(e @ Rejection::Pipeline(pipeline::Error::Overloaded { .. })) => {
+                overloaded = Some(e);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -209,24 +229,24 @@ fn summarize(results: Vec<Result<SignalResult, Error>>) -> Result<Vec<SignalResu
 
 /// status_for picks 201 if anything was created, 202 if accepted signals were
 /// all duplicates, 200 if everything was ignored, 400 if everything was rejected.
-fn status_for(results: &[SignalResult]) -> Result<StatusCode, Error> {
-    let any = |s: &str| results.iter().any(|r| r.status == s);
-    if any("created") {
+fn status_for(results: &[SignalResult]) -> Result<StatusCode, Rejection> {
+    let any = |s: Status| results.iter().any(|r| r.status == s);
+    if any(Status::Created) {
         Ok(StatusCode::CREATED)
-    } else if any("duplicate") {
+    } else if any(Status::Duplicate) {
         Ok(StatusCode::ACCEPTED)
-    } else if any("ignored") || results.is_empty() {
+    } else if any(Status::Ignored) || results.is_empty() {
         Ok(StatusCode::OK)
     } else {
         let reasons: Vec<&str> = results.iter().filter_map(|r| r.reason.as_deref()).collect();
-        Err(Error::BadRequest(format!(
+        Err(Rejection::BadRequest(format!(
             "no signal could be accepted: {}",
             reasons.join("; ")
         )))
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -240,18 +260,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     if essence == "application/json" {
         Ok(())
     } else {
-        Err(Error::UnsupportedMediaType(ct.to_owned()))
+        Err(Rejection::UnsupportedMediaType(ct.to_owned()))
     }
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, Error> {
+async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, Rejection> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(Error::PayloadTooLarge { limit });
+        return Err(Rejection::PayloadTooLarge { limit });
     }
     axum::body::to_bytes(req.into_body(), limit)
         .await
@@ -259,75 +279,20 @@ async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, Erro
             if std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             {
-                Error::PayloadTooLarge { limit }
+                Rejection::PayloadTooLarge { limit }
             } else {
-                Error::BadRequest(format!("reading request body: {e}"))
+                Rejection::BadRequest(format!("reading request body: {e}"))
             }
         })
-}
-
-/// status_of is the single mapping from errors to HTTP statuses.
-#[must_use]
-pub fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Api { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        Error::Transient { .. }
-        | Error::LockBusy { .. }
-        | Error::Contention(_)
-        | Error::ShuttingDown
-        | Error::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-/// RETRY_AFTER_SECONDS is the hint sent with 429 and 503.
-pub const RETRY_AFTER_SECONDS: u32 = 2;
-
-fn error_response(e: Error) -> Response {
-    let code = status_of(&e);
-    if code.is_server_error() {
-        tracing::warn!(error = %e, kind = e.metric_label(), status = code.as_u16(), "request failed");
-    } else {
-        tracing::info!(error = %e, kind = e.metric_label(), status = code.as_u16(), "request refused");
-    }
-    let mut res = problem(code, e.to_string());
-    if code == StatusCode::SERVICE_UNAVAILABLE || code == StatusCode::TOO_MANY_REQUESTS {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-    }
-    if code == StatusCode::UNAUTHORIZED {
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    res
-}
-
-/// problem renders an RFC 9457 problem document.
-fn problem(code: StatusCode, detail: String) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": code.canonical_reason().unwrap_or("Error"),
-        "status": code.as_u16(),
-        "detail": detail,
-    });
-    let mut res = Response::new(Body::from(body.to_string()));
-    *res.status_mut() = code;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    res
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+    use crate::pipeline;
 
-    fn r(status: &'static str) -> SignalResult {
+    fn r(status: Status) -> SignalResult {
         SignalResult {
             status,
             fingerprint: None,
@@ -339,54 +304,41 @@ mod tests {
 
     #[test]
     fn status_codes_follow_the_contract() {
+        use Status::*;
         assert_eq!(
-            status_for(&[r("duplicate"), r("created"), r("ignored")]).unwrap(),
+            status_for(&[r(Duplicate), r(Created), r(Ignored)]).unwrap(),
             StatusCode::CREATED
         );
         assert_eq!(
-            status_for(&[r("duplicate"), r("ignored")]).unwrap(),
+            status_for(&[r(Duplicate), r(Ignored)]).unwrap(),
             StatusCode::ACCEPTED
         );
         assert_eq!(
-            status_for(&[r("ignored"), r("rejected")]).unwrap(),
+            status_for(&[r(Ignored), r(Rejected)]).unwrap(),
             StatusCode::OK
         );
-        assert_eq!(
-            status_for(&[r("rejected")]).unwrap_err().metric_label(),
-            "bad_request"
-        );
-    }
-
-    #[test]
-    fn errors_map_to_the_documented_statuses() {
-        let transient = Error::Transient {
-            op: "x",
-            name: "y".into(),
-            message: "z".into(),
-        };
-        assert_eq!(status_of(&transient), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            status_of(&Error::Overloaded { limit: 1 }),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            status_of(&Error::PayloadTooLarge { limit: 1 }),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let res = error_response(transient);
-        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(
-            res.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
+        assert!(matches!(
+            status_for(&[r(Rejected)]),
+            Err(Rejection::BadRequest(_))
+        ));
+        let body = serde_json::to_value(r(Duplicate)).unwrap_or_default();
+        assert_eq!(body["status"], "duplicate");
     }
 
     #[test]
     fn one_failed_signal_fails_the_request() {
-        let e = summarize(vec![Ok(r("created")), Err(Error::Cancelled)]).unwrap_err();
-        assert_eq!(status_of(&e), StatusCode::SERVICE_UNAVAILABLE);
-        let e = summarize(vec![Ok(r("created")), Err(Error::Overloaded { limit: 3 })]).unwrap_err();
-        assert_eq!(status_of(&e), StatusCode::TOO_MANY_REQUESTS);
+        let e = summarize(vec![
+            Ok(r(Status::Created)),
+            Err(pipeline::Error::Cancelled.into()),
+        ])
+        .unwrap_err();
+        assert_eq!(problem::status_of(&e), StatusCode::SERVICE_UNAVAILABLE);
+        let e = summarize(vec![
+            Ok(r(Status::Created)),
+            Err(pipeline::Error::Overloaded { limit: 3 }.into()),
+        ])
+        .unwrap_err();
+        assert_eq!(problem::status_of(&e), StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[test]
@@ -399,7 +351,7 @@ mod tests {
         assert!(check_content_type(&h).is_ok());
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(
-            matches!(check_content_type(&h), Err(Error::UnsupportedMediaType(t)) if t == "text/plain")
+            matches!(check_content_type(&h), Err(Rejection::UnsupportedMediaType(t)) if t == "text/plain")
         );
     }
 }

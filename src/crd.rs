@@ -1,4 +1,4 @@
-//! The `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`).
+//! Crd is the `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`).
 //!
 //! Field names follow kubernaut's RemediationRequest so that the rest of that
 //! system can consume what this gateway writes.
@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+pub use crate::signal::TargetResource;
+use crate::signal::{Signal, Source};
 
 /// RemediationRequestSpec is the immutable description of one problem.
 #[allow(
@@ -50,6 +53,8 @@ pub struct RemediationRequestSpec {
     /// Lowercase hex SHA-256 of the target resource identity.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub signal_fingerprint: String,
+    /// The kind of system the target lives in; always `kubernetes` here.
+    pub target_type: TargetType,
     /// Alert name or event reason.
     pub signal_name: String,
     pub severity: String,
@@ -73,17 +78,38 @@ pub enum SignalType {
     Event,
 }
 
-/// TargetResource identifies the Kubernetes object the signal is about.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetResource {
-    pub kind: String,
-    pub name: String,
-    /// Empty for cluster-scoped resources such as nodes.
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub api_version: String,
+/// TargetType is the kind of system a target lives in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    Kubernetes,
+}
+
+impl From<Source> for SignalType {
+    fn from(source: Source) -> SignalType {
+        match source {
+            Source::Alertmanager => SignalType::Alert,
+            Source::KubernetesEvent => SignalType::Event,
+        }
+    }
+}
+
+impl From<&Signal> for RemediationRequestSpec {
+    fn from(signal: &Signal) -> RemediationRequestSpec {
+        RemediationRequestSpec {
+            signal_fingerprint: signal.fingerprint.as_str().to_owned(),
+            target_type: TargetType::Kubernetes,
+            signal_name: signal.name.clone(),
+            severity: signal.severity.clone(),
+            signal_type: signal.source.into(),
+            signal_source: signal.source.as_str().to_owned(),
+            target_resource: signal.target.clone(),
+            firing_time: Time(signal.firing_time),
+            received_time: Time(signal.received_time),
+            signal_labels: signal.labels.clone(),
+            signal_annotations: signal.annotations.clone(),
+        }
+    }
 }
 
 /// RemediationRequestStatus is written by the gateway (deduplication) and by
@@ -133,12 +159,13 @@ impl RemediationRequest {
 /// crd_yaml renders the CustomResourceDefinition as YAML.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&RemediationRequest::crd()).expect("a CRD always serializes")
+    serde_yaml_ng::to_string(&RemediationRequest::crd()).expect("a CRD always serializes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal::Fingerprint;
 
     #[test]
     fn checked_in_crd_is_current() {
@@ -179,6 +206,7 @@ mod tests {
             signal_fingerprint: "a".repeat(64),
             signal_name: "KubePodCrashLooping".into(),
             severity: "critical".into(),
+            target_type: TargetType::Kubernetes,
             signal_type: SignalType::Alert,
             signal_source: "alertmanager".into(),
             target_resource: TargetResource {
@@ -191,6 +219,59 @@ mod tests {
             received_time: now,
             signal_labels: BTreeMap::new(),
             signal_annotations: BTreeMap::new(),
+        }
+    }
+    #[test]
+    fn the_spec_copies_every_field_of_the_signal() {
+        let received =
+            jiff::Timestamp::from_second(1_700_000_100).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let firing =
+            jiff::Timestamp::from_second(1_700_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let target = pod("prod", "web-0");
+        let signal = Signal {
+            fingerprint: Fingerprint::of(None, &target),
+            name: "KubePodCrashLooping".into(),
+            severity: "critical".into(),
+            source: Source::Alertmanager,
+            target: target.clone(),
+            labels: BTreeMap::from([("team".into(), "web".into())]),
+            annotations: BTreeMap::from([("summary".into(), "Pod is crash looping.".into())]),
+            firing_time: firing,
+            received_time: received,
+        };
+        let spec = RemediationRequestSpec::from(&signal);
+        assert_eq!(
+            spec.signal_fingerprint,
+            "07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f"
+        );
+        assert_eq!(spec.signal_name, "KubePodCrashLooping");
+        assert_eq!(spec.severity, "critical");
+        assert_eq!(spec.signal_type, SignalType::Alert);
+        assert_eq!(spec.target_type, TargetType::Kubernetes);
+        assert_eq!(spec.signal_source, "alertmanager");
+        assert_eq!(spec.target_resource, target);
+        assert_eq!(spec.firing_time, Time(firing));
+        assert_eq!(spec.received_time, Time(received));
+        assert_eq!(
+            spec.signal_labels.get("team").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            spec.signal_annotations.get("summary").map(String::as_str),
+            Some("Pod is crash looping.")
+        );
+        let json = serde_json::to_value(&spec).unwrap_or_default();
+        assert_eq!(json["targetType"], "kubernetes");
+        assert_eq!(json["firingTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["targetResource"]["apiVersion"], "v1");
+    }
+
+    fn pod(namespace: &str, name: &str) -> TargetResource {
+        TargetResource {
+            kind: "Pod".into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            api_version: "v1".into(),
         }
     }
 }

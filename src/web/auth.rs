@@ -1,10 +1,13 @@
 //! Auth checks the bearer token of callers of the signal endpoints.
 
 use axum::http::{HeaderMap, header};
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use kube::{Api, Client, api::PostParams};
+use kube::Client;
 
-use crate::{apicall::ApiCalls, config::AuthMode, error::Error};
+use super::problem::Rejection;
+use crate::{
+    config::AuthMode,
+    kube::{ApiCalls, review_token},
+};
 
 /// Auth is the configured way of authenticating callers.
 pub enum Auth {
@@ -34,7 +37,7 @@ impl Auth {
     }
 
     /// check succeeds if the request carries acceptable credentials.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<(), Error> {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
         if matches!(self, Auth::None) {
             return Ok(());
         }
@@ -44,32 +47,17 @@ impl Auth {
             Auth::Bearer(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
                 Ok(())
             }
-            Auth::Bearer(_) => Err(Error::Unauthorized("invalid bearer token".into())),
+            Auth::Bearer(_) => Err(Rejection::Unauthorized("invalid bearer token".into())),
             Auth::TokenReview {
                 client,
                 calls_timeout,
             } => {
-                let review = TokenReview {
-                    spec: TokenReviewSpec {
-                        token: token.to_owned(),
-                        ..TokenReviewSpec::default()
-                    },
-                    ..TokenReview::default()
-                };
-                let api: Api<TokenReview> = Api::all(client.clone());
                 let calls = ApiCalls::new(*calls_timeout);
-                let done = calls
-                    .call(
-                        "reviewing token",
-                        "",
-                        api.create(&PostParams::default(), &review),
-                    )
-                    .await?;
-                let status = done.status.unwrap_or_default();
+                let status = review_token(client, token, &calls).await?;
                 if status.authenticated == Some(true) {
                     Ok(())
                 } else {
-                    Err(Error::Unauthorized(format!(
+                    Err(Rejection::Unauthorized(format!(
                         "token rejected by TokenReview{}",
                         status.error.map(|e| format!(": {e}")).unwrap_or_default()
                     )))
@@ -79,20 +67,20 @@ impl Auth {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
+fn bearer(headers: &HeaderMap) -> Result<&str, Rejection> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| Error::Unauthorized("missing Authorization header".into()))?;
+        .ok_or_else(|| Rejection::Unauthorized("missing Authorization header".into()))?;
     let value = value
         .to_str()
-        .map_err(|_| Error::Unauthorized("Authorization header is not ASCII".into()))?;
+        .map_err(|_| Rejection::Unauthorized("Authorization header is not ASCII".into()))?;
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
         {
             Ok(token.trim())
         }
-        _ => Err(Error::Unauthorized(
+        _ => Err(Rejection::Unauthorized(
             "Authorization header is not 'Bearer <token>'".into(),
         )),
     }
@@ -112,7 +100,7 @@ mod tests {
         let auth = Auth::Bearer("s3cret".into());
         let mut h = HeaderMap::new();
         assert!(
-            matches!(auth.check(&h).await, Err(Error::Unauthorized(m)) if m.contains("missing"))
+            matches!(auth.check(&h).await, Err(Rejection::Unauthorized(m)) if m.contains("missing"))
         );
         h.insert(
             header::AUTHORIZATION,

@@ -1,0 +1,198 @@
+//! Calls is the call budget of one batch: a timeout on every Kubernetes request, a count of
+//! them, the one retry policy, and the error type of this module.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+/// KubeError is a Kubernetes call that failed; `op` and `name` say which.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("{op} {name}: no answer within {after:?}")]
+    Timeout {
+        op: &'static str,
+        name: String,
+        after: Duration,
+    },
+    #[error("{op} {name}: {source}")]
+    Failed {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: Arc<kube::Error>,
+    },
+    /// The API server answered something this client cannot use (no Date header, bad JSON).
+    #[error("{op} {name}: {message}")]
+    Unusable {
+        op: &'static str,
+        name: String,
+        message: String,
+    },
+}
+
+impl KubeError {
+    pub(crate) fn failed(op: &'static str, name: &str, source: kube::Error) -> KubeError {
+        KubeError::Failed {
+            op,
+            name: name.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// needs_operator reports a failure no retry can fix: RBAC, a missing CRD, a rejected object.
+    #[must_use]
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            KubeError::Failed { source, .. } => {
+                matches!(code(source), Some(400 | 401 | 403 | 404 | 422))
+            }
+            KubeError::Timeout { .. } | KubeError::Unusable { .. } => false,
+        }
+    }
+
+    /// metric_label is a short constant naming the error class.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        if self.needs_operator() {
+            "api"
+        } else {
+            "api_transient"
+        }
+    }
+}
+
+/// code is the HTTP status of a Kubernetes API error, if the server answered.
+pub(crate) fn code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// ApiCalls applies the per-call timeout and counts every request it sends.
+#[derive(Debug)]
+pub struct ApiCalls {
+    timeout: Duration,
+    count: AtomicU32,
+}
+
+impl ApiCalls {
+    /// new starts a counter at zero with the given per-call timeout.
+    #[must_use]
+    pub fn new(timeout: Duration) -> ApiCalls {
+        ApiCalls {
+            timeout,
+            count: AtomicU32::new(0),
+        }
+    }
+
+    /// count is the number of requests sent so far.
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// timeout is the bound on each single call.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// run sends one request bounded by the timeout; the inner result keeps the
+    /// API error so that callers can tell 404 and 409 apart.
+    pub(crate) async fn run<T>(
+        &self,
+        op: &'static str,
+        name: &str,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, KubeError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| KubeError::Timeout {
+                op,
+                name: name.to_owned(),
+                after: self.timeout,
+            })
+    }
+
+    /// read sends an idempotent read; a transport failure (connection reset or
+    /// refused) is retried twice, since repeating a read is always safe.
+    pub(crate) async fn read<T, F, Fut>(
+        &self,
+        op: &'static str,
+        name: &str,
+        mut f: F,
+    ) -> Result<Result<T, kube::Error>, KubeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.run(op, name, f()).await? {
+                Err(e) if code(&e).is_none() && attempt < 2 => {
+                    tracing::debug!(op, name, error = %e, "retrying read after transport error");
+                    tokio::time::sleep(backoff(attempt, Duration::from_millis(20))).await;
+                    attempt += 1;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// backoff is the one retry policy: jittered exponential, uniform in [d/2, d]
+/// with d = base * 2^attempt, capped at 1 s.
+#[must_use]
+pub fn backoff(attempt: u32, base: Duration) -> Duration {
+    let base = base.as_millis().max(2) as u64;
+    let ceiling = base.saturating_mul(1 << attempt.min(10)).min(1000);
+    Duration::from_millis(rand::random_range(ceiling / 2..=ceiling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("boom", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_server_overload_and_5xx_are_transient() {
+        for code in [409, 429, 500, 502, 503, 504] {
+            let e = KubeError::failed("listing", "x", api_error(code));
+            assert!(!e.needs_operator(), "{code}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn rbac_and_schema_failures_need_an_operator() {
+        for code in [401, 403, 404, 422] {
+            let e = KubeError::failed("creating", "x", api_error(code));
+            assert!(e.needs_operator(), "{code}: {e:?}");
+            assert!(e.to_string().contains("creating x"), "{e}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let base = Duration::from_millis(25);
+        for attempt in 0..40 {
+            let d = backoff(attempt, base);
+            assert!(d <= Duration::from_secs(1), "{d:?}");
+            assert!(d >= Duration::from_millis(12), "{d:?}");
+        }
+        assert!(backoff(0, base) <= base);
+    }
+}

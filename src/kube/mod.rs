@@ -1,0 +1,47 @@
+//! Kube is the only module that talks to the Kubernetes API: the call budget (`calls`),
+//! the fence record and its lock (`record`), the server clock (`clock`), the RR client
+//! (`rrs`), the record sweep (`sweep`), TokenReview (`tokenreview`) and health.
+
+mod calls;
+mod clock;
+#[cfg(test)]
+mod model;
+mod record;
+mod rrs;
+mod sweep;
+mod tokenreview;
+
+use std::time::Duration;
+
+pub use calls::{ApiCalls, KubeError, backoff};
+pub use record::{Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name};
+pub use rrs::{Counted, Rrs};
+pub use sweep::sweep;
+pub use tokenreview::review_token;
+
+/// MANAGED_BY labels every object the gateway creates, for the sweep and operators.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "signal-gateway");
+
+/// FIELD_MANAGER is the field manager of every write the gateway makes.
+pub const FIELD_MANAGER: &str = "signal-gateway";
+
+/// connect builds a client from the kubeconfig or the in-cluster service account.
+pub async fn connect(api_timeout: Duration) -> Result<kube::Client, kube::Error> {
+    let mut kc = kube::Config::infer()
+        .await
+        .map_err(|e| kube::Error::InferConfig(e))?;
+    // Each call is bounded by `ApiCalls`. A read timeout here would also fire on
+    // idle pooled connections and break the next request sent on them.
+    kc.connect_timeout = Some(api_timeout);
+    kube::Client::try_from(kc)
+}
+
+/// reachable asks the API server for its version, bounded by `timeout`.
+pub async fn reachable(client: &kube::Client, timeout: Duration) -> Result<(), KubeError> {
+    let calls = ApiCalls::new(timeout);
+    calls
+        .read("reading version", "apiserver", || client.apiserver_version())
+        .await?
+        .map(drop)
+        .map_err(|e| KubeError::failed("reading version", "apiserver", e))
+}

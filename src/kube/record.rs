@@ -1,0 +1,435 @@
+//! Record is the durable fence of one fingerprint, and its lock: the Lease `sg-<fingerprint>`.
+//!
+//! The Lease is kept between acquisitions. Its annotations hold the generation of the
+//! fingerprint's current RR and that RR's name; a writer may create an RR only under a
+//! name it first wrote into the record by compare-and-swap (a write carrying the
+//! resourceVersion it read). Its `holderIdentity` is the lock: with locking on, a writer
+//! claims the record only when nobody holds it or the holder's lease has expired, judged on
+//! the API server's clock (`clock`). Release clears the holder with the same
+//! compare-and-swap, so it never clears someone else's claim. The README argues why this
+//! keeps one active RR per fingerprint; `model` checks it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{
+    FIELD_MANAGER, MANAGED_BY,
+    calls::{ApiCalls, KubeError, backoff, code},
+    clock,
+};
+
+/// GENERATION annotates the record with the generation of the fingerprint's current RR.
+pub const GENERATION: &str = "signal-gateway.kubernaut.ai/generation";
+/// REMEDIATION_REQUEST annotates the record with the name of that RR.
+pub const REMEDIATION_REQUEST: &str = "signal-gateway.kubernaut.ai/remediation-request";
+
+/// View is what a writer knows of one record; it may be stale, and every write made from
+/// it is a compare-and-swap against the resourceVersion it was read at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// resource_version is None when no record exists.
+    resource_version: Option<String>,
+    /// generation of the current RR; 0 before the first.
+    pub generation: u64,
+    /// rr is the name of the current RR.
+    pub rr: Option<String>,
+    holder: Option<String>,
+    /// holder_expired is the holder's lease expiry, judged on the server's clock at the read.
+    holder_expired: bool,
+    transitions: i32,
+}
+
+impl View {
+    /// held reports whether another writer held the record, unexpired, when it was read.
+    #[must_use]
+    pub fn held(&self) -> bool {
+        self.holder.is_some() && !self.holder_expired
+    }
+
+    fn from_lease(lease: &Lease, server_now: Option<jiff::Timestamp>, duration: Duration) -> View {
+        let annotation = |key| lease.metadata.annotations.as_ref()?.get(key);
+        let spec = lease.spec.as_ref();
+        let holder = spec
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty());
+        View {
+            resource_version: lease.metadata.resource_version.clone(),
+            generation: annotation(GENERATION)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
+            rr: annotation(REMEDIATION_REQUEST).cloned(),
+            holder_expired: holder.is_some()
+                && server_now.is_some_and(|now| clock::is_expired(lease, now, duration)),
+            holder,
+            transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+        }
+    }
+}
+
+/// Claim is a won compare-and-swap of the record: the right to create `rr`.
+#[derive(Debug)]
+pub struct Claim {
+    pub lease: String,
+    /// rr is the RR name this claim allows to create.
+    pub rr: String,
+    pub generation: u64,
+    /// view is the record as this claim left it.
+    pub view: View,
+    /// sent is when the claiming request left, on this process' monotonic clock.
+    sent: Instant,
+    holder: Option<String>,
+}
+
+/// Claimed is the outcome of one attempt to claim a record.
+#[derive(Debug)]
+pub enum Claimed {
+    Won(Claim),
+    /// The record changed since the view was read: decide again from the fresh view.
+    Changed(View),
+    /// Another writer held it for the whole wait budget.
+    Busy { view: View, waited: Duration },
+    Cancelled,
+}
+
+/// Records reads, claims and releases the fence records in one namespace.
+#[derive(Clone)]
+pub struct Records {
+    pub(super) client: kube::Client,
+    pub(super) api: Api<Lease>,
+    pub(super) namespace: String,
+    instance: String,
+    pub(super) duration: Duration,
+    wait_budget: Duration,
+    /// locking says whether claims take the lock; off is the rollback switch.
+    locking: bool,
+}
+
+/// lease_name is the record's name for a fingerprint: always a valid DNS-1123 name.
+#[must_use]
+pub fn lease_name(fp: &str) -> String {
+    format!("sg-{fp}")
+}
+
+impl Records {
+    /// new builds the record client; `instance` (the pod name) prefixes holder identities.
+    #[must_use]
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        instance: &str,
+        duration: Duration,
+        wait_budget: Duration,
+        locking: bool,
+    ) -> Records {
+        Records {
+            api: Api::namespaced(client.clone(), namespace),
+            client,
+            namespace: namespace.to_owned(),
+            instance: instance.to_owned(),
+            duration,
+            wait_budget,
+            locking,
+        }
+    }
+
+    /// locking reports whether claims take the lock.
+    #[must_use]
+    pub fn locking(&self) -> bool {
+        self.locking
+    }
+
+    /// read gets the latest record of `fp` (a consistent read), judging its holder's
+    /// expiry on the server's clock.
+    pub async fn read(&self, fp: &str, calls: &ApiCalls) -> Result<View, KubeError> {
+        let name = lease_name(fp);
+        let url = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
+            self.namespace
+        );
+        let req = kube::core::Request::new(url)
+            .get(&name, &Default::default())
+            .map_err(|e| KubeError::failed("reading lease", &name, kube::Error::BuildRequest(e)))?;
+        let (lease, now) =
+            clock::get_dated::<Lease>(&self.client, req, "reading lease", &name, calls).await?;
+        Ok(lease.map_or_else(View::default, |l| {
+            View::from_lease(&l, Some(now), self.duration)
+        }))
+    }
+
+    /// claim compare-and-swaps the record from `view` to (`generation`, `rr`), holding it when
+    /// locking is on. While another writer holds it, claim waits (jittered backoff within
+    /// the wait budget, re-reading the record) and then reports the fresh view.
+    pub async fn claim(
+        &self,
+        fp: &str,
+        view: &View,
+        generation: u64,
+        rr: &str,
+        cancelled: &(dyn Fn() -> bool + Sync),
+        calls: &ApiCalls,
+    ) -> Result<Claimed, KubeError> {
+        let start = Instant::now();
+        let deadline = start + self.wait_budget;
+        let mut view = view.clone();
+        let mut attempt = 0;
+        loop {
+            let mut waited = false;
+            while self.locking && view.held() {
+                waited = true;
+                if cancelled() {
+                    return Ok(Claimed::Cancelled);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Claimed::Busy {
+                        view,
+                        waited: now - start,
+                    });
+                }
+                tokio::time::sleep(backoff(attempt, Duration::from_millis(25)).min(deadline - now))
+                    .await;
+                attempt += 1;
+                view = self.read(fp, calls).await?;
+            }
+            if waited {
+                // The holder finished: what it did decides whether anything is left to create.
+                return Ok(Claimed::Changed(view));
+            }
+            let holder = self
+                .locking
+                .then(|| format!("{}/{:016x}", self.instance, rand::random::<u64>()));
+            let sent = Instant::now();
+            match self
+                .write(fp, &view, generation, rr, holder.as_deref(), calls)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    return Ok(Claimed::Won(Claim {
+                        lease: lease_name(fp),
+                        rr: rr.to_owned(),
+                        generation,
+                        view: View::from_lease(&lease, None, self.duration),
+                        sent,
+                        holder,
+                    }));
+                }
+                Ok(None) => {
+                    view = self.read(fp, calls).await?;
+                    if !(self.locking && view.held()) {
+                        return Ok(Claimed::Changed(view));
+                    }
+                    // Held by the writer that beat us: wait for it above.
+                }
+                Err(e) => {
+                    if let Some(holder) = &holder {
+                        self.abandon(fp, holder, calls).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// write is the compare-and-swap: create the record if the view saw none, else a
+    /// merge patch carrying the view's resourceVersion. None means someone else wrote first.
+    async fn write(
+        &self,
+        fp: &str,
+        view: &View,
+        generation: u64,
+        rr: &str,
+        holder: Option<&str>,
+        calls: &ApiCalls,
+    ) -> Result<Option<Lease>, KubeError> {
+        let name = lease_name(fp);
+        let stamp = holder.map(|_| MicroTime(jiff::Timestamp::now()));
+        let annotations = [
+            (GENERATION.to_owned(), generation.to_string()),
+            (REMEDIATION_REQUEST.to_owned(), rr.to_owned()),
+        ];
+        let result = match &view.resource_version {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+                        annotations: Some(annotations.into()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: holder.map(str::to_owned),
+                        lease_duration_seconds: Some(self.duration_secs()),
+                        acquire_time: stamp.clone(),
+                        renew_time: stamp,
+                        lease_transitions: Some(0),
+                        ..LeaseSpec::default()
+                    }),
+                };
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                calls
+                    .run("creating lease", &name, self.api.create(&pp, &lease))
+                    .await?
+            }
+            Some(rv) => {
+                let transitions = if holder.is_some() && view.holder.is_some() {
+                    view.transitions.saturating_add(1)
+                } else {
+                    view.transitions
+                };
+                let patch = json!({
+                    "metadata": {
+                        "resourceVersion": rv,
+                        "annotations": { GENERATION: generation.to_string(), REMEDIATION_REQUEST: rr },
+                    },
+                    "spec": {
+                        "holderIdentity": holder,
+                        "leaseDurationSeconds": self.duration_secs(),
+                        "acquireTime": stamp,
+                        "renewTime": stamp,
+                        "leaseTransitions": transitions,
+                    },
+                });
+                calls
+                    .run(
+                        "claiming lease",
+                        &name,
+                        self.api.patch(&name, &patch_params(), &Patch::Merge(&patch)),
+                    )
+                    .await?
+            }
+        };
+        match result {
+            Ok(lease) => Ok(Some(lease)),
+            Err(e) if matches!(code(&e), Some(404 | 409)) => Ok(None),
+            Err(e) => Err(KubeError::failed("claiming lease", &name, e)),
+        }
+    }
+
+    /// release clears the holder if the record is still as our claim left it, and returns
+    /// the record's new view. A record taken over meanwhile is left alone (None).
+    pub async fn release(&self, claim: &Claim, calls: &ApiCalls) -> Result<Option<View>, KubeError> {
+        if claim.holder.is_none() {
+            return Ok(Some(claim.view.clone()));
+        }
+        let Some(rv) = &claim.view.resource_version else {
+            return Ok(None);
+        };
+        let patch = json!({
+            "metadata": { "resourceVersion": rv },
+            "spec": { "holderIdentity": null },
+        });
+        let sent = calls
+            .run(
+                "releasing lease",
+                &claim.lease,
+                self.api
+                    .patch(&claim.lease, &patch_params(), &Patch::Merge(&patch)),
+            )
+            .await?;
+        match sent {
+            Ok(lease) => Ok(Some(View::from_lease(&lease, None, self.duration))),
+            Err(e) if matches!(code(&e), Some(404 | 409)) => {
+                tracing::warn!(lease = %claim.lease, "lease was taken over before release; left alone");
+                Ok(None)
+            }
+            Err(e) => Err(KubeError::failed("releasing lease", &claim.lease, e)),
+        }
+    }
+
+    /// abandon releases a claim whose answer was lost, if it landed after all, so that the
+    /// fingerprint is not blocked until the lease expires.
+    async fn abandon(&self, fp: &str, holder: &str, calls: &ApiCalls) {
+        let Ok(view) = self.read(fp, calls).await else {
+            return;
+        };
+        if view.holder.as_deref() != Some(holder) {
+            return;
+        }
+        let claim = Claim {
+            lease: lease_name(fp),
+            rr: view.rr.clone().unwrap_or_default(),
+            generation: view.generation,
+            view,
+            sent: Instant::now(),
+            holder: Some(holder.to_owned()),
+        };
+        if let Err(e) = self.release(&claim, calls).await {
+            tracing::warn!(lease = %claim.lease, error = %e, "could not release a lease whose claim failed");
+        }
+    }
+
+    /// fits reports whether a request bounded by `needed` still ends before the claim's
+    /// lease can expire, on this process' monotonic clock from before the claim was sent.
+    /// Without locking there is no lease, and it always fits.
+    #[must_use]
+    pub fn fits(&self, claim: &Claim, needed: Duration) -> bool {
+        claim.holder.is_none() || claim.sent.elapsed() + needed < self.duration
+    }
+
+    fn duration_secs(&self) -> i32 {
+        i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn lease_names_are_whole_and_valid() {
+        let a = "ab".repeat(32);
+        let b = format!("{}cd", "ab".repeat(31));
+        assert_ne!(
+            lease_name(&a),
+            lease_name(&b),
+            "a shared prefix must not collide"
+        );
+        let n = lease_name(&a);
+        assert!(
+            n.len() <= 253
+                && n.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        );
+    }
+
+    #[test]
+    fn a_view_reads_generation_name_and_holder() {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                resource_version: Some("42".into()),
+                annotations: Some(BTreeMap::from([
+                    (GENERATION.to_owned(), "3".to_owned()),
+                    (REMEDIATION_REQUEST.to_owned(), "rr-x-3".to_owned()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(String::new()),
+                ..LeaseSpec::default()
+            }),
+        };
+        let v = View::from_lease(&lease, None, Duration::from_secs(30));
+        assert_eq!(v.generation, 3);
+        assert_eq!(v.rr.as_deref(), Some("rr-x-3"));
+        assert!(!v.held(), "an empty holder is free");
+        assert_eq!(View::default().generation, 0);
+    }
+}

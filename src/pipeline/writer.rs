@@ -1,0 +1,260 @@
+//! Writer counts a batch of one fingerprint's signals on its active RR, or creates the next
+//! RR under a claim of the fingerprint's fence record (`kube::Records`).
+//!
+//! The record names the current RR. If that RR is active, the batch is counted on it with
+//! a status write carrying its resourceVersion: duplicates take no lock. Otherwise the
+//! writer claims the record (compare-and-swap, holding the lock when locking is on) for
+//! generation g+1 if the named RR is terminal, or for the same generation if it is missing
+//! (a writer that claimed that name may still create it: collide with it rather than race
+//! it), and creates the RR of the claimed name. A name can only be created by a writer that
+//! claimed it, so two writers acting on different views cannot both create an active RR.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::Error;
+use crate::{
+    chaos::Pauser,
+    config::PausePoint,
+    crd::RemediationRequest,
+    kube::{ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rrs, View, lease_name},
+    signal::Signal,
+};
+
+/// MAX_ROUNDS bounds how often one batch starts over after losing a race.
+const MAX_ROUNDS: usize = 8;
+/// CACHE_LIMIT bounds the views remembered per process; the cache is emptied when full.
+const CACHE_LIMIT: usize = 16_384;
+
+/// Written is what one batch did.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub created: bool,
+    pub rr: String,
+    pub occurrence_count: i64,
+    /// claim is still held; release it once the answer is sent.
+    pub claim: Option<Claim>,
+}
+
+/// Writer holds the clients and the per-process cache of record views.
+pub(crate) struct Writer {
+    pub records: Records,
+    pub rrs: Rrs,
+    pub pauser: Arc<Pauser>,
+    /// views caches the last record view per fingerprint; a stale one costs a retry.
+    views: Mutex<HashMap<String, View>>,
+}
+
+/// rr_name is the fenced name of generation `generation` of a fingerprint's RR.
+#[must_use]
+pub fn rr_name(fp: &str, generation: u64) -> String {
+    format!("rr-{fp}-{generation}")
+}
+
+impl Writer {
+    pub(crate) fn new(records: Records, rrs: Rrs, pauser: Arc<Pauser>) -> Writer {
+        Writer {
+            records,
+            rrs,
+            pauser,
+            views: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// write counts `k` occurrences of `signal`, creating the next RR if none is active.
+    pub(crate) async fn write(
+        &self,
+        signal: &Signal,
+        k: i64,
+        calls: &ApiCalls,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Written, Error> {
+        let fp = signal.fingerprint.as_str();
+        let mut view = match self.cached(fp) {
+            Some(view) => view,
+            None => self.records.read(fp, calls).await?,
+        };
+        for _ in 0..MAX_ROUNDS {
+            let next = match view.rr.clone() {
+                None => view.generation.max(1),
+                Some(name) => match self.count_on(&name, k, calls).await? {
+                    Counted::Yes { occurrence_count } => {
+                        self.remember(fp, view);
+                        return Ok(Written {
+                            created: false,
+                            rr: name,
+                            occurrence_count,
+                            claim: None,
+                        });
+                    }
+                    Counted::Terminal => view.generation.saturating_add(1),
+                    Counted::Missing => view.generation.max(1),
+                    Counted::Contended => return Err(contended(&name)),
+                },
+            };
+            let name = if self.pauser.fencing() {
+                rr_name(fp, next)
+            } else {
+                format!("rr-{fp}-u{:016x}", rand::random::<u64>())
+            };
+            match self
+                .records
+                .claim(fp, &view, next, &name, cancelled, calls)
+                .await?
+            {
+                Claimed::Changed(fresh) => view = fresh,
+                Claimed::Cancelled => return Err(Error::Cancelled),
+                Claimed::Busy { view, waited } => {
+                    // The holder may have finished just now: count on its RR if it is active.
+                    if let Some(name) = view.rr.clone()
+                        && let Counted::Yes { occurrence_count } =
+                            self.count_on(&name, k, calls).await?
+                    {
+                        return Ok(Written {
+                            created: false,
+                            rr: name,
+                            occurrence_count,
+                            claim: None,
+                        });
+                    }
+                    return Err(Error::LockBusy {
+                        lease: lease_name(fp),
+                        waited,
+                    });
+                }
+                Claimed::Won(claim) => {
+                    self.pauser.pause(PausePoint::AfterLock).await;
+                    match self.create(signal, k, &claim, calls).await {
+                        Ok(Some((created, occurrence_count))) => {
+                            return Ok(Written {
+                                created,
+                                rr: claim.rr.clone(),
+                                occurrence_count,
+                                claim: Some(claim),
+                            });
+                        }
+                        Ok(None) => {
+                            self.release(fp, claim, calls).await;
+                            view = self.records.read(fp, calls).await?;
+                        }
+                        Err(e) => {
+                            self.release(fp, claim, calls).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        Err(Error::Contention(format!(
+            "fingerprint {fp}: the current RemediationRequest changed {MAX_ROUNDS} times while this signal was processed"
+        )))
+    }
+
+    /// count_on adds `k` to the RR `name` if it exists and is active.
+    async fn count_on(&self, name: &str, k: i64, calls: &ApiCalls) -> Result<Counted, Error> {
+        Ok(match self.rrs.get(name, calls).await? {
+            Some(rr) => self.rrs.add_occurrences(rr, k, calls).await?,
+            None => Counted::Missing,
+        })
+    }
+
+    /// create makes the claimed RR and counts the batch on it, or counts on the RR another
+    /// writer made under the same name. None means "start over": that RR is terminal or gone.
+    async fn create(
+        &self,
+        signal: &Signal,
+        k: i64,
+        claim: &Claim,
+        calls: &ApiCalls,
+    ) -> Result<Option<(bool, i64)>, Error> {
+        if !self.records.fits(claim, calls.timeout()) {
+            return Err(Error::LeaseExpiring {
+                lease: claim.lease.clone(),
+            });
+        }
+        self.pauser.pause(PausePoint::BeforeCreate).await;
+        let rr = RemediationRequest {
+            metadata: ObjectMeta {
+                name: Some(claim.rr.clone()),
+                namespace: Some(self.rrs.namespace().to_owned()),
+                labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: signal.into(),
+            status: None,
+        };
+        let (created, rr) = match self.rrs.create(&rr, calls).await? {
+            Some(created) => (true, created),
+            // The writer we collided with won: count on its RR.
+            None => match self.rrs.get(&claim.rr, calls).await? {
+                Some(winner) => (false, winner),
+                None => return Ok(None),
+            },
+        };
+        match self.rrs.add_occurrences(rr, k, calls).await? {
+            Counted::Yes { occurrence_count } => Ok(Some((created, occurrence_count))),
+            Counted::Terminal | Counted::Missing => Ok(None),
+            Counted::Contended => Err(contended(&claim.rr)),
+        }
+    }
+
+    /// release gives the claim's lock back and remembers the record as it left it.
+    pub(crate) async fn release(&self, fp: &str, claim: Claim, calls: &ApiCalls) {
+        match self.records.release(&claim, calls).await {
+            Ok(Some(view)) => self.remember(fp, view),
+            Ok(None) => self.forget(fp),
+            Err(e) => {
+                // The lease expires on its own; the next writer takes it over.
+                tracing::warn!(lease = %claim.lease, error = %e, "releasing lease failed");
+                self.forget(fp);
+            }
+        }
+    }
+
+    fn cached(&self, fp: &str) -> Option<View> {
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fp)
+            .cloned()
+    }
+
+    fn remember(&self, fp: &str, view: View) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if views.len() >= CACHE_LIMIT && !views.contains_key(fp) {
+            views.clear();
+        }
+        views.insert(fp.to_owned(), view);
+    }
+
+    fn forget(&self, fp: &str) {
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fp);
+    }
+}
+
+fn contended(name: &str) -> Error {
+    Error::Contention(format!(
+        "remediationrequest {name}: its status changed concurrently on every attempt"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rr_names_are_valid_and_carry_the_generation() {
+        let fp = "ab".repeat(32);
+        let n = rr_name(&fp, 12);
+        assert_eq!(n, format!("rr-{fp}-12"));
+        assert!(n.len() <= 253);
+        assert_ne!(rr_name(&fp, 1), rr_name(&fp, 11));
+    }
+}

@@ -1,0 +1,208 @@
+//! Target is the resource a signal is about: the kinds the adapters know (one table) and
+//! the validation that makes a target safe to name and to fingerprint.
+
+use serde::{Deserialize, Serialize};
+
+use super::shown;
+
+/// TargetResource identifies the Kubernetes object the signal is about.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetResource {
+    pub kind: String,
+    pub name: String,
+    /// Empty for cluster-scoped resources such as nodes.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+}
+
+/// Kind is a kind of resource the adapters know: its API version, its scope, and the
+/// Alertmanager label that names it.
+pub(crate) struct Kind {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub namespaced: bool,
+    /// label is the Alertmanager label naming a resource of this kind, if any.
+    pub label: Option<&'static str>,
+}
+
+const fn kind(
+    kind: &'static str,
+    api_version: &'static str,
+    namespaced: bool,
+    label: Option<&'static str>,
+) -> Kind {
+    Kind {
+        kind,
+        api_version,
+        namespaced,
+        label,
+    }
+}
+
+/// KINDS lists the known kinds; those with a label are in the priority order in which an
+/// alert's labels are tried (the README's target table). `job_name`, not `job`, names a
+/// Job because Prometheus puts the scrape job in `job` on nearly every alert. A
+/// `namespace` label alone names the Namespace.
+pub(crate) const KINDS: &[Kind] = &[
+    kind("Pod", "v1", true, Some("pod")),
+    kind("Deployment", "apps/v1", true, Some("deployment")),
+    kind("StatefulSet", "apps/v1", true, Some("statefulset")),
+    kind("DaemonSet", "apps/v1", true, Some("daemonset")),
+    kind("ReplicaSet", "apps/v1", true, Some("replicaset")),
+    kind("Job", "batch/v1", true, Some("job_name")),
+    kind("CronJob", "batch/v1", true, Some("cronjob")),
+    kind(
+        "HorizontalPodAutoscaler",
+        "autoscaling/v2",
+        true,
+        Some("horizontalpodautoscaler"),
+    ),
+    kind("PersistentVolumeClaim", "v1", true, Some("persistentvolumeclaim")),
+    kind("Service", "v1", true, Some("service")),
+    kind("Node", "v1", false, Some("node")),
+    kind("Namespace", "v1", false, None),
+    kind("PersistentVolume", "v1", false, None),
+];
+
+/// NAMESPACE is the kind a `namespace` label alone names.
+pub(crate) const NAMESPACE: &Kind = &KINDS[11];
+
+/// known_kind looks a kind up case-insensitively, so that `pod` and `Pod` fingerprint alike.
+pub(crate) fn known_kind(kind: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.kind.eq_ignore_ascii_case(kind))
+}
+
+/// is_dns1123_label reports whether `s` is a valid namespace (RFC 1123 label, at most 63 characters).
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// is_dns1123_subdomain reports whether `s` is a valid object name (dot-separated RFC 1123 labels, at most 253 characters).
+fn is_dns1123_subdomain(s: &str) -> bool {
+    (1..=253).contains(&s.len()) && s.split('.').all(is_dns1123_label)
+}
+
+/// is_kind reports whether `s` can be a Kubernetes kind: ASCII letters and digits, starting with a letter.
+fn is_kind(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// validate_target checks that a target can name a Kubernetes object and be fingerprinted unambiguously.
+pub(crate) fn validate_target(target: &TargetResource) -> Result<(), String> {
+    if !is_kind(&target.kind) {
+        return Err(format!(
+            "kind {} is not a valid Kubernetes kind (ASCII letters and digits, starting with a letter)",
+            shown(&target.kind)
+        ));
+    }
+    if !is_dns1123_subdomain(&target.name) {
+        return Err(format!(
+            "{} name {} is not a valid DNS-1123 subdomain (lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit, at most 253 characters)",
+            target.kind,
+            shown(&target.name)
+        ));
+    }
+    if !target.namespace.is_empty() && !is_dns1123_label(&target.namespace) {
+        return Err(format!(
+            "namespace {} is not a valid DNS-1123 label (lowercase letters, digits and '-', \
+             starting and ending with a letter or digit, at most 63 characters)",
+            shown(&target.namespace)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_row_is_the_namespace_kind() {
+        assert_eq!(NAMESPACE.kind, "Namespace");
+        assert!(NAMESPACE.label.is_none() && !NAMESPACE.namespaced);
+    }
+
+    fn pod(namespace: &str, name: &str) -> TargetResource {
+        TargetResource {
+            kind: "Pod".into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            api_version: "v1".into(),
+        }
+    }
+
+    #[test]
+    fn dns1123_rules() {
+        for ok in ["a", "web-0", "a.b-c.d", "0abc", &"a".repeat(63)] {
+            assert!(is_dns1123_label(ok) || ok.contains('.'), "{ok:?}");
+            assert!(is_dns1123_subdomain(ok), "{ok:?}");
+        }
+        assert!(is_dns1123_subdomain(&format!(
+            "{}.{}",
+            "a".repeat(63),
+            "b".repeat(63)
+        )));
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a:b",
+            "wéb",
+            "a..b",
+            "a.-b",
+            ".a",
+            "a.",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                !is_dns1123_subdomain(bad),
+                "{bad:?} must not be a subdomain"
+            );
+        }
+        let longest = ["a"; 127].join(".");
+        assert_eq!(longest.len(), 253);
+        assert!(
+            is_dns1123_subdomain(&longest),
+            "253 characters is the limit"
+        );
+        assert!(
+            !is_dns1123_subdomain(&format!("{longest}.a")),
+            "255 characters is too long"
+        );
+        assert!(!is_dns1123_label("a.b"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn validate_target_names_the_problem_without_echoing_huge_values() {
+        let mut t = pod("prod", &"x".repeat(10_000));
+        let reason = validate_target(&t).err().unwrap_or_default();
+        assert!(reason.contains("Pod name"), "{reason}");
+        assert!(reason.contains("10000 bytes"), "{reason}");
+        assert!(reason.len() < 400, "{reason}");
+        t.name = "web-0".into();
+        t.namespace = "Prod".into();
+        let reason = validate_target(&t).err().unwrap_or_default();
+        assert!(reason.starts_with("namespace \"Prod\""), "{reason}");
+        t.namespace = "prod".into();
+        t.kind = "Po:d".into();
+        assert!(validate_target(&t).is_err());
+        t.kind = "Pod".into();
+        assert_eq!(validate_target(&t), Ok(()));
+    }
+
+}
