@@ -211,6 +211,9 @@ impl Records {
                 .await
             {
                 Ok(Some(lease)) => {
+                    if let Some(previous) = view.holder.as_deref().filter(|_| self.locking) {
+                        tracing::info!(lease = %lease_name(fp), previous, holder = ?holder, "took over expired lease");
+                    }
                     return Ok(Claimed::Won(Claim {
                         lease: lease_name(fp),
                         rr: rr.to_owned(),
