@@ -117,6 +117,14 @@ pub fn lease_name(fp: &str) -> String {
     format!("sg-{fp}")
 }
 
+impl Claim {
+    /// holder is the identity this claim holds the lock as; None without locking.
+    #[must_use]
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
+    }
+}
+
 impl Records {
     /// new builds the record client; `instance` (the pod name) prefixes holder identities.
     #[must_use]
