@@ -56,7 +56,7 @@ pub async fn sweep(
             .and_then(|s| s.holder_identity.as_deref())
             .is_some_and(|h| !h.is_empty())
             && !clock::is_expired(&lease, now, records.duration);
-        let old = clock::age(&lease, now).is_some_and(|age| age > min_age);
+        let old = clock::age(&lease, now).is_some_and(|age| age >= min_age);
         let names_existing = lease
             .metadata
             .annotations

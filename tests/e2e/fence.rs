@@ -1,0 +1,549 @@
+//! The fence record and the protocol around it, against the real API server: claims and
+//! releases, waiting, takeover, the sweep; then the holes the record closes, each shown
+//! deterministically with the `before-create` pause, and the request budget of the hot path.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Body, http::Request};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, CustomResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams},
+};
+use serde_json::{Value, json};
+use signal_gateway::{
+    app,
+    config::Config,
+    crd::{RemediationRequest, TargetResource},
+    kube::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
+    pipeline::rr_name,
+    signal::Fingerprint,
+};
+use testenv::ControlPlane;
+use tower::ServiceExt;
+
+const NOT_CANCELLED: &(dyn Fn() -> bool + Sync) = &|| false;
+
+fn calls() -> ApiCalls {
+    ApiCalls::new(Duration::from_secs(5))
+}
+
+fn fp_of(ns: &str, pod: &str) -> String {
+    Fingerprint::of(
+        None,
+        &TargetResource {
+            kind: "Pod".into(),
+            name: pod.into(),
+            namespace: ns.into(),
+            api_version: "v1".into(),
+        },
+    )
+    .to_string()
+}
+
+async fn plane() -> &'static ControlPlane {
+    let cp = testenv::shared();
+    cp.install_crd(RemediationRequest::crd())
+        .await
+        .expect("installing the CRD");
+    cp
+}
+
+fn records(cp: &ControlPlane, ns: &str, instance: &str, lease_s: u64, wait_ms: u64) -> Records {
+    Records::new(
+        cp.gateway_client(),
+        ns,
+        instance,
+        Duration::from_secs(lease_s),
+        Duration::from_millis(wait_ms),
+        true,
+    )
+}
+
+async fn lease(cp: &ControlPlane, ns: &str, fp: &str) -> Option<Lease> {
+    Api::<Lease>::namespaced(cp.admin_client(), ns)
+        .get_opt(&lease_name(fp))
+        .await
+        .expect("reading the lease")
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty())
+}
+
+fn annotation(lease: &Lease, key: &str) -> Option<String> {
+    lease.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gateway::kube::Claim {
+    match r
+        .claim(fp, view, generation, &rr_name(fp, generation), NOT_CANCELLED, &calls())
+        .await
+        .expect("claiming")
+    {
+        Claimed::Won(claim) => claim,
+        other => panic!("expected to win the claim, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "claim");
+    let r = records(cp, ns.name(), "gw-a", 7, 0);
+    let absent = r.read(&fp, &calls()).await.unwrap();
+    assert_eq!(absent, View::default(), "no record yet");
+
+    let claim = won(&r, &fp, &absent, 1).await;
+    let l = lease(cp, ns.name(), &fp).await.expect("the record exists");
+    let held_by = holder(&l).expect("held after the claim");
+    assert!(held_by.starts_with("gw-a/"), "{held_by}");
+    assert_eq!(annotation(&l, GENERATION).as_deref(), Some("1"));
+    assert_eq!(
+        annotation(&l, REMEDIATION_REQUEST),
+        Some(rr_name(&fp, 1))
+    );
+    assert_eq!(l.spec.as_ref().and_then(|s| s.lease_duration_seconds), Some(7));
+
+    let released = r.release(&claim, &calls()).await.unwrap().expect("still ours");
+    assert!(!released.held());
+    let l = lease(cp, ns.name(), &fp).await.expect("the record is kept");
+    assert_eq!(holder(&l), None, "release clears the holder");
+    assert_eq!(annotation(&l, GENERATION).as_deref(), Some("1"));
+    assert_eq!(released.generation, 1);
+    assert_eq!(released.rr, Some(rr_name(&fp, 1)));
+
+    // The next claim starts from the released view, without reading again.
+    let next = won(&r, &fp, &released, 2).await;
+    assert_eq!(next.generation, 2);
+    r.release(&next, &calls()).await.unwrap();
+    // A claim from a view that is no longer current loses, and reports the current record.
+    match r
+        .claim(&fp, &released, 3, &rr_name(&fp, 3), NOT_CANCELLED, &calls())
+        .await
+        .unwrap()
+    {
+        Claimed::Changed(fresh) => assert_eq!(fresh.generation, 2),
+        other => panic!("a stale view won a claim: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellation() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "contention");
+    let r = records(cp, ns.name(), "gw-a", 30, 400);
+    let first = won(&r, &fp, &View::default(), 1).await;
+
+    // One process, two claims: the second never counts as "already ours".
+    let start = Instant::now();
+    let second = r
+        .claim(&fp, &View::default(), 1, &rr_name(&fp, 1), NOT_CANCELLED, &calls())
+        .await
+        .unwrap();
+    let waited = start.elapsed();
+    assert!(matches!(second, Claimed::Busy { .. }), "{second:?}");
+    assert!(waited >= Duration::from_millis(400), "gave up early: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "overran the budget: {waited:?}");
+
+    let patient = records(cp, ns.name(), "gw-b", 30, 20_000);
+    let cancel_at = Instant::now() + Duration::from_millis(300);
+    let cancelled = move || Instant::now() >= cancel_at;
+    let view = patient.read(&fp, &calls()).await.unwrap();
+    assert!(view.held());
+    let r2 = patient
+        .claim(&fp, &view, 2, &rr_name(&fp, 2), &cancelled, &calls())
+        .await
+        .unwrap();
+    assert!(matches!(r2, Claimed::Cancelled), "{r2:?}");
+    assert!(cancel_at.elapsed() < Duration::from_secs(3));
+
+    let l = lease(cp, ns.name(), &fp).await.unwrap();
+    assert_eq!(holder(&l).as_deref(), first.holder());
+}
+
+#[tokio::test]
+async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "takeover");
+    let a = records(cp, ns.name(), "gw-a", 1, 0);
+    let b = records(cp, ns.name(), "gw-b", 1, 10_000);
+    let by_a = won(&a, &fp, &View::default(), 1).await;
+
+    // a "crashes" holding it; b waits for expiry on the server's clock, then sees the
+    // record free of a live holder and decides again from it.
+    let start = Instant::now();
+    let view = b.read(&fp, &calls()).await.unwrap();
+    let fresh = match b
+        .claim(&fp, &view, 1, &rr_name(&fp, 1), NOT_CANCELLED, &calls())
+        .await
+        .unwrap()
+    {
+        Claimed::Changed(fresh) => fresh,
+        other => panic!("expected to wait and then decide again, got {other:?}"),
+    };
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "took over a live lease after {:?}",
+        start.elapsed()
+    );
+    assert!(!fresh.held());
+    let by_b = won(&b, &fp, &fresh, 1).await;
+    let l = lease(cp, ns.name(), &fp).await.unwrap();
+    let b_holder = holder(&l).expect("held by b");
+    assert!(b_holder.starts_with("gw-b/"), "{b_holder}");
+    assert_eq!(l.spec.as_ref().and_then(|s| s.lease_transitions), Some(1));
+
+    // a wakes up and releases: b's claim must survive.
+    assert_eq!(a.release(&by_a, &calls()).await.unwrap(), None);
+    let l = lease(cp, ns.name(), &fp).await.unwrap();
+    assert_eq!(holder(&l).as_deref(), Some(b_holder.as_str()));
+    b.release(&by_b, &calls()).await.unwrap();
+    assert_eq!(holder(&lease(cp, ns.name(), &fp).await.unwrap()), None);
+}
+
+#[tokio::test]
+async fn racing_claims_from_one_view_have_exactly_one_winner() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "race");
+    let mut view = View::default();
+    for round in 1..=4u64 {
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let r = records(cp, ns.name(), &format!("gw-{i}"), 30, 0);
+            let (fp, view) = (fp.clone(), view.clone());
+            tasks.push(tokio::spawn(async move {
+                let claimed = r
+                    .claim(&fp, &view, round, &rr_name(&fp, round), NOT_CANCELLED, &calls())
+                    .await
+                    .expect("claiming");
+                (r, claimed)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (r, Claimed::Won(c)) => winners.push((r, c)),
+                (_, Claimed::Busy { .. } | Claimed::Changed(_)) => {}
+                (_, Claimed::Cancelled) => panic!("nothing was cancelled"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        let (r, c) = winners.pop().unwrap();
+        view = r.release(&c, &calls()).await.unwrap().expect("released");
+        assert_eq!(view.generation, round);
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_only_records_that_fence_nothing() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let r = records(cp, ns.name(), "gw-a", 30, 0);
+    let app = gateway(cp, ns.name(), &[]).await;
+    // A record whose RR exists, a free record whose RR is gone, and a held record.
+    let kept = fp_of(ns.name(), "kept");
+    assert_eq!(post(&app, &alert(ns.name(), "kept")).await.0, 201);
+    let gone = fp_of(ns.name(), "gone");
+    assert_eq!(post(&app, &alert(ns.name(), "gone")).await.0, 201);
+    rr_api(cp, ns.name())
+        .delete(&rr_name(&gone, 1), &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = fp_of(ns.name(), "held");
+    let _claim = won(&r, &held, &View::default(), 1).await;
+
+    let rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), ns.name());
+    let young = sweep(&r, &rrs, Duration::from_secs(3600), &calls()).await.unwrap();
+    assert_eq!(young, 0, "nothing is old enough yet");
+    let removed = sweep(&r, &rrs, Duration::ZERO, &calls()).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(lease(cp, ns.name(), &gone).await.is_none());
+    assert!(lease(cp, ns.name(), &kept).await.is_some());
+    assert!(lease(cp, ns.name(), &held).await.is_some());
+    // The fingerprint starts again at generation 1 and works as before.
+    assert_eq!(post(&app, &alert(ns.name(), "gone")).await.0, 201);
+    assert_eq!(active(cp, ns.name(), &gone).await, vec![(rr_name(&gone, 1), 1)]);
+}
+
+// The in-process gateway and its helpers.
+
+async fn gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
+    let mut vars: std::collections::BTreeMap<&str, &str> = [
+        ("GATEWAY_NAMESPACE", ns),
+        ("GATEWAY_AUTH", "none"),
+        ("GATEWAY_LOCK_DURATION_SECONDS", "30"),
+        ("GATEWAY_LOCK_WAIT_MS", "20000"),
+        ("GATEWAY_API_TIMEOUT_MS", "5000"),
+        ("POD_NAME", "fence-test"),
+    ]
+    .into();
+    vars.extend(extra.iter().copied());
+    let config = Config::from_vars(vars).expect("a valid test configuration");
+    app::assemble(&config, cp.gateway_client()).await.router()
+}
+
+fn alert(ns: &str, pod: &str) -> String {
+    json!({
+        "version": "4",
+        "status": "firing",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "KubePodCrashLooping", "namespace": ns, "pod": pod},
+            "annotations": {},
+            "startsAt": "2026-01-01T00:00:00Z",
+        }],
+    })
+    .to_string()
+}
+
+/// post sends a webhook to the gateway.
+async fn post(app: &Router, body: &str) -> (u16, Value) {
+    let req = Request::post("/api/v1/signals/prometheus")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("a valid request");
+    let res = app.clone().oneshot(req).await.expect("the router is infallible");
+    let status = res.status().as_u16();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn rr_api(cp: &ControlPlane, ns: &str) -> Api<RemediationRequest> {
+    Api::namespaced(cp.admin_client(), ns)
+}
+
+/// active lists the active RRs of a fingerprint as (name, occurrenceCount), by name.
+async fn active(cp: &ControlPlane, ns: &str, fp: &str) -> Vec<(String, i64)> {
+    let lp = ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
+    let mut found: Vec<(String, i64)> = rr_api(cp, ns)
+        .list(&lp)
+        .await
+        .expect("listing RRs")
+        .items
+        .into_iter()
+        .filter(RemediationRequest::is_active)
+        .map(|rr| (rr.metadata.name.clone().unwrap_or_default(), rr.occurrence_count()))
+        .collect();
+    found.sort();
+    found
+}
+
+async fn complete(cp: &ControlPlane, ns: &str, name: &str) {
+    rr_api(cp, ns)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"overallPhase": "Completed"}})),
+        )
+        .await
+        .expect("completing the RR");
+}
+
+/// Paused is a gateway that will freeze its first create at `before-create`.
+struct Paused {
+    app: Router,
+    resume: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn paused_gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Paused {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let resume = dir.path().join("resume");
+    let resume_s = resume.to_string_lossy().into_owned();
+    let mut vars = vec![
+        ("GATEWAY_TEST_PAUSE_AT", "before-create"),
+        ("GATEWAY_TEST_RESUME_FILE", resume_s.as_str()),
+        ("POD_NAME", "paused"),
+    ];
+    vars.extend_from_slice(extra);
+    let app = gateway(cp, ns, &vars).await;
+    Paused {
+        app,
+        resume,
+        _dir: dir,
+    }
+}
+
+/// await_record waits, on a watch, until the record of `fp` satisfies `ready`.
+async fn await_record(cp: &ControlPlane, ns: &str, fp: &str, ready: impl Fn(&Lease) -> bool) {
+    let api = Api::<Lease>::namespaced(cp.admin_client(), ns);
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={}", lease_name(fp)))
+        .timeout(60);
+    let mut events = api.watch(&wp, "0").await.expect("watching the record").boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .expect("the record never reached the awaited state")
+            .expect("the watch failed")
+            .expect("the watch ended");
+        if let WatchEvent::Added(l) | WatchEvent::Modified(l) = next
+            && ready(&l)
+        {
+            return;
+        }
+    }
+}
+
+fn claimed(generation: u64) -> impl Fn(&Lease) -> bool {
+    move |l| annotation(l, GENERATION) == Some(generation.to_string())
+}
+
+/// retention_trace runs the trace: rr-1 is Completed; A claims generation 2 and
+/// freezes before its create; A's lease expires; retention deletes rr-1; B signals; A
+/// resumes. It returns the active RRs and the two answers.
+async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "web-0");
+    let mut extra = vec![
+        ("GATEWAY_LOCK_DURATION_SECONDS", "3"),
+        ("GATEWAY_API_TIMEOUT_MS", "2000"),
+    ];
+    if !fencing {
+        extra.push(("GATEWAY_UNSAFE_DISABLE_FENCING", "true"));
+    }
+    let c = gateway(cp, ns.name(), &extra).await;
+    let (status, body) = post(&c, &alert(ns.name(), "web-0")).await;
+    assert_eq!(status, 201, "{body}");
+    let first = body["results"][0]["remediationRequest"]
+        .as_str()
+        .and_then(|r| r.split('/').nth(1))
+        .expect("an RR name")
+        .to_owned();
+    complete(cp, ns.name(), &first).await;
+
+    let a = paused_gateway(cp, ns.name(), &extra).await;
+    let a_app = a.app.clone();
+    let ns_a = ns.name().to_owned();
+    let from_a = tokio::spawn(async move { post(&a_app, &alert(&ns_a, "web-0")).await });
+    await_record(cp, ns.name(), &fp, claimed(2)).await;
+    // A now holds generation 2 and is frozen before its create. Retention deletes rr-1.
+    rr_api(cp, ns.name())
+        .delete(&first, &DeleteParams::default())
+        .await
+        .expect("deleting the completed RR");
+    let b = gateway(cp, ns.name(), &[extra.as_slice(), &[("POD_NAME", "b")]].concat()).await;
+    let (b_status, b_body) = post(&b, &alert(ns.name(), "web-0")).await;
+    std::fs::write(&a.resume, b"").expect("resuming A");
+    let (a_status, a_body) = from_a.await.expect("A's request");
+    assert!(
+        (200..300).contains(&b_status) && (200..300).contains(&a_status),
+        "A: {a_status} {a_body}\nB: {b_status} {b_body}"
+    );
+    (active(cp, ns.name(), &fp).await, a_status, b_status)
+}
+
+#[tokio::test]
+async fn retention_during_a_paused_claim_cannot_make_a_second_active_rr() {
+    let (active, a, b) = retention_trace(true).await;
+    assert_eq!(active.len(), 1, "two active RRs: {active:?}");
+    assert!(active[0].0.ends_with("-2"), "{active:?}");
+    assert_eq!(active[0].1, 2, "both signals are counted: {active:?}");
+    assert_eq!((b, a), (201, 202), "B created generation 2, A collided and counted");
+}
+
+#[tokio::test]
+async fn the_retention_trace_finds_the_duplicate_when_fencing_is_off() {
+    let (active, _, _) = retention_trace(false).await;
+    assert_eq!(
+        active.len(),
+        2,
+        "without the fence the trace must produce two active RRs: {active:?}"
+    );
+}
+
+/// paused_claimant freezes A right after its claim, before its create, with a live
+/// lease; B, with a short wait budget, signals; then A resumes. It returns the active
+/// RRs and B's first answer.
+async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u16) {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "web-1");
+    let mut extra = vec![
+        ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", if locking { "true" } else { "false" }),
+        ("GATEWAY_LOCK_WAIT_MS", "1500"),
+    ];
+    if !fencing {
+        extra.push(("GATEWAY_UNSAFE_DISABLE_FENCING", "true"));
+    }
+    let a = paused_gateway(cp, ns.name(), &extra).await;
+    let a_app = a.app.clone();
+    let ns_a = ns.name().to_owned();
+    let from_a = tokio::spawn(async move { post(&a_app, &alert(&ns_a, "web-1")).await });
+    await_record(cp, ns.name(), &fp, claimed(1)).await;
+    let b = gateway(cp, ns.name(), &[extra.as_slice(), &[("POD_NAME", "b")]].concat()).await;
+    let (b_status, _) = post(&b, &alert(ns.name(), "web-1")).await;
+    std::fs::write(&a.resume, b"").expect("resuming A");
+    let (a_status, a_body) = from_a.await.expect("A's request");
+    assert!((200..300).contains(&a_status), "A: {a_status} {a_body}");
+    if b_status == 503 {
+        let (again, body) = post(&b, &alert(ns.name(), "web-1")).await;
+        assert_eq!(again, 202, "B's retry counts on A's RR: {body}");
+    }
+    (active(cp, ns.name(), &fp).await, b_status)
+}
+
+#[tokio::test]
+async fn the_lock_alone_covers_the_check_when_fencing_is_off() {
+    let (active, b) = paused_claimant(true, false).await;
+    assert_eq!(b, 503, "B must not create while A holds the lease");
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0].1, 2, "{active:?}");
+}
+
+#[tokio::test]
+async fn the_fence_alone_holds_when_locking_is_off() {
+    let (active, b) = paused_claimant(false, true).await;
+    assert_eq!(b, 201, "without the lock B creates at once");
+    assert_eq!(active.len(), 1, "A's create collides with B's: {active:?}");
+    assert_eq!(active[0].1, 2, "{active:?}");
+}
+
+#[tokio::test]
+async fn with_lock_and_fence_off_the_paused_claimant_duplicates() {
+    let (active, _) = paused_claimant(false, false).await;
+    assert_eq!(active.len(), 2, "the test must see the duplicate: {active:?}");
+}
+
+#[tokio::test]
+async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of(ns.name(), "stale");
+    let a = gateway(cp, ns.name(), &[("POD_NAME", "a")]).await;
+    let b = gateway(cp, ns.name(), &[("POD_NAME", "b")]).await;
+    let (status, body) = post(&a, &alert(ns.name(), "stale")).await;
+    assert_eq!(status, 201, "{body}");
+    // A now remembers generation 1. Behind its back: rr-1 completes, B opens rr-2, and
+    // retention deletes rr-1.
+    complete(cp, ns.name(), &rr_name(&fp, 1)).await;
+    assert_eq!(post(&b, &alert(ns.name(), "stale")).await.0, 201);
+    rr_api(cp, ns.name())
+        .delete(&rr_name(&fp, 1), &DeleteParams::default())
+        .await
+        .unwrap();
+    let (status, body) = post(&a, &alert(ns.name(), "stale")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["results"][0]["remediationRequest"],
+        format!("{}/{}", ns.name(), rr_name(&fp, 2))
+    );
+    assert_eq!(active(cp, ns.name(), &fp).await, vec![(rr_name(&fp, 2), 2)]);
+}
