@@ -47,7 +47,9 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
     }
     let pauser = Arc::new(Pauser::new(&config.chaos));
     if !pauser.fencing() {
-        tracing::warn!("RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only");
+        tracing::warn!(
+            "RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only"
+        );
     }
     let records = Records::new(
         client.clone(),

@@ -220,15 +220,12 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
     if let Some(port) = platform.port {
         listen_addr.set_port(port);
     }
-    let namespace = env
-        .namespace
-        .or(platform.pod_namespace)
-        .ok_or_else(|| {
-            problem(
-                "GATEWAY_NAMESPACE",
-                "not set, and POD_NAMESPACE is not set either".into(),
-            )
-        })?;
+    let namespace = env.namespace.or(platform.pod_namespace).ok_or_else(|| {
+        problem(
+            "GATEWAY_NAMESPACE",
+            "not set, and POD_NAMESPACE is not set either".into(),
+        )
+    })?;
     check_dns_label("GATEWAY_NAMESPACE", &namespace)?;
     let lock_namespace = env.lock_namespace.unwrap_or_else(|| namespace.clone());
     check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
@@ -431,7 +428,10 @@ mod tests {
                 "GATEWAY_AUTH_TOKEN",
             ),
             (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_API_TIMEOUT_MS", "30000")],
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_API_TIMEOUT_MS", "30000"),
+                ],
                 "GATEWAY_API_TIMEOUT_MS",
             ),
             (

@@ -40,7 +40,9 @@ pub async fn connect(api_timeout: Duration) -> Result<kube::Client, kube::Error>
 pub async fn reachable(client: &kube::Client, timeout: Duration) -> Result<(), KubeError> {
     let calls = ApiCalls::new(timeout);
     calls
-        .read("reading version", "apiserver", || client.apiserver_version())
+        .read("reading version", "apiserver", || {
+            client.apiserver_version()
+        })
         .await?
         .map(drop)
         .map_err(|e| KubeError::failed("reading version", "apiserver", e))

@@ -94,7 +94,10 @@ pub enum Claimed {
     /// The record changed since the view was read: decide again from the fresh view.
     Changed(View),
     /// Another writer held it for the whole wait budget.
-    Busy { view: View, waited: Duration },
+    Busy {
+        view: View,
+        waited: Duration,
+    },
     Cancelled,
 }
 
@@ -314,7 +317,8 @@ impl Records {
                     .run(
                         "claiming lease",
                         &name,
-                        self.api.patch(&name, &patch_params(), &Patch::Merge(&patch)),
+                        self.api
+                            .patch(&name, &patch_params(), &Patch::Merge(&patch)),
                     )
                     .await?
             }
@@ -328,7 +332,11 @@ impl Records {
 
     /// release clears the holder if the record is still as our claim left it, and returns
     /// the record's new view. A record taken over meanwhile is left alone (None).
-    pub async fn release(&self, claim: &Claim, calls: &ApiCalls) -> Result<Option<View>, KubeError> {
+    pub async fn release(
+        &self,
+        claim: &Claim,
+        calls: &ApiCalls,
+    ) -> Result<Option<View>, KubeError> {
         if claim.holder.is_none() {
             return Ok(Some(claim.view.clone()));
         }

@@ -60,7 +60,9 @@ impl Rrs {
         calls: &ApiCalls,
     ) -> Result<Option<RemediationRequest>, KubeError> {
         calls
-            .read("reading remediationrequest", name, || self.api.get_opt(name))
+            .read("reading remediationrequest", name, || {
+                self.api.get_opt(name)
+            })
             .await?
             .map_err(|e| KubeError::failed("reading remediationrequest", name, e))
     }
@@ -77,7 +79,11 @@ impl Rrs {
             ..PostParams::default()
         };
         match calls
-            .run("creating remediationrequest", name, self.api.create(&pp, rr))
+            .run(
+                "creating remediationrequest",
+                name,
+                self.api.create(&pp, rr),
+            )
             .await?
         {
             Ok(created) => Ok(Some(created)),
@@ -132,8 +138,7 @@ impl Rrs {
             match sent {
                 Ok(_) => return Ok(Counted::Yes { occurrence_count }),
                 Err(e) if code(&e) == Some(409) => {
-                    tokio::time::sleep(backoff(attempt, std::time::Duration::from_millis(5)))
-                        .await;
+                    tokio::time::sleep(backoff(attempt, std::time::Duration::from_millis(5))).await;
                     match self.get(&name, calls).await? {
                         Some(fresh) => rr = fresh,
                         None => return Ok(Counted::Missing),

@@ -59,7 +59,8 @@ impl<T, R> Batch<T, R> {
     }
 }
 
-type Run<K, T, R> = dyn Fn(K, Batch<T, R>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+type Run<K, T, R> =
+    dyn Fn(K, Batch<T, R>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
 /// Coalescer queues items per key and runs their batches one at a time per key.
 pub struct Coalescer<K, T, R> {
@@ -135,10 +136,7 @@ where
         loop {
             let waiters = {
                 let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-                let taken = queued
-                    .get_mut(&key)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
+                let taken = queued.get_mut(&key).map(std::mem::take).unwrap_or_default();
                 if taken.is_empty() {
                     queued.remove(&key);
                     guard.armed = false;

@@ -128,7 +128,12 @@ impl Pipeline {
 
 /// run_batch writes one batch, answers its callers, then releases the claim: the release
 /// is bookkeeping that no answer depends on.
-async fn run_batch(writer: &Writer, settings: &Settings, fp: Fingerprint, batch: Batch<Signal, Answer>) {
+async fn run_batch(
+    writer: &Writer,
+    settings: &Settings,
+    fp: Fingerprint,
+    batch: Batch<Signal, Answer>,
+) {
     let calls = ApiCalls::new(settings.api_timeout);
     let signals = batch.len();
     let written = match batch.items().next() {
@@ -149,7 +154,11 @@ async fn run_batch(writer: &Writer, settings: &Settings, fp: Fingerprint, batch:
     let namespace = writer.rrs.namespace();
     let (answer, claim) = match written {
         Ok(w) => (
-            Ok((w.created, format!("{namespace}/{}", w.rr), w.occurrence_count)),
+            Ok((
+                w.created,
+                format!("{namespace}/{}", w.rr),
+                w.occurrence_count,
+            )),
             w.claim,
         ),
         Err(e) => (Err(e), None),

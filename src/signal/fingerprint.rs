@@ -153,5 +153,4 @@ mod tests {
             assert_eq!(Fingerprint::parse(bad), None, "{bad:?} must not parse");
         }
     }
-
 }

@@ -60,7 +60,12 @@ pub(crate) const KINDS: &[Kind] = &[
         true,
         Some("horizontalpodautoscaler"),
     ),
-    kind("PersistentVolumeClaim", "v1", true, Some("persistentvolumeclaim")),
+    kind(
+        "PersistentVolumeClaim",
+        "v1",
+        true,
+        Some("persistentvolumeclaim"),
+    ),
     kind("Service", "v1", true, Some("service")),
     kind("Node", "v1", false, Some("node")),
     kind("Namespace", "v1", false, None),
@@ -204,5 +209,4 @@ mod tests {
         t.kind = "Pod".into();
         assert_eq!(validate_target(&t), Ok(()));
     }
-
 }

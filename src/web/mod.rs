@@ -289,8 +289,8 @@ async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, Reje
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
     use crate::pipeline;
+    use axum::http::HeaderValue;
 
     fn r(status: Status) -> SignalResult {
         SignalResult {

@@ -85,7 +85,14 @@ fn annotation(lease: &Lease, key: &str) -> Option<String> {
 
 async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gateway::kube::Claim {
     match r
-        .claim(fp, view, generation, &rr_name(fp, generation), NOT_CANCELLED, &calls())
+        .claim(
+            fp,
+            view,
+            generation,
+            &rr_name(fp, generation),
+            NOT_CANCELLED,
+            &calls(),
+        )
         .await
         .expect("claiming")
     {
@@ -108,13 +115,17 @@ async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
     let held_by = holder(&l).expect("held after the claim");
     assert!(held_by.starts_with("gw-a/"), "{held_by}");
     assert_eq!(annotation(&l, GENERATION).as_deref(), Some("1"));
+    assert_eq!(annotation(&l, REMEDIATION_REQUEST), Some(rr_name(&fp, 1)));
     assert_eq!(
-        annotation(&l, REMEDIATION_REQUEST),
-        Some(rr_name(&fp, 1))
+        l.spec.as_ref().and_then(|s| s.lease_duration_seconds),
+        Some(7)
     );
-    assert_eq!(l.spec.as_ref().and_then(|s| s.lease_duration_seconds), Some(7));
 
-    let released = r.release(&claim, &calls()).await.unwrap().expect("still ours");
+    let released = r
+        .release(&claim, &calls())
+        .await
+        .unwrap()
+        .expect("still ours");
     assert!(!released.held());
     let l = lease(cp, ns.name(), &fp).await.expect("the record is kept");
     assert_eq!(holder(&l), None, "release clears the holder");
@@ -148,13 +159,26 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
     // One process, two claims: the second never counts as "already ours".
     let start = Instant::now();
     let second = r
-        .claim(&fp, &View::default(), 1, &rr_name(&fp, 1), NOT_CANCELLED, &calls())
+        .claim(
+            &fp,
+            &View::default(),
+            1,
+            &rr_name(&fp, 1),
+            NOT_CANCELLED,
+            &calls(),
+        )
         .await
         .unwrap();
     let waited = start.elapsed();
     assert!(matches!(second, Claimed::Busy { .. }), "{second:?}");
-    assert!(waited >= Duration::from_millis(400), "gave up early: {waited:?}");
-    assert!(waited < Duration::from_secs(5), "overran the budget: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "gave up early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "overran the budget: {waited:?}"
+    );
 
     let patient = records(cp, ns.name(), "gw-b", 30, 20_000);
     let cancel_at = Instant::now() + Duration::from_millis(300);
@@ -226,7 +250,14 @@ async fn racing_claims_from_one_view_have_exactly_one_winner() {
             let (fp, view) = (fp.clone(), view.clone());
             tasks.push(tokio::spawn(async move {
                 let claimed = r
-                    .claim(&fp, &view, round, &rr_name(&fp, round), NOT_CANCELLED, &calls())
+                    .claim(
+                        &fp,
+                        &view,
+                        round,
+                        &rr_name(&fp, round),
+                        NOT_CANCELLED,
+                        &calls(),
+                    )
                     .await
                     .expect("claiming");
                 (r, claimed)
@@ -266,7 +297,9 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     let _claim = won(&r, &held, &View::default(), 1).await;
 
     let rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), ns.name());
-    let young = sweep(&r, &rrs, Duration::from_secs(3600), &calls()).await.unwrap();
+    let young = sweep(&r, &rrs, Duration::from_secs(3600), &calls())
+        .await
+        .unwrap();
     assert_eq!(young, 0, "nothing is old enough yet");
     let removed = sweep(&r, &rrs, Duration::ZERO, &calls()).await.unwrap();
     assert_eq!(removed, 1);
@@ -275,7 +308,10 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     assert!(lease(cp, ns.name(), &held).await.is_some());
     // The fingerprint starts again at generation 1 and works as before.
     assert_eq!(post(&app, &alert(ns.name(), "gone")).await.0, 201);
-    assert_eq!(active(cp, ns.name(), &gone).await, vec![(rr_name(&gone, 1), 1)]);
+    assert_eq!(
+        active(cp, ns.name(), &gone).await,
+        vec![(rr_name(&gone, 1), 1)]
+    );
 }
 
 // The in-process gateway and its helpers.
@@ -315,12 +351,19 @@ async fn post(app: &Router, body: &str) -> (u16, Value) {
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .expect("a valid request");
-    let res = app.clone().oneshot(req).await.expect("the router is infallible");
+    let res = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
     let status = res.status().as_u16();
     let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
         .await
         .expect("a body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn rr_api(cp: &ControlPlane, ns: &str) -> Api<RemediationRequest> {
@@ -337,7 +380,12 @@ async fn active(cp: &ControlPlane, ns: &str, fp: &str) -> Vec<(String, i64)> {
         .items
         .into_iter()
         .filter(RemediationRequest::is_active)
-        .map(|rr| (rr.metadata.name.clone().unwrap_or_default(), rr.occurrence_count()))
+        .map(|rr| {
+            (
+                rr.metadata.name.clone().unwrap_or_default(),
+                rr.occurrence_count(),
+            )
+        })
         .collect();
     found.sort();
     found
@@ -385,7 +433,11 @@ async fn await_record(cp: &ControlPlane, ns: &str, fp: &str, ready: impl Fn(&Lea
     let wp = WatchParams::default()
         .fields(&format!("metadata.name={}", lease_name(fp)))
         .timeout(60);
-    let mut events = api.watch(&wp, "0").await.expect("watching the record").boxed();
+    let mut events = api
+        .watch(&wp, "0")
+        .await
+        .expect("watching the record")
+        .boxed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let next = tokio::time::timeout_at(deadline, events.try_next())
@@ -439,7 +491,12 @@ async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
         .delete(&first, &DeleteParams::default())
         .await
         .expect("deleting the completed RR");
-    let b = gateway(cp, ns.name(), &[extra.as_slice(), &[("POD_NAME", "b")]].concat()).await;
+    let b = gateway(
+        cp,
+        ns.name(),
+        &[extra.as_slice(), &[("POD_NAME", "b")]].concat(),
+    )
+    .await;
     let (b_status, b_body) = post(&b, &alert(ns.name(), "web-0")).await;
     std::fs::write(&a.resume, b"").expect("resuming A");
     let (a_status, a_body) = from_a.await.expect("A's request");
@@ -456,7 +513,11 @@ async fn retention_during_a_paused_claim_cannot_make_a_second_active_rr() {
     assert_eq!(active.len(), 1, "two active RRs: {active:?}");
     assert!(active[0].0.ends_with("-2"), "{active:?}");
     assert_eq!(active[0].1, 2, "both signals are counted: {active:?}");
-    assert_eq!((b, a), (201, 202), "B created generation 2, A collided and counted");
+    assert_eq!(
+        (b, a),
+        (201, 202),
+        "B created generation 2, A collided and counted"
+    );
 }
 
 #[tokio::test]
@@ -477,7 +538,10 @@ async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u
     let ns = cp.new_namespace().await.unwrap();
     let fp = fp_of(ns.name(), "web-1");
     let mut extra = vec![
-        ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", if locking { "true" } else { "false" }),
+        (
+            "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
+            if locking { "true" } else { "false" },
+        ),
         ("GATEWAY_LOCK_WAIT_MS", "1500"),
     ];
     if !fencing {
@@ -488,7 +552,12 @@ async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u
     let ns_a = ns.name().to_owned();
     let from_a = tokio::spawn(async move { post(&a_app, &alert(&ns_a, "web-1")).await });
     await_record(cp, ns.name(), &fp, claimed(1)).await;
-    let b = gateway(cp, ns.name(), &[extra.as_slice(), &[("POD_NAME", "b")]].concat()).await;
+    let b = gateway(
+        cp,
+        ns.name(),
+        &[extra.as_slice(), &[("POD_NAME", "b")]].concat(),
+    )
+    .await;
     let (b_status, _) = post(&b, &alert(ns.name(), "web-1")).await;
     std::fs::write(&a.resume, b"").expect("resuming A");
     let (a_status, a_body) = from_a.await.expect("A's request");
@@ -519,7 +588,11 @@ async fn the_fence_alone_holds_when_locking_is_off() {
 #[tokio::test]
 async fn with_lock_and_fence_off_the_paused_claimant_duplicates() {
     let (active, _) = paused_claimant(false, false).await;
-    assert_eq!(active.len(), 2, "the test must see the duplicate: {active:?}");
+    assert_eq!(
+        active.len(),
+        2,
+        "the test must see the duplicate: {active:?}"
+    );
 }
 
 #[tokio::test]
