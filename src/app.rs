@@ -23,7 +23,7 @@ const SWEEP_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// App is the long-lived objects of one process.
 pub struct App {
-    pub state: AppState,
+    pub(crate) state: AppState,
     records: Records,
     rrs: Rrs,
 }

@@ -8,11 +8,11 @@
 #![deny(rust_2018_idioms)]
 
 pub mod app;
-pub mod chaos;
+pub(crate) mod chaos;
 pub mod config;
 pub mod crd;
 pub mod kube;
 pub mod pipeline;
 pub mod signal;
 pub mod telemetry;
-pub mod web;
+pub(crate) mod web;
