@@ -15,5 +15,7 @@ hack/tool.sh helm >/dev/null
 hack/tool.sh otelcol >/dev/null
 
 cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace "$@"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The end-to-end tests are one binary (tests/e2e); its chaos tests need the
+# test-only switches, which only a build with the `chaos` feature accepts.
+cargo test --workspace --features chaos "$@"

@@ -2,17 +2,16 @@
 //! installed by `hack/tool.sh alertmanager`) sending its webhooks to a real
 //! gateway process.
 
-mod common;
-
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
 use http_body_util::Full;
 use serde_json::json;
+
+use crate::support::{Http, PROMETHEUS, active_per_target, http, rrs, setup, spawn};
 
 /// Alertmanager is one alertmanager process; it is killed when dropped.
 struct Alertmanager {
@@ -23,7 +22,7 @@ struct Alertmanager {
 
 impl Alertmanager {
     fn start(webhook: &str) -> Alertmanager {
-        let bin = tool("alertmanager");
+        let bin = testenv::tool("alertmanager");
         let dir = tempfile::tempdir().expect("a temp dir");
         let config = format!(
             "route:\n  receiver: gateway\n  group_by: ['namespace']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
@@ -36,8 +35,8 @@ impl Alertmanager {
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.path={}",
                 dir.path().join("data").display()
@@ -46,9 +45,10 @@ impl Alertmanager {
             .arg("--cluster.listen-address=")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("alertmanager.log")).expect("a log file"))
-            .spawn()
-            .expect("starting alertmanager");
+            .stderr(
+                std::fs::File::create(dir.path().join("alertmanager.log")).expect("a log file"),
+            );
+        let child = testenv::spawn_tied(cmd).expect("starting alertmanager");
         Alertmanager {
             child,
             addr,
@@ -101,8 +101,8 @@ impl Drop for Alertmanager {
 #[tokio::test]
 async fn alertmanager_webhooks_become_one_rr_per_workload() {
     let (cp, ns) = setup().await;
-    let gw = Gateway::spawn(cp, ns.name(), "gw-am", &[]);
-    let am = Alertmanager::start(&format!("http://{}/api/v1/signals/prometheus", gw.addr));
+    let gw = spawn(cp, ns.name(), "gw-am", &[]);
+    let am = Alertmanager::start(&format!("http://{}{PROMETHEUS}", gw.addr()));
     let http = http();
     am.wait_ready(&http).await;
 
@@ -118,20 +118,14 @@ async fn alertmanager_webhooks_become_one_rr_per_workload() {
     )
     .await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let list = loop {
-        let list = rrs(cp, ns.name()).await;
-        let counted: i64 = list.iter().map(|rr| rr.occurrence_count()).sum();
-        if counted >= 3 {
-            break list;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the webhook never arrived: {} RRs, {counted} counted",
-            list.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let batches = gw.wait_batches(0, 3, Duration::from_secs(60)).await;
+    assert_eq!(
+        (batches.signals, batches.failed_signals),
+        (3, 0),
+        "the webhook never arrived whole: {:#?}",
+        gw.logs()
+    );
+    let list = rrs(cp, ns.name()).await;
     let per_target = active_per_target(&list);
     assert_eq!(list.len(), 2, "one RR per pod, whatever the alert name");
     assert_eq!(per_target["cart-0"].len(), 1);

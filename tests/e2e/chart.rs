@@ -2,15 +2,12 @@
 //! to a real API server, and the chart's RBAC proven for the chart's own
 //! ServiceAccount with a token from the TokenRequest API.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::tool;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
@@ -40,7 +37,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 fn helm_path() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| tool("helm"))
+    HELM.get_or_init(|| testenv::tool("helm"))
 }
 
 /// run_helm runs helm with `args` from the repository root, with its own
@@ -87,8 +84,8 @@ fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
     }
     let (yaml, _) = helm(&args);
     let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let value = serde_yaml::Value::deserialize(doc)
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)
             .unwrap_or_else(|e| panic!("helm rendered invalid YAML: {e}\n{yaml}"));
         if value.is_null() {
             continue;
@@ -199,7 +196,7 @@ fn rules_of(obj: &DynamicObject) -> Vec<PolicyRule> {
 fn rules_file(relative: &str) -> Vec<PolicyRule> {
     let path = testenv::repo_root().join(relative);
     let text = std::fs::read_to_string(&path).expect("reading a rules file");
-    serde_yaml::from_str(&text).expect("parsing a rules file")
+    serde_yaml_ng::from_str(&text).expect("parsing a rules file")
 }
 
 /// check_common checks what every rendering must hold: the CRD, the

@@ -7,24 +7,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::CustomResourceExt;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::Status;
-use signal_gateway::api::{RemediationRequest, RemediationRequestSpec, SignalType, TargetResource};
-use testenv::{ControlPlane, TestNamespace};
-use tokio::sync::OnceCell;
+use serde_json::json;
+use signal_gateway::crd::{
+    RemediationRequest, RemediationRequestSpec, SignalType, TargetResource, TargetType,
+};
+use testenv::ControlPlane;
 
-/// setup returns the shared control plane, with the CRD installed, and a fresh
-/// namespace in which the gateway identity holds the chart's Role.
-async fn setup() -> (&'static ControlPlane, TestNamespace) {
-    static CRD: OnceCell<()> = OnceCell::const_new();
-    let cp = testenv::shared();
-    CRD.get_or_try_init(|| cp.install_crd(RemediationRequest::crd()))
-        .await
-        .expect("installing the RemediationRequest CRD");
-    let ns = cp.new_namespace().await.expect("creating a test namespace");
-    (cp, ns)
-}
+use crate::support::setup;
 
 /// api_error is the Status of a request that must fail with an API error.
 fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> Box<Status> {
@@ -55,6 +46,7 @@ fn rr(name: &str, fingerprint: &str) -> RemediationRequest {
         name,
         RemediationRequestSpec {
             signal_fingerprint: fingerprint.to_owned(),
+            target_type: TargetType::Kubernetes,
             signal_name: "KubePodCrashLooping".into(),
             severity: "critical".into(),
             signal_type: SignalType::Alert,
@@ -73,33 +65,40 @@ fn rr(name: &str, fingerprint: &str) -> RemediationRequest {
     )
 }
 
+/// claim is the merge patch the gateway sends to take a Lease it read at
+/// `resource_version`: the version makes it a compare-and-swap.
+fn claim(resource_version: Option<&str>, holder: &str) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {"holderIdentity": holder},
+    }))
+}
+
 #[tokio::test]
 async fn stale_resource_version_loses_with_conflict() {
     let (cp, ns) = setup().await;
-    let pp = PostParams::default();
     Api::<Lease>::namespaced(cp.admin_client(), ns.name())
-        .create(&pp, &lease("l", "nobody-yet"))
+        .create(&PostParams::default(), &lease("l", "nobody-yet"))
         .await
         .expect("creating the lease");
 
     let a = Api::<Lease>::namespaced(cp.gateway_client(), ns.name());
     let b = Api::<Lease>::namespaced(cp.gateway_client(), ns.name());
-    let mut seen_by_a = a.get("l").await.expect("a reads the lease");
-    let mut seen_by_b = b.get("l").await.expect("b reads the lease");
-    assert_eq!(
-        seen_by_a.metadata.resource_version,
-        seen_by_b.metadata.resource_version
-    );
-    seen_by_a.spec.get_or_insert_default().holder_identity = Some("a".into());
-    seen_by_b.spec.get_or_insert_default().holder_identity = Some("b".into());
+    let seen_by_a = a.get("l").await.expect("a reads the lease");
+    let seen_by_b = b.get("l").await.expect("b reads the lease");
+    let version = seen_by_a.metadata.resource_version.clone();
+    assert!(version.is_some());
+    assert_eq!(version, seen_by_b.metadata.resource_version);
 
-    let (ra, rb) = tokio::join!(
-        a.replace("l", &pp, &seen_by_a),
-        b.replace("l", &pp, &seen_by_b)
+    let pp = PatchParams::default();
+    let (claim_a, claim_b) = (
+        claim(version.as_deref(), "a"),
+        claim(version.as_deref(), "b"),
     );
+    let (ra, rb) = tokio::join!(a.patch("l", &pp, &claim_a), b.patch("l", &pp, &claim_b));
     let (winner, loser) = match (ra, rb) {
         (Ok(w), l @ Err(_)) | (l @ Err(_), Ok(w)) => (w, l),
-        (ra, rb) => panic!("exactly one replace must win: a={ra:?} b={rb:?}"),
+        (ra, rb) => panic!("exactly one patch must win: a={ra:?} b={rb:?}"),
     };
     let status = api_error(loser);
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
@@ -108,6 +107,9 @@ async fn stale_resource_version_loses_with_conflict() {
         stored.spec.and_then(|s| s.holder_identity),
         winner.spec.and_then(|s| s.holder_identity)
     );
+    // The stale version loses even when nobody else writes in between.
+    let status = api_error(a.patch("l", &pp, &claim_a).await);
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
 }
 
 #[tokio::test]
@@ -162,6 +164,12 @@ async fn rbac_matches_the_chart() {
         .create(&pp, &lease("l", "gateway"))
         .await
         .expect("the gateway creates a Lease in its namespace");
+
+    // Leases are claimed by patch; the chart grants no update.
+    let leases = Api::<Lease>::namespaced(gateway.clone(), ns.name());
+    let current = leases.get("l").await.expect("the gateway reads its Lease");
+    let status = api_error(leases.replace("l", &pp, &current).await);
+    assert_eq!(status.code, 403, "{status:?}");
 
     let status = api_error(
         Api::<Lease>::namespaced(gateway.clone(), "default")

@@ -1,29 +1,23 @@
-//! Integration tests of the HTTP API and pipeline against a real kube-apiserver.
+//! The HTTP API and pipeline in-process against a real kube-apiserver.
 
 use axum::{
     Router,
     body::Body,
     http::{HeaderMap, Request, StatusCode},
 };
-use kube::{
-    Api, CustomResourceExt,
-    api::{ListParams, Patch, PatchParams},
-};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use signal_gateway::{api::RemediationRequest, config::Config, http::router, serve};
+use signal_gateway::{
+    app,
+    config::Config,
+    crd::{RemediationRequest, SignalType},
+};
 use testenv::{ControlPlane, Identity};
 use tower::ServiceExt;
 
-const PROMETHEUS: &str = "/api/v1/signals/prometheus";
-const EVENTS: &str = "/api/v1/signals/kubernetes-event";
-
-async fn plane() -> &'static ControlPlane {
-    let cp = testenv::shared();
-    cp.install_crd(RemediationRequest::crd())
-        .await
-        .expect("installing the CRD");
-    cp
-}
+use crate::support::{
+    EVENTS, PROMETHEUS, active, alert, firing, plane, private_plane, rrs, webhook,
+};
 
 fn config(ns: &str, extra: &[(&str, &str)]) -> Config {
     let mut vars: std::collections::BTreeMap<&str, &str> = [
@@ -39,15 +33,18 @@ fn config(ns: &str, extra: &[(&str, &str)]) -> Config {
     Config::from_vars(vars).expect("valid test configuration")
 }
 
+/// gateway_with assembles an in-process gateway in `ns` and returns its router.
 async fn gateway_with(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
-    let parts = serve::assemble(&config(ns, extra), cp.gateway_client()).await;
-    router(parts.state)
+    app::assemble(&config(ns, extra), cp.gateway_client())
+        .await
+        .router()
 }
 
 async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
     gateway_with(cp, ns, &[]).await
 }
 
+/// send hands one request to the router, in-process.
 async fn send(
     app: &Router,
     path: &str,
@@ -72,49 +69,10 @@ async fn send(
     (status, headers, value)
 }
 
-async fn post(app: &Router, path: &str, body: String) -> (StatusCode, Value) {
+/// call sends a JSON body to `path` in-process and returns status and body.
+async fn call(app: &Router, path: &str, body: String) -> (StatusCode, Value) {
     let (status, _, value) = send(app, path, "application/json", body).await;
     (status, value)
-}
-
-fn alert(pod: &str, status: &str) -> Value {
-    json!({
-        "status": status,
-        "labels": {"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": pod, "severity": "critical"},
-        "annotations": {"summary": "Pod is crash looping."},
-        "startsAt": "2026-11-27T08:14:27.613Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus:9090/graph",
-        "fingerprint": "a3f9c2d18e4b7056"
-    })
-}
-
-fn webhook(alerts: Vec<Value>) -> String {
-    json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=\"KubePodCrashLooping\"}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "signal-gateway",
-        "groupLabels": {"alertname": "KubePodCrashLooping"},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": alerts
-    })
-    .to_string()
-}
-
-async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
-    let api: Api<RemediationRequest> = Api::namespaced(cp.admin_client(), ns);
-    api.list(&ListParams::default())
-        .await
-        .expect("listing RRs")
-        .items
-}
-
-fn active(list: &[RemediationRequest]) -> Vec<&RemediationRequest> {
-    list.iter().filter(|rr| rr.is_active()).collect()
 }
 
 #[tokio::test]
@@ -123,7 +81,7 @@ async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("web-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("web-0")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let first = &body["results"][0];
     assert_eq!(first["status"], "created");
@@ -131,7 +89,7 @@ async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
     let fp = first["fingerprint"].as_str().unwrap();
     assert_eq!(fp.len(), 64);
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("web-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("web-0")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate");
     assert_eq!(body["results"][0]["occurrenceCount"], 2);
@@ -163,7 +121,7 @@ async fn a_terminal_rr_makes_the_next_signal_open_a_new_one() {
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("db-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("db-0")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let first = body["results"][0]["remediationRequest"]
         .as_str()
@@ -180,7 +138,7 @@ async fn a_terminal_rr_makes_the_next_signal_open_a_new_one() {
     .await
     .unwrap();
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("db-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("db-0")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["results"][0]["occurrenceCount"], 1);
     assert_ne!(body["results"][0]["remediationRequest"], first.as_str());
@@ -197,7 +155,7 @@ async fn concurrent_duplicates_from_two_instances_are_all_counted() {
     // Two instances: separate pipelines, so nothing is coalesced between them.
     let a = gateway(cp, ns.name()).await;
     let b = gateway(cp, ns.name()).await;
-    let (status, _) = post(&a, PROMETHEUS, webhook(vec![alert("api-0", "firing")])).await;
+    let (status, _) = call(&a, PROMETHEUS, firing("api-0")).await;
     assert_eq!(status, StatusCode::CREATED);
 
     let per_instance = 10;
@@ -205,9 +163,7 @@ async fn concurrent_duplicates_from_two_instances_are_all_counted() {
     for i in 0..2 * per_instance {
         let app = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            post(&app, PROMETHEUS, webhook(vec![alert("api-0", "firing")]))
-                .await
-                .0
+            call(&app, PROMETHEUS, firing("api-0")).await.0
         }));
     }
     for t in tasks {
@@ -234,7 +190,7 @@ async fn concurrent_new_signals_create_exactly_one_rr_with_or_without_locking() 
         for i in 0..n {
             let app = instances[i % 3].clone();
             tasks.push(tokio::spawn(async move {
-                post(&app, PROMETHEUS, webhook(vec![alert("cache-0", "firing")])).await
+                call(&app, PROMETHEUS, firing("cache-0")).await
             }));
         }
         let mut created = 0;
@@ -258,12 +214,12 @@ async fn resolved_alerts_and_normal_events_are_ignored_and_write_nothing() {
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("web-1", "resolved")])).await;
+    let (status, body) = call(&app, PROMETHEUS, webhook(vec![alert("web-1", "resolved")])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"][0]["status"], "ignored");
 
-    let normal = include_str!("fixtures/events/normal-scheduled.json").to_owned();
-    let (status, body) = post(&app, EVENTS, normal).await;
+    let normal = include_str!("../fixtures/events/normal-scheduled.json").to_owned();
+    let (status, body) = call(&app, EVENTS, normal).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"][0]["status"], "ignored");
     assert!(rrs(cp, ns.name()).await.is_empty());
@@ -282,7 +238,7 @@ async fn a_mixed_group_reports_each_alert() {
         nameless,
         alert("c-0", "firing"),
     ];
-    let (status, body) = post(&app, PROMETHEUS, webhook(group)).await;
+    let (status, body) = call(&app, PROMETHEUS, webhook(group)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let statuses: Vec<&str> = body["results"]
         .as_array()
@@ -306,17 +262,14 @@ async fn warning_events_become_rrs() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
-    let event = include_str!("fixtures/events/warning-backoff-pod.json").to_owned();
-    let (status, body) = post(&app, EVENTS, event.clone()).await;
+    let event = include_str!("../fixtures/events/warning-backoff-pod.json").to_owned();
+    let (status, body) = call(&app, EVENTS, event.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _) = post(&app, EVENTS, event).await;
+    let (status, _) = call(&app, EVENTS, event).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);
-    assert_eq!(
-        list[0].spec.signal_type,
-        signal_gateway::api::SignalType::Event
-    );
+    assert_eq!(list[0].spec.signal_type, SignalType::Event);
     assert_eq!(list[0].occurrence_count(), 2);
 }
 
@@ -337,14 +290,14 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
         (
             PROMETHEUS,
             "application/json",
-            include_str!("fixtures/alertmanager/v4-truncated.json").into(),
+            include_str!("../fixtures/alertmanager/v4-truncated.json").into(),
             StatusCode::BAD_REQUEST,
             "JSON",
         ),
         (
             PROMETHEUS,
             "application/json",
-            include_str!("fixtures/alertmanager/v3-unknown-version.json").into(),
+            include_str!("../fixtures/alertmanager/v3-unknown-version.json").into(),
             StatusCode::BAD_REQUEST,
             "version",
         ),
@@ -358,7 +311,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
         (
             PROMETHEUS,
             "text/plain",
-            webhook(vec![alert("w-0", "firing")]),
+            firing("w-0"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "application/json",
         ),
@@ -372,7 +325,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
         (
             PROMETHEUS,
             "application/json",
-            webhook(vec![alert("Not_A_Valid_Name", "firing")]),
+            firing("Not_A_Valid_Name"),
             StatusCode::BAD_REQUEST,
             "pod",
         ),
@@ -402,7 +355,7 @@ async fn tokenreview_auth_accepts_cluster_tokens_only() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway_with(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
-    let body = webhook(vec![alert("auth-0", "firing")]);
+    let body = firing("auth-0");
     let call = |token: Option<String>| {
         let app = app.clone();
         let body = body.clone();
@@ -436,11 +389,11 @@ async fn the_lambda_adapter_serves_the_same_router() {
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
 
-    let payload = webhook(vec![alert("lambda-0", "firing")]);
-    let apigw = include_str!("fixtures/lambda/apigw-v2-template.json")
+    let payload = firing("lambda-0");
+    let apigw = include_str!("../fixtures/lambda/apigw-v2-template.json")
         .replace("\"BODY\"", &serde_json::to_string(&payload).unwrap());
-    let event = include_str!("fixtures/events/warning-backoff-pod.json");
-    let alb = include_str!("fixtures/lambda/alb-template.json")
+    let event = include_str!("../fixtures/events/warning-backoff-pod.json");
+    let alb = include_str!("../fixtures/lambda/alb-template.json")
         .replace("\"BODY\"", &serde_json::to_string(event).unwrap());
 
     let mut adapter = Adapter::from(app);
@@ -466,10 +419,7 @@ async fn the_lambda_adapter_serves_the_same_router() {
 /// private_gateway starts a control plane of its own (for tests that stop or
 /// freeze the API server) and an in-process gateway on it.
 async fn private_gateway() -> (ControlPlane, Router) {
-    let cp = ControlPlane::start()
-        .await
-        .expect("a private control plane");
-    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let cp = private_plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
     (cp, app)
@@ -479,38 +429,27 @@ async fn private_gateway() -> (ControlPlane, Router) {
 async fn api_server_outage_gives_503_then_recovers_without_restart() {
     let (cp, app) = private_gateway().await;
 
-    let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("outage-0", "firing")])).await;
+    let (status, _) = call(&app, PROMETHEUS, firing("outage-0")).await;
     assert_eq!(status, StatusCode::CREATED);
 
     cp.stop_apiserver();
-    let (status, headers, problem) = send(
-        &app,
-        PROMETHEUS,
-        "application/json",
-        webhook(vec![alert("outage-0", "firing")]),
-    )
-    .await;
+    let (status, headers, problem) =
+        send(&app, PROMETHEUS, "application/json", firing("outage-0")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert!(headers.contains_key("retry-after"));
-    let (status, _, _) = send(
-        &app,
-        PROMETHEUS,
-        "application/json",
-        webhook(vec![alert("outage-1", "firing")]),
-    )
-    .await;
+    let (status, _, _) = send(&app, PROMETHEUS, "application/json", firing("outage-1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     cp.start_apiserver()
         .await
         .expect("restarting the API server");
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("outage-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("outage-0")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         body["results"][0]["occurrenceCount"], 2,
         "the 503 must not have been counted"
     );
-    let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("outage-1", "firing")])).await;
+    let (status, _) = call(&app, PROMETHEUS, firing("outage-1")).await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
@@ -539,20 +478,15 @@ fn apiserver_pid(cp: &ControlPlane) -> i32 {
 #[tokio::test]
 async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
     let (cp, app) = private_gateway().await;
-    let (status, _) = post(&app, PROMETHEUS, webhook(vec![alert("hung-0", "firing")])).await;
+    let (status, _) = call(&app, PROMETHEUS, firing("hung-0")).await;
     assert_eq!(status, StatusCode::CREATED);
 
     let pid = apiserver_pid(&cp);
     // SAFETY: signalling a child process of this test's control plane.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let start = std::time::Instant::now();
-    let (status, headers, problem) = send(
-        &app,
-        PROMETHEUS,
-        "application/json",
-        webhook(vec![alert("hung-0", "firing")]),
-    )
-    .await;
+    let (status, headers, problem) =
+        send(&app, PROMETHEUS, "application/json", firing("hung-0")).await;
     let waited = start.elapsed();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
@@ -570,7 +504,7 @@ async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
         "bounded by the call timeout and its retries: {waited:?}"
     );
 
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![alert("hung-0", "firing")])).await;
+    let (status, body) = call(&app, PROMETHEUS, firing("hung-0")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["results"][0]["occurrenceCount"], 2);
 }
@@ -587,7 +521,7 @@ async fn odd_but_valid_label_values_are_stored_as_sent() {
     a["labels"]["empty"] = json!("");
     a["labels"]["deployment"] = json!(""); // empty counts as absent: the pod label decides
     a["annotations"]["summary"] = json!("🔥 \"quoted\" \n newline");
-    let (status, body) = post(&app, PROMETHEUS, webhook(vec![a])).await;
+    let (status, body) = call(&app, PROMETHEUS, webhook(vec![a])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);

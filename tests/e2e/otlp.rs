@@ -1,8 +1,6 @@
 //! End-to-end: a gateway process exports its metrics over OTLP/HTTP to a real
 //! OpenTelemetry Collector (built pinned by `hack/tool.sh otelcol`).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::{TcpListener, TcpStream},
@@ -11,8 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
 use serde_json::Value;
+
+use crate::support::{firing, http, post, setup, spawn};
 
 /// Collector is one otelcol process writing received metrics to a JSON-lines file.
 struct Collector {
@@ -23,7 +22,7 @@ struct Collector {
 
 impl Collector {
     fn start() -> Collector {
-        let bin = tool("otelcol");
+        let bin = testenv::tool("otelcol");
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -37,13 +36,12 @@ impl Collector {
         );
         let config_path = dir.path().join("otelcol.yaml");
         std::fs::write(&config_path, config).expect("writing the config");
-        let child = Command::new(bin)
-            .arg(format!("--config={}", config_path.display()))
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config={}", config_path.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("otelcol.log")).expect("a log file"))
-            .spawn()
-            .expect("starting otelcol");
+            .stderr(std::fs::File::create(dir.path().join("otelcol.log")).expect("a log file"));
+        let child = testenv::spawn_tied(cmd).expect("starting otelcol");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -124,7 +122,7 @@ async fn metrics_reach_a_real_collector_over_otlp() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
     let endpoint = format!("http://127.0.0.1:{}", collector.port);
-    let gw = Gateway::spawn(
+    let gw = spawn(
         cp,
         ns.name(),
         "gw-otlp",
@@ -137,7 +135,7 @@ async fn metrics_reach_a_real_collector_over_otlp() {
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(
-            post(&http, gw.addr, alert("otlp-0"))
+            post(&http, gw.addr(), firing("otlp-0"))
                 .await
                 .expect("an answer")
                 .0,

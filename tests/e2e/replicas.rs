@@ -1,30 +1,29 @@
 //! End-to-end: several gateway processes against one real API server, with
 //! crashes, pauses, skewed clocks and API server restarts.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::*;
-use kube::CustomResourceExt;
-use signal_gateway::api::RemediationRequest;
-use testenv::ControlPlane;
+use testenv::gateway::Gateway;
+
+use crate::support::{
+    active, active_per_target, firing, http, post, private_plane, rrs, setup, spawn,
+};
 
 #[tokio::test]
 async fn a_hundred_identical_signals_over_three_instances_make_one_rr() {
     let (cp, ns) = setup().await;
     let gws: Vec<Gateway> = (0..3)
-        .map(|i| Gateway::spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
+        .map(|i| spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
         .collect();
     let http = http();
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let (http, to) = (http.clone(), gws[i % 3].addr);
+        let (http, to) = (http.clone(), gws[i % 3].addr());
         tasks.push(tokio::spawn(async move {
-            post(&http, to, alert("storm-0")).await
+            post(&http, to, firing("storm-0")).await
         }));
     }
     let mut created = 0;
@@ -37,10 +36,13 @@ async fn a_hundred_identical_signals_over_three_instances_make_one_rr() {
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].occurrence_count(), 100);
-    let (calls, signals) = gws
-        .iter()
-        .map(Gateway::api_calls_and_signals)
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (mut calls, mut signals) = (0, 0);
+    for g in &gws {
+        let b = g.batches(0);
+        assert_eq!(b.failed_signals, 0, "{} logged a failed batch", g.name());
+        calls += b.api_calls;
+        signals += b.signals;
+    }
     assert_eq!(signals, 100);
     eprintln!(
         "storm: {calls} API requests for {signals} signals ({:.2} per signal)",
@@ -56,17 +58,21 @@ async fn a_hundred_identical_signals_over_three_instances_make_one_rr() {
 async fn fifty_fingerprints_times_twenty_make_fifty_exact_rrs() {
     let (cp, ns) = setup().await;
     let gws: Vec<Gateway> = (0..3)
-        .map(|i| Gateway::spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
+        .map(|i| spawn(cp, ns.name(), &format!("gw-{i}"), &[]))
         .collect();
     let http = http();
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for round in 0..20 {
         for f in 0..50 {
-            let (http, to, limit) = (http.clone(), gws[(round + f) % 3].addr, Arc::clone(&limit));
+            let (http, to, limit) = (
+                http.clone(),
+                gws[(round + f) % 3].addr(),
+                Arc::clone(&limit),
+            );
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire().await.unwrap();
-                post(&http, to, alert(&format!("pod-{f}"))).await
+                post(&http, to, firing(&format!("pod-{f}"))).await
             }));
         }
     }
@@ -100,28 +106,25 @@ async fn paused_writer(locking: bool, fencing: bool) -> (usize, i64, Option<u16>
     ];
     let mut a_env = flags.to_vec();
     a_env.push(("GATEWAY_TEST_PAUSE_AT", "before-create"));
-    let a = Gateway::spawn(cp, ns.name(), "gw-a", &a_env);
-    let b = Gateway::spawn(cp, ns.name(), "gw-b", &flags);
+    let a = spawn(cp, ns.name(), "gw-a", &a_env);
+    let b = spawn(cp, ns.name(), "gw-b", &flags);
     let http = http();
 
-    let (h, to) = (http.clone(), a.addr);
-    let from_a = tokio::spawn(async move { post(&h, to, alert("paused-0")).await });
+    let (h, to) = (http.clone(), a.addr());
+    let from_a = tokio::spawn(async move { post(&h, to, firing("paused-0")).await });
     a.freeze().await;
     // A holds the lease (if locking) and has read "no RR": B must wait for the
     // lease to expire (3 s, on the server's clock), then create.
-    let (status, body) = post(&http, b.addr, alert("paused-0"))
+    let (status, body) = post(&http, b.addr(), firing("paused-0"))
         .await
         .expect("B answered");
-    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs.lock().unwrap());
+    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs());
     a.thaw();
     let a_answer = from_a.await.unwrap();
     let a_status = a_answer.as_ref().map(|(s, _)| *s);
-    eprintln!(
-        "A answered {a_answer:?}; A's log: {:#?}",
-        a.logs.lock().unwrap()
-    );
+    eprintln!("A answered {a_answer:?}; A's log: {:#?}", a.logs());
     let list = rrs(cp, ns.name()).await;
-    let active: Vec<_> = list.iter().filter(|rr| rr.is_active()).collect();
+    let active = active(&list);
     let total: i64 = active.iter().map(|rr| rr.occurrence_count()).sum();
     (active.len(), total, a_status)
 }
@@ -166,24 +169,23 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
     ];
     let mut a_env = flags.to_vec();
     a_env.push(("GATEWAY_TEST_PAUSE_AT", "after-lock"));
-    let mut a = Gateway::spawn(cp, ns.name(), "gw-a", &a_env);
-    let b = Gateway::spawn(cp, ns.name(), "gw-b", &flags);
+    let mut a = spawn(cp, ns.name(), "gw-a", &a_env);
+    let b = spawn(cp, ns.name(), "gw-b", &flags);
     let http = http();
-    let (h, to) = (http.clone(), a.addr);
-    let from_a = tokio::spawn(async move { post(&h, to, alert("killed-0")).await });
+    let (h, to) = (http.clone(), a.addr());
+    let from_a = tokio::spawn(async move { post(&h, to, firing("killed-0")).await });
     a.freeze().await;
-    a.signal(libc::SIGKILL);
-    let _ = a.child.wait();
+    a.kill();
     assert!(
         from_a.await.unwrap().is_none(),
         "a killed instance answers nothing"
     );
 
     let start = Instant::now();
-    let (status, body) = post(&http, b.addr, alert("killed-0"))
+    let (status, body) = post(&http, b.addr(), firing("killed-0"))
         .await
         .expect("B answered");
-    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs.lock().unwrap());
+    assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs());
     assert!(
         start.elapsed() >= Duration::from_secs(3),
         "B must wait for the dead holder's lease to expire"
@@ -196,7 +198,7 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
 
 #[tokio::test]
 async fn skewed_clocks_do_not_steal_a_live_lease() {
-    let faketime = tool("libfaketime");
+    let faketime = testenv::tool("libfaketime");
     let (cp, ns) = setup().await;
     let lib = faketime.to_string_lossy().into_owned();
     let common = [
@@ -212,30 +214,30 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
     ]);
     let mut b_env = common.to_vec();
     b_env.extend([("FAKETIME", "+60s"), ("GATEWAY_LOCK_WAIT_MS", "1500")]);
-    let a = Gateway::spawn(cp, ns.name(), "gw-behind", &a_env);
-    let b = Gateway::spawn(cp, ns.name(), "gw-ahead", &b_env);
+    let a = spawn(cp, ns.name(), "gw-behind", &a_env);
+    let b = spawn(cp, ns.name(), "gw-ahead", &b_env);
     let http = http();
 
-    let (h, to) = (http.clone(), a.addr);
-    let from_a = tokio::spawn(async move { post(&h, to, alert("skew-0")).await });
+    let (h, to) = (http.clone(), a.addr());
+    let from_a = tokio::spawn(async move { post(&h, to, firing("skew-0")).await });
     a.freeze().await;
     // A's renewTime is 60 s in the past and B's clock 60 s ahead: a lock that
     // trusted those clocks would let B steal at once. B must wait, then give up.
-    let (status, body) = post(&http, b.addr, alert("skew-0"))
+    let (status, body) = post(&http, b.addr(), firing("skew-0"))
         .await
         .expect("B answered");
     assert_eq!(
         status,
         503,
         "B stole a live lease: {body}\nA: {:#?}\nB: {:#?}",
-        a.logs.lock().unwrap(),
-        b.logs.lock().unwrap()
+        a.logs(),
+        b.logs()
     );
     assert!(!b.logged("took over expired lease"));
     a.thaw();
     let (status, body) = from_a.await.unwrap().expect("A answered");
     assert_eq!(status, 201, "{body}");
-    let (status, _) = post(&http, b.addr, alert("skew-0"))
+    let (status, _) = post(&http, b.addr(), firing("skew-0"))
         .await
         .expect("B answered");
     assert_eq!(status, 202);
@@ -246,10 +248,7 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
 
 #[tokio::test]
 async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing() {
-    let cp = ControlPlane::start()
-        .await
-        .expect("a private control plane");
-    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let cp = private_plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let flags = [
         ("GATEWAY_LOCK_DURATION_SECONDS", "4"),
@@ -257,7 +256,7 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
         ("GATEWAY_LOCK_WAIT_MS", "3000"),
     ];
     let gws: Vec<Gateway> = (0..3)
-        .map(|i| Gateway::spawn(&cp, ns.name(), &format!("gw-{i}"), &flags))
+        .map(|i| spawn(&cp, ns.name(), &format!("gw-{i}"), &flags))
         .collect();
     let http = http();
     let targets = 10;
@@ -269,7 +268,7 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
     let progress_tx = Arc::new(progress_tx);
     let mut load = Vec::new();
     for worker in 0..6 {
-        let (http, to) = (http.clone(), gws[worker % 3].addr);
+        let (http, to) = (http.clone(), gws[worker % 3].addr());
         let (accepted, sent, stop) = (Arc::clone(&accepted), Arc::clone(&sent), Arc::clone(&stop));
         let progress_tx = Arc::clone(&progress_tx);
         load.push(tokio::spawn(async move {
@@ -277,7 +276,7 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let t = i % targets;
                 sent.lock().unwrap()[t] += 1;
-                if let Some((status, _)) = post(&http, to, alert(&format!("load-{t}"))).await
+                if let Some((status, _)) = post(&http, to, firing(&format!("load-{t}"))).await
                     && (status == 201 || status == 202)
                 {
                     accepted.lock().unwrap()[t] += 1;
@@ -339,7 +338,7 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (cp, ns) = setup().await;
-    let mut a = Gateway::spawn(
+    let mut a = spawn(
         cp,
         ns.name(),
         "gw-a",
@@ -349,8 +348,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         ],
     );
     let http = http();
-    let (h, to) = (http.clone(), a.addr);
-    let in_flight = tokio::spawn(async move { post(&h, to, alert("drain-0")).await });
+    let (h, to) = (http.clone(), a.addr());
+    let in_flight = tokio::spawn(async move { post(&h, to, firing("drain-0")).await });
     a.wait_logged("test hook: paused").await;
     a.signal(libc::SIGTERM);
     a.wait_logged("shutdown signal received").await;
@@ -360,7 +359,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .unwrap()
         .expect("the in-flight request was answered");
     assert_eq!(status, 201, "{body}");
-    let exit = tokio::task::spawn_blocking(move || a.child.wait())
+    let exit = tokio::task::spawn_blocking(move || a.wait())
         .await
         .unwrap()
         .unwrap();

@@ -1,14 +1,7 @@
-//! Helpers shared by the end-to-end tests: gateway processes, an HTTP client,
-//! payloads and cluster reads.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+//! Helpers shared by the end-to-end tests: the control plane and namespace of a
+//! test, gateway processes, an HTTP client, payloads and cluster reads.
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -17,195 +10,108 @@ use hyper_util::{
 };
 use kube::{Api, CustomResourceExt, api::ListParams};
 use serde_json::{Value, json};
-use signal_gateway::api::RemediationRequest;
-use testenv::{ControlPlane, Identity};
+use signal_gateway::{config::CHAOS_VARS, crd::RemediationRequest};
+use testenv::{ControlPlane, TestNamespace, gateway::Gateway};
+use tokio::sync::OnceCell;
 
 pub type Http = Client<HttpConnector, Full<axum::body::Bytes>>;
 
-/// Gateway is one signal-gateway process; it is killed when dropped.
-pub struct Gateway {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub logs: Arc<Mutex<Vec<String>>>,
-    /// lines changes whenever a log line arrives.
-    lines: tokio::sync::watch::Receiver<usize>,
-    resume: tempfile::TempDir,
+/// PROMETHEUS is the Alertmanager webhook endpoint.
+pub const PROMETHEUS: &str = "/api/v1/signals/prometheus";
+/// EVENTS is the Kubernetes Event endpoint.
+pub const EVENTS: &str = "/api/v1/signals/kubernetes-event";
+
+/// setup returns the shared control plane, with the CRD installed, and a fresh
+/// namespace in which the gateway identity holds the chart's Role.
+pub async fn setup() -> (&'static ControlPlane, TestNamespace) {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.expect("creating a test namespace");
+    (cp, ns)
 }
 
-impl Gateway {
-    pub fn spawn(cp: &ControlPlane, ns: &str, name: &str, env: &[(&str, &str)]) -> Gateway {
-        let resume = tempfile::tempdir().expect("a temp dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-gateway"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", cp.kubeconfig_path(Identity::Gateway))
-            .env("GATEWAY_NAMESPACE", ns)
-            .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
-            .env("GATEWAY_AUTH", "none")
-            .env("GATEWAY_LOCK_DURATION_SECONDS", "10")
-            .env("GATEWAY_LOCK_WAIT_MS", "20000")
-            .env("GATEWAY_API_TIMEOUT_MS", "5000")
-            .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
-            .env("GATEWAY_TEST_RESUME_FILE", resume.path().join("resume"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        // SAFETY: prctl is async-signal-safe; the gateway dies with this test thread.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("starting signal-gateway");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&logs);
-        let (lines_tx, lines) = tokio::sync::watch::channel(0);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-                lines_tx.send_modify(|n| *n += 1);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{name} did not start: {:?}", logs.lock().unwrap()));
-        Gateway {
-            child,
-            addr: addr.parse().expect("a socket address"),
-            logs,
-            lines,
-            resume,
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
-    }
-
-    /// freeze waits until a request is parked at the pause point, then stops
-    /// the whole process with SIGSTOP: every thread and timer is frozen.
-    pub async fn freeze(&self) {
-        self.wait_logged("test hook: paused").await;
-        self.signal(libc::SIGSTOP);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-            if stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next())
-                == Some("T")
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the gateway did not stop");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// thaw lets the frozen request go on.
-    pub fn thaw(&self) {
-        std::fs::write(self.resume.path().join("resume"), b"").expect("writing the resume file");
-        self.signal(libc::SIGCONT);
-    }
-
-    /// wait_logged returns once a log line contains `needle` (at most 30 s).
-    pub async fn wait_logged(&self, needle: &str) {
-        let mut lines = self.lines.clone();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !self.logged(needle) {
-            let changed = tokio::time::timeout_at(deadline, lines.changed()).await;
-            assert!(
-                matches!(changed, Ok(Ok(()))),
-                "the gateway never logged {needle:?}"
-            );
-        }
-    }
-
-    pub fn logged(&self, needle: &str) -> bool {
-        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    pub fn api_calls_and_signals(&self) -> (u64, u64) {
-        let logs = self.logs.lock().unwrap();
-        logs.iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["message"] == "batch processed")
-            .fold((0, 0), |(c, s), v| {
-                (
-                    c + v["api_calls"].as_u64().unwrap_or(0),
-                    s + v["signals"].as_u64().unwrap_or(0),
-                )
-            })
-    }
+/// plane is the shared control plane with the CRD installed.
+pub async fn plane() -> &'static ControlPlane {
+    static CRD: OnceCell<()> = OnceCell::const_new();
+    let cp = testenv::shared();
+    CRD.get_or_try_init(|| cp.install_crd(RemediationRequest::crd()))
+        .await
+        .expect("installing the RemediationRequest CRD");
+    cp
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// private_plane starts a control plane of its own, with the CRD installed,
+/// for a test that stops, restarts or hangs its parts.
+pub async fn private_plane() -> ControlPlane {
+    let cp = ControlPlane::start()
+        .await
+        .expect("starting a private control plane");
+    cp.install_crd(RemediationRequest::crd())
+        .await
+        .expect("installing the RemediationRequest CRD");
+    cp
 }
 
-/// tool runs `hack/tool.sh NAME` (install or reuse) and returns the path it prints last.
-pub fn tool(name: &str) -> std::path::PathBuf {
-    let script = testenv::repo_root().join("hack/tool.sh");
-    let out = Command::new(&script)
-        .arg(name)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running hack/tool.sh");
-    assert!(out.status.success(), "hack/tool.sh {name} failed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .expect("a path")
-        .trim()
-        .into()
+/// spawn starts a gateway process built from this package in `ns`, with the
+/// tests' lock timings, then `env` on top.
+pub fn spawn(cp: &ControlPlane, ns: &str, name: &str, env: &[(&str, &str)]) -> Gateway {
+    let chaos = env.iter().any(|(k, _)| CHAOS_VARS.contains(k));
+    assert!(
+        !chaos || cfg!(feature = "chaos"),
+        "this test needs the chaos switches: run it with `--features chaos` (hack/test.sh does)"
+    );
+    let mut all = vec![
+        ("GATEWAY_LOCK_DURATION_SECONDS", "10"),
+        ("GATEWAY_LOCK_WAIT_MS", "20000"),
+        ("GATEWAY_API_TIMEOUT_MS", "5000"),
+    ];
+    all.extend_from_slice(env);
+    let bin = Path::new(env!("CARGO_BIN_EXE_signal-gateway"));
+    Gateway::spawn(bin, cp, ns, name, &all).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn http() -> Http {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn alert(pod: &str) -> String {
+/// alert is one Alertmanager alert about pod `pod` in namespace `prod`.
+pub fn alert(pod: &str, status: &str) -> Value {
     json!({
-        "version": "4", "status": "firing", "receiver": "sg", "groupKey": "{}:{}", "truncatedAlerts": 0,
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": pod, "severity": "critical"},
-            "annotations": {}, "startsAt": "2026-11-27T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus:9090", "fingerprint": "0123456789abcdef"
-        }]
+        "status": status,
+        "labels": {"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": pod, "severity": "critical"},
+        "annotations": {"summary": "Pod is crash looping."},
+        "startsAt": "2026-11-27T08:14:27.613Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": "a3f9c2d18e4b7056"
+    })
+}
+
+/// webhook is an Alertmanager webhook (version 4) carrying `alerts`.
+pub fn webhook(alerts: Vec<Value>) -> String {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"KubePodCrashLooping\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "signal-gateway",
+        "groupLabels": {"alertname": "KubePodCrashLooping"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts
     })
     .to_string()
 }
 
-/// post sends one webhook; None means the connection failed (process killed).
+/// firing is a webhook with one firing alert about `pod`.
+pub fn firing(pod: &str) -> String {
+    webhook(vec![alert(pod, "firing")])
+}
+
+/// post sends one webhook to a gateway process; None means the connection
+/// failed (the process was killed).
 pub async fn post(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Value)> {
-    let req = axum::http::Request::post(format!("http://{to}/api/v1/signals/prometheus"))
+    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
         .header("content-type", "application/json")
         .body(Full::new(body.into()))
         .expect("a request");
@@ -218,15 +124,7 @@ pub async fn post(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Val
     ))
 }
 
-pub async fn setup() -> (&'static ControlPlane, testenv::TestNamespace) {
-    let cp = testenv::shared();
-    cp.install_crd(RemediationRequest::crd())
-        .await
-        .expect("installing the CRD");
-    let ns = cp.new_namespace().await.expect("a namespace");
-    (cp, ns)
-}
-
+/// rrs lists the RRs in `ns`, as the admin.
 pub async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
     Api::<RemediationRequest>::namespaced(cp.admin_client(), ns)
         .list(&ListParams::default())
@@ -235,11 +133,17 @@ pub async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
         .items
 }
 
+/// active keeps the RRs that still stand for their problem.
+pub fn active(list: &[RemediationRequest]) -> Vec<&RemediationRequest> {
+    list.iter().filter(|rr| rr.is_active()).collect()
+}
+
+/// active_per_target groups the active RRs by the name of their target.
 pub fn active_per_target(
     list: &[RemediationRequest],
-) -> std::collections::BTreeMap<String, Vec<&RemediationRequest>> {
-    let mut m = std::collections::BTreeMap::<String, Vec<&RemediationRequest>>::new();
-    for rr in list.iter().filter(|rr| rr.is_active()) {
+) -> BTreeMap<String, Vec<&RemediationRequest>> {
+    let mut m = BTreeMap::<String, Vec<&RemediationRequest>>::new();
+    for rr in active(list) {
         m.entry(rr.spec.target_resource.name.clone())
             .or_default()
             .push(rr);

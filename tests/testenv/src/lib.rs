@@ -5,9 +5,12 @@
 //! should work in a namespace of its own from [`ControlPlane::new_namespace`],
 //! and create its clients itself: a `kube::Client` belongs to the tokio
 //! runtime it was first used on, and every `#[tokio::test]` has its own.
+//! [`gateway::Gateway`] runs signal-gateway processes against a control plane,
+//! for the end-to-end tests and the bench; [`tool`] finds the other pinned tools.
 
 #![deny(rust_2018_idioms)]
 
+pub mod gateway;
 mod process;
 
 use std::fmt::Write as _;
@@ -29,6 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use crate::process::spawn_tied;
 use crate::process::{Proc, tail};
 
 /// READY_TIMEOUT bounds every wait for a component to become ready.
@@ -153,19 +157,41 @@ fn find_binaries() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("KUBE_BINARIES_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let script = repo_root().join("hack/kube-binaries.sh");
-    let out = std::process::Command::new(&script)
+    last_line_of(&repo_root().join("hack/kube-binaries.sh"), &[])
+}
+
+/// tool runs `hack/tool.sh NAME`, which installs the pinned tool on first use,
+/// and returns the path it prints as its last line.
+///
+/// # Panics
+///
+/// When the script fails: the test that needs the tool cannot run.
+#[must_use]
+pub fn tool(name: &str) -> PathBuf {
+    last_line_of(&repo_root().join("hack/tool.sh"), &[name])
+        .unwrap_or_else(|e| panic!("installing {name}: {e}"))
+}
+
+/// last_line_of runs `script` with `args`, its stderr passed through, and
+/// returns the last non-empty line it prints.
+fn last_line_of(script: &Path, args: &[&str]) -> Result<PathBuf, String> {
+    let out = std::process::Command::new(script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed: {}", script.display(), out.status));
+        return Err(format!(
+            "{} {args:?} failed: {}",
+            script.display(),
+            out.status
+        ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
     match last {
-        Some(dir) => Ok(PathBuf::from(dir.trim())),
-        None => Err(format!("{} printed no directory", script.display())),
+        Some(line) => Ok(PathBuf::from(line.trim())),
+        None => Err(format!("{} {args:?} printed nothing", script.display())),
     }
 }
 
@@ -955,7 +981,7 @@ fn read_rules(relative: &str) -> Result<Vec<PolicyRule>> {
     let path = repo_root().join(relative);
     let text =
         std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
-    serde_yaml::from_str(&text)
+    serde_yaml_ng::from_str(&text)
         .map_err(|e| Error::Other(format!("parsing {}: {e}", path.display())))
 }
 
@@ -963,7 +989,7 @@ fn read_rules(relative: &str) -> Result<Vec<PolicyRule>> {
 pub fn read_crd(path: &Path) -> Result<CustomResourceDefinition> {
     let text =
         std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
-    serde_yaml::from_str(&text)
+    serde_yaml_ng::from_str(&text)
         .map_err(|e| Error::Other(format!("parsing {}: {e}", path.display())))
 }
 

@@ -35,6 +35,39 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
     })
 }
 
+/// spawn_tied starts `cmd` as a child that the kernel kills (SIGKILL) when this
+/// process dies, however it dies.
+pub fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
+    // SAFETY: getpid is always safe to call.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only calls async-signal-safe functions.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::sync_channel(1);
+    spawner()
+        .send((cmd, tx))
+        .map_err(|_| io::Error::other("testenv spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| io::Error::other("testenv spawner thread is gone"))?
+}
+
 /// Proc is a running child with its log file.
 #[derive(Debug)]
 pub(crate) struct Proc {
@@ -54,34 +87,7 @@ impl Proc {
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: the closure only calls async-signal-safe functions.
-        let parent = unsafe { libc::getpid() };
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        spawner()
-            .send((cmd, tx))
-            .map_err(|_| io::Error::other("testenv spawner thread is gone"))?;
-        let child = rx
-            .recv()
-            .map_err(|_| io::Error::other("testenv spawner thread is gone"))??;
+        let child = spawn_tied(cmd)?;
         Ok(Proc {
             child,
             log: log.to_owned(),

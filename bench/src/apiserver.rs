@@ -1,0 +1,219 @@
+//! ApiServer counts requests with the API server's own `apiserver_request_total`,
+//! scraped from `/metrics` before and after each phase.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::BoxError;
+
+/// SCRAPE_TIMEOUT bounds one `/metrics` scrape of the API server.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// ApiServer is the admin client that scrapes `/metrics`, with the number of
+/// requests one scrape adds to the counter.
+pub struct ApiServer {
+    pub client: kube::Client,
+    pub scrape_cost: f64,
+}
+
+impl ApiServer {
+    /// new measures the cost of a scrape with [`calibrate`].
+    pub async fn new(client: kube::Client) -> Result<ApiServer, BoxError> {
+        let scrape_cost = calibrate(&client).await?;
+        Ok(ApiServer {
+            client,
+            scrape_cost,
+        })
+    }
+
+    /// scrape takes one scrape.
+    pub async fn scrape(&self) -> Result<Scrape, BoxError> {
+        Scrape::take(&self.client).await
+    }
+
+    /// since is what the API server counted from `before` until now.
+    pub async fn since(&self, before: &Scrape) -> Result<Delta, BoxError> {
+        let after = self.scrape().await?;
+        Ok(Delta::between(before, &after, self.scrape_cost))
+    }
+}
+
+/// calibrate measures how many requests the API server counts for one
+/// `/metrics` scrape: the smallest delta over back-to-back scrape pairs
+/// (background traffic can only add to a pair).
+async fn calibrate(client: &kube::Client) -> Result<f64, BoxError> {
+    let mut cost = f64::INFINITY;
+    for _ in 0..3 {
+        let a = Scrape::take(client).await?;
+        let b = Scrape::take(client).await?;
+        cost = cost.min(Delta::between(&a, &b, 0.0).total);
+    }
+    Ok(cost)
+}
+
+/// Scrape is what one `/metrics` scrape of the API server says about requests:
+/// the `apiserver_request_total` samples keyed by their label set, and the
+/// sum and count of `apiserver_request_duration_seconds` by verb and resource.
+#[derive(Clone, Default)]
+pub struct Scrape {
+    total: BTreeMap<String, f64>,
+    duration: BTreeMap<String, (f64, f64)>,
+}
+
+impl Scrape {
+    async fn take(client: &kube::Client) -> Result<Scrape, BoxError> {
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        let text = tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(req))
+            .await
+            .map_err(|_| format!("/metrics took longer than {SCRAPE_TIMEOUT:?}"))??;
+        let scrape = Scrape::parse(&text);
+        if scrape.total.is_empty() {
+            return Err("/metrics has no apiserver_request_total samples".into());
+        }
+        Ok(scrape)
+    }
+
+    /// parse reads the samples of interest from the Prometheus text format.
+    fn parse(text: &str) -> Scrape {
+        let mut scrape = Scrape::default();
+        for line in text.lines() {
+            let Some((name, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let Ok(v) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            match name {
+                "apiserver_request_total" => {
+                    scrape.total.insert(labels.to_owned(), v);
+                }
+                "apiserver_request_duration_seconds_sum" => {
+                    scrape.duration.entry(what(labels)).or_default().0 += v;
+                }
+                "apiserver_request_duration_seconds_count" => {
+                    scrape.duration.entry(what(labels)).or_default().1 += v;
+                }
+                _ => {}
+            }
+        }
+        scrape
+    }
+}
+
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=\"");
+    labels
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(&key))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or("")
+}
+
+/// what names a request sample "VERB resource[/subresource]".
+fn what(labels: &str) -> String {
+    let (verb, resource, sub) = (
+        label(labels, "verb"),
+        label(labels, "resource"),
+        label(labels, "subresource"),
+    );
+    match (resource, sub) {
+        ("", "") => format!("{verb} (non-resource)"),
+        ("", s) => format!("{verb} {s}"),
+        (r, "") => format!("{verb} {r}"),
+        (r, s) => format!("{verb} {r}/{s}"),
+    }
+}
+
+/// Delta is what the API server counted between two scrapes.
+pub struct Delta {
+    /// total is every request counted, the scrapes excluded.
+    pub total: f64,
+    /// breakdown counts requests by "VERB resource[/subresource]".
+    pub breakdown: BTreeMap<String, f64>,
+    /// server_ms is the mean time the API server took per request, by
+    /// "VERB resource[/subresource]", with the number of requests.
+    pub server_ms: BTreeMap<String, (f64, f64)>,
+}
+
+impl Delta {
+    /// between subtracts `before` from `after`, and `scrape_cost` requests
+    /// for the scrape `before` (which [`calibrate`] measured).
+    fn between(before: &Scrape, after: &Scrape, scrape_cost: f64) -> Delta {
+        let mut breakdown = BTreeMap::new();
+        let mut total = 0.0;
+        for (labels, v) in &after.total {
+            let d = v - before.total.get(labels).copied().unwrap_or(0.0);
+            if d <= 0.0 {
+                continue;
+            }
+            total += d;
+            *breakdown.entry(what(labels)).or_insert(0.0) += d;
+        }
+        let mut server_ms = BTreeMap::new();
+        for (k, (sum, count)) in &after.duration {
+            let (sum0, count0) = before.duration.get(k).copied().unwrap_or_default();
+            let n = count - count0;
+            if n > 0.0 {
+                server_ms.insert(k.clone(), ((sum - sum0) / n * 1e3, n));
+            }
+        }
+        Delta {
+            total: total - scrape_cost,
+            breakdown,
+            server_ms,
+        }
+    }
+
+    /// breakdown_text lists the requests by verb and resource, most first.
+    pub fn breakdown_text(&self) -> String {
+        let mut parts: Vec<(String, f64)> = self
+            .breakdown
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        parts
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// server_ms_text lists the mean server time of Lease and RR requests.
+    pub fn server_ms_text(&self) -> String {
+        self.server_ms
+            .iter()
+            .filter(|(k, _)| k.contains("leases") || k.contains("remediationrequests"))
+            .map(|(k, (mean, n))| format!("{k} {mean:.1} ms (x{n:.0})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_counts_new_requests_by_verb_and_resource() {
+        let before = Scrape::parse(
+            "apiserver_request_total{code=\"200\",resource=\"leases\",verb=\"GET\"} 3\n",
+        );
+        let after = Scrape::parse(
+            "# HELP apiserver_request_total x\n\
+             apiserver_request_total{code=\"200\",resource=\"leases\",verb=\"GET\"} 5\n\
+             apiserver_request_total{code=\"201\",resource=\"remediationrequests\",verb=\"POST\"} 1\n\
+             apiserver_request_total{code=\"200\",resource=\"remediationrequests\",subresource=\"status\",verb=\"PATCH\"} 1\n\
+             apiserver_request_total{code=\"200\",verb=\"GET\"} 1\n",
+        );
+        let d = Delta::between(&before, &after, 1.0);
+        assert_eq!(d.total, 4.0);
+        assert_eq!(
+            d.breakdown_text(),
+            "GET leases 2, GET (non-resource) 1, PATCH remediationrequests/status 1, POST remediationrequests 1"
+        );
+    }
+}
