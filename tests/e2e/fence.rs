@@ -620,3 +620,132 @@ async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
     );
     assert_eq!(active(cp, ns.name(), &fp).await, vec![(rr_name(&fp, 2), 2)]);
 }
+
+/// requests reads the API server's `apiserver_request_total`, summed by
+/// "VERB resource[/subresource]", for the gateway's two resources.
+async fn requests(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
+    let req = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a request");
+    let text = cp
+        .admin_client()
+        .request_text(req)
+        .await
+        .expect("scraping the API server");
+    let label = |labels: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(key.as_str()))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let resource = label(labels, "resource");
+        if resource != "remediationrequests" && resource != "leases" {
+            continue;
+        }
+        let sub = label(labels, "subresource");
+        let what = if sub.is_empty() {
+            format!("{} {resource}", label(labels, "verb"))
+        } else {
+            format!("{} {resource}/{sub}", label(labels, "verb"))
+        };
+        *counts.entry(what).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// cost runs `step`, waits until the record of `fp` is free again (the release follows
+/// the answer), and returns the requests the API server counted meanwhile. Two verbs the
+/// gateway never uses are left out: the API server renews its own identity Lease with
+/// PUT, and this test awaits the release with a WATCH.
+async fn cost<F: std::future::Future<Output = (u16, Value)>>(
+    cp: &ControlPlane,
+    ns: &str,
+    fp: &str,
+    step: F,
+) -> std::collections::BTreeMap<String, f64> {
+    let before = requests(cp).await;
+    let (status, body) = step.await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    await_record(cp, ns, fp, |l| holder(l).is_none()).await;
+    let after = requests(cp).await;
+    after
+        .into_iter()
+        .filter(|(k, _)| k != "PUT leases" && k != "WATCH leases")
+        .filter_map(|(k, v)| {
+            let d = v - before.get(&k).copied().unwrap_or(0.0);
+            (d > 0.0).then_some((k, d))
+        })
+        .collect()
+}
+
+fn breakdown(pairs: &[(&str, f64)]) -> std::collections::BTreeMap<String, f64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[tokio::test]
+async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
+    // A private API server: the counters must see this test's requests only.
+    let cp = ControlPlane::start()
+        .await
+        .expect("a private control plane");
+    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let ns = cp.new_namespace().await.unwrap();
+    let (ns, fp) = (ns.name(), fp_of(ns.name(), "hot"));
+    let body = alert(ns, "hot");
+    let app = gateway(&cp, ns, &[]).await;
+    let new = cost(&cp, ns, &fp, post(&app, &body)).await;
+    let dup = cost(&cp, ns, &fp, post(&app, &body)).await;
+    complete(&cp, ns, &rr_name(&fp, 1)).await;
+    let renew = cost(&cp, ns, &fp, post(&app, &body)).await;
+    let cold = gateway(&cp, ns, &[("POD_NAME", "cold")]).await;
+    let cold_dup = cost(&cp, ns, &fp, post(&cold, &body)).await;
+    assert_eq!(
+        new,
+        breakdown(&[
+            ("GET leases", 1.0),
+            ("POST leases", 1.0),
+            ("POST remediationrequests", 1.0),
+            ("PATCH remediationrequests/status", 1.0),
+            ("PATCH leases", 1.0),
+        ]),
+        "a new fingerprint: read the record, create it claimed, create the RR, count, release"
+    );
+    assert_eq!(
+        dup,
+        breakdown(&[
+            ("GET remediationrequests", 1.0),
+            ("PATCH remediationrequests/status", 1.0),
+        ]),
+        "a duplicate: read the RR, count"
+    );
+    assert_eq!(
+        renew,
+        breakdown(&[
+            ("GET remediationrequests", 1.0),
+            ("PATCH leases", 2.0),
+            ("POST remediationrequests", 1.0),
+            ("PATCH remediationrequests/status", 1.0),
+        ]),
+        "after a terminal RR: read it, claim, create, count, release"
+    );
+    assert_eq!(
+        cold_dup,
+        breakdown(&[
+            ("GET leases", 1.0),
+            ("GET remediationrequests", 1.0),
+            ("PATCH remediationrequests/status", 1.0),
+        ]),
+        "a duplicate in a process new to the fingerprint also reads the record"
+    );
+}
