@@ -92,7 +92,6 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
 
 impl App {
     /// router is the HTTP API of this app.
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         router(self.state.clone())
     }

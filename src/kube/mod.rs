@@ -29,7 +29,7 @@ pub const FIELD_MANAGER: &str = "signal-gateway";
 pub async fn connect(api_timeout: Duration) -> Result<kube::Client, kube::Error> {
     let mut kc = kube::Config::infer()
         .await
-        .map_err(|e| kube::Error::InferConfig(e))?;
+        .map_err(kube::Error::InferConfig)?;
     // Each call is bounded by `ApiCalls`. A read timeout here would also fire on
     // idle pooled connections and break the next request sent on them.
     kc.connect_timeout = Some(api_timeout);

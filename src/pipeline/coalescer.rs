@@ -173,14 +173,10 @@ mod tests {
     use super::*;
     use tokio::sync::{Notify, mpsc};
 
+    type Gated = Arc<Coalescer<&'static str, u32, (usize, usize)>>;
+
     /// gated is a coalescer whose batches report their items and then wait for `open`.
-    fn gated(
-        limit: usize,
-        open: Arc<Notify>,
-    ) -> (
-        Arc<Coalescer<&'static str, u32, (usize, usize)>>,
-        mpsc::UnboundedReceiver<Vec<u32>>,
-    ) {
+    fn gated(limit: usize, open: Arc<Notify>) -> (Gated, mpsc::UnboundedReceiver<Vec<u32>>) {
         let (seen, batches) = mpsc::unbounded_channel();
         let c = Coalescer::new(limit, move |_key, batch: Batch<u32, (usize, usize)>| {
             let seen = seen.clone();
