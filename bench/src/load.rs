@@ -257,11 +257,17 @@ async fn wait_signals(gws: &[&Gateway], marks: &[usize], want: u64) -> Batches {
 }
 
 /// warm_up sends one signal outside any measurement, so that the first
-/// measured request finds a warm connection on both sides.
+/// measured request finds a warm connection on both sides. It returns once
+/// the gateway has logged the signal's batch, so that the next phase's
+/// counts start after it.
 pub async fn warm_up(http: &Http, gw: &Gateway, pod: &str) -> Result<(), BoxError> {
+    let mark = gw.log_len();
     let a = post(http, gw.addr(), alert(pod)).await;
     if a.status != 201 && a.status != 202 {
         return Err(format!("warm-up request answered {}", a.status).into());
+    }
+    if gw.wait_batches(mark, 1, LOG_TIMEOUT).await.signals < 1 {
+        return Err(format!("{} logged no batch for the warm-up signal", gw.name()).into());
     }
     Ok(())
 }
