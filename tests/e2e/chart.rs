@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{
@@ -15,7 +14,6 @@ use k8s_openapi::api::authentication::v1::{
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -30,10 +28,6 @@ use testenv::{ControlPlane, Identity};
 const RELEASE: &str = "sg";
 /// FIELD_MANAGER owns what these tests apply.
 const FIELD_MANAGER: &str = "chart-test";
-/// RBAC_TIMEOUT bounds the wait for new bindings to reach the authorizer.
-const RBAC_TIMEOUT: Duration = Duration::from_secs(60);
-/// POLL_INTERVAL is the pause between polls of the API server.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 fn helm_path() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
@@ -396,23 +390,10 @@ async fn apply(admin: &kube::Client, objects: &[DynamicObject]) {
             .await
             .unwrap_or_else(|e| panic!("applying {} {name}: {e}", kind(obj)));
     }
-    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
     for crd in crds {
         let name = crd.metadata.name.as_deref().expect("named CRD");
-        let deadline = Instant::now() + RBAC_TIMEOUT;
-        loop {
-            let current = api.get(name).await.expect("reading the CRD");
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(Instant::now() < deadline, "CRD {name} never established");
-            tokio::time::sleep(POLL_INTERVAL).await;
+        if let Err(e) = testenv::wait_established(admin, name).await {
+            panic!("{e}");
         }
     }
 }

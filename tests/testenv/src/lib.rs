@@ -415,39 +415,7 @@ impl ControlPlane {
         )
         .await
         .map_err(kube_err(format!("applying CRD {name}")))?;
-
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let current = api
-                .get(&name)
-                .await
-                .map_err(kube_err(format!("reading CRD {name}")))?;
-            let conditions = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default();
-            let established = conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                return Ok(());
-            }
-            if let Some(c) = conditions
-                .iter()
-                .find(|c| c.type_ == "NamesAccepted" && c.status == "False")
-            {
-                return Err(Error::Other(format!(
-                    "CRD {name} names not accepted: {}",
-                    c.message.as_deref().unwrap_or("")
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Other(format!(
-                    "CRD {name} not established after {READY_TIMEOUT:?}: {conditions:?}"
-                )));
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        wait_established(&self.admin_client(), &name).await
     }
 
     /// new_namespace creates a namespace with a random name in which the
@@ -995,6 +963,44 @@ pub fn read_crd(path: &Path) -> Result<CustomResourceDefinition> {
 
 fn write(path: &Path, contents: &[u8]) -> Result<()> {
     std::fs::write(path, contents).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// wait_established waits, at most the readiness timeout, until CRD `name`
+/// is established, and fails at once when its names are not accepted.
+pub async fn wait_established(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let current = api
+            .get(name)
+            .await
+            .map_err(kube_err(format!("reading CRD {name}")))?;
+        let conditions = current
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default();
+        let established = conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if let Some(c) = conditions
+            .iter()
+            .find(|c| c.type_ == "NamesAccepted" && c.status == "False")
+        {
+            return Err(Error::Other(format!(
+                "CRD {name} names not accepted: {}",
+                c.message.as_deref().unwrap_or("")
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "CRD {name} not established after {READY_TIMEOUT:?}: {conditions:?}"
+            )));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// wait_allowed waits, at most the readiness timeout, until the client's user
