@@ -70,7 +70,27 @@ pub struct Metrics {
     pub kube_api_requests: Counter<u64>,
     /// request_duration is the HTTP request latency by route and status code.
     pub request_duration: Histogram<f64>,
+    /// lock_attempts counts claims of a fence record with locking on
+    /// (`gateway_lock_acquisition_attempts_total` in Prometheus).
+    pub lock_attempts: Counter<u64>,
+    /// lock_success counts claims that took the lock.
+    pub lock_success: Counter<u64>,
+    /// lock_failures counts claims that did not, by `reason`: `timeout` (held for the
+    /// whole wait budget), `cancelled`, `api_error`, or `superseded` (the record changed
+    /// first, usually because another writer created the RR: nothing is left to lock for).
+    pub lock_failures: Counter<u64>,
+    /// lock_contention counts claims that found the record held by another writer.
+    pub lock_contention: Counter<u64>,
+    /// lock_wait is the time from the start of a claim to its outcome.
+    pub lock_wait: Histogram<f64>,
+    /// lock_hold is the time from a won claim to its release.
+    pub lock_hold: Histogram<f64>,
 }
+
+/// LOCK_BUCKETS resolve a lock that costs one API round trip (about a millisecond).
+const LOCK_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// metrics returns the instruments, created on first use from the global meter.
 pub fn metrics() -> &'static Metrics {
@@ -93,6 +113,34 @@ pub fn metrics() -> &'static Metrics {
                 .with_boundaries(vec![
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
+                .build(),
+            lock_attempts: meter
+                .u64_counter("gateway.lock.acquisition.attempts")
+                .with_description("Claims of a fence record with locking on")
+                .build(),
+            lock_success: meter
+                .u64_counter("gateway.lock.acquisition.success")
+                .with_description("Claims that took the lock")
+                .build(),
+            lock_failures: meter
+                .u64_counter("gateway.lock.acquisition.failures")
+                .with_description("Claims that did not take the lock, by reason")
+                .build(),
+            lock_contention: meter
+                .u64_counter("gateway.lock.contention")
+                .with_description("Claims that found the record held by another writer")
+                .build(),
+            lock_wait: meter
+                .f64_histogram("gateway.lock.wait.duration")
+                .with_unit("s")
+                .with_description("Time from the start of a claim to its outcome")
+                .with_boundaries(LOCK_BUCKETS.to_vec())
+                .build(),
+            lock_hold: meter
+                .f64_histogram("gateway.lock.hold.duration")
+                .with_unit("s")
+                .with_description("Time from a won claim to its release")
+                .with_boundaries(LOCK_BUCKETS.to_vec())
                 .build(),
         }
     })

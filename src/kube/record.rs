@@ -19,6 +19,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::telemetry::{self, kv};
+
 use super::{
     FIELD_MANAGER, MANAGED_BY,
     calls::{ApiCalls, KubeError, backoff, code},
@@ -187,6 +189,40 @@ impl Records {
         calls: &ApiCalls,
     ) -> Result<Claimed, KubeError> {
         let start = Instant::now();
+        let mut contended = false;
+        let claimed = self
+            .attempt(fp, view, generation, rr, cancelled, calls, &mut contended)
+            .await;
+        if self.locking {
+            let m = telemetry::metrics();
+            m.lock_attempts.add(1, &[]);
+            if contended {
+                m.lock_contention.add(1, &[]);
+            }
+            m.lock_wait.record(start.elapsed().as_secs_f64(), &[]);
+            match &claimed {
+                Ok(Claimed::Won(_)) => m.lock_success.add(1, &[]),
+                Ok(Claimed::Changed(_)) => m.lock_failures.add(1, &[kv("reason", "superseded")]),
+                Ok(Claimed::Busy { .. }) => m.lock_failures.add(1, &[kv("reason", "timeout")]),
+                Ok(Claimed::Cancelled) => m.lock_failures.add(1, &[kv("reason", "cancelled")]),
+                Err(_) => m.lock_failures.add(1, &[kv("reason", "api_error")]),
+            }
+        }
+        claimed
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "claim's arguments plus its contention flag")]
+    async fn attempt(
+        &self,
+        fp: &str,
+        view: &View,
+        generation: u64,
+        rr: &str,
+        cancelled: &(dyn Fn() -> bool + Sync),
+        calls: &ApiCalls,
+        contended: &mut bool,
+    ) -> Result<Claimed, KubeError> {
+        let start = Instant::now();
         let deadline = start + self.wait_budget;
         let mut view = view.clone();
         let mut attempt = 0;
@@ -194,6 +230,7 @@ impl Records {
             let mut waited = false;
             while self.locking && view.held() {
                 waited = true;
+                *contended = true;
                 if cancelled() {
                     return Ok(Claimed::Cancelled);
                 }
@@ -340,6 +377,9 @@ impl Records {
         if claim.holder.is_none() {
             return Ok(Some(claim.view.clone()));
         }
+        telemetry::metrics()
+            .lock_hold
+            .record(claim.sent.elapsed().as_secs_f64(), &[]);
         let Some(rv) = &claim.view.resource_version else {
             return Ok(None);
         };
