@@ -211,7 +211,10 @@ impl Records {
         claimed
     }
 
-    #[allow(clippy::too_many_arguments, reason = "claim's arguments plus its contention flag")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "claim's arguments plus its contention flag"
+    )]
     async fn attempt(
         &self,
         fp: &str,
