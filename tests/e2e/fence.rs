@@ -11,7 +11,7 @@ use axum::{Router, body::Body, http::Request};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams},
 };
 use serde_json::{Value, json};
@@ -26,31 +26,26 @@ use signal_gateway::{
 use testenv::ControlPlane;
 use tower::ServiceExt;
 
+use crate::support::{firing, plane, private_plane};
+
 const NOT_CANCELLED: &(dyn Fn() -> bool + Sync) = &|| false;
 
 fn calls() -> ApiCalls {
     ApiCalls::new(Duration::from_secs(5))
 }
 
-fn fp_of(ns: &str, pod: &str) -> String {
+/// fp_of is the fingerprint of pod `pod` in namespace `prod`, the target of `firing`.
+fn fp_of(pod: &str) -> String {
     Fingerprint::of(
         None,
         &TargetResource {
             kind: "Pod".into(),
             name: pod.into(),
-            namespace: ns.into(),
+            namespace: "prod".into(),
             api_version: "v1".into(),
         },
     )
     .to_string()
-}
-
-async fn plane() -> &'static ControlPlane {
-    let cp = testenv::shared();
-    cp.install_crd(RemediationRequest::crd())
-        .await
-        .expect("installing the CRD");
-    cp
 }
 
 fn records(cp: &ControlPlane, ns: &str, instance: &str, lease_s: u64, wait_ms: u64) -> Records {
@@ -105,7 +100,7 @@ async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gate
 async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "claim");
+    let fp = fp_of("claim");
     let r = records(cp, ns.name(), "gw-a", 7, 0);
     let absent = r.read(&fp, &calls()).await.unwrap();
     assert_eq!(absent, View::default(), "no record yet");
@@ -152,7 +147,7 @@ async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
 async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellation() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "contention");
+    let fp = fp_of("contention");
     let r = records(cp, ns.name(), "gw-a", 30, 400);
     let first = won(&r, &fp, &View::default(), 1).await;
 
@@ -200,7 +195,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
 async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "takeover");
+    let fp = fp_of("takeover");
     let a = records(cp, ns.name(), "gw-a", 1, 0);
     let b = records(cp, ns.name(), "gw-b", 1, 10_000);
     let by_a = won(&a, &fp, &View::default(), 1).await;
@@ -241,7 +236,7 @@ async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() 
 async fn racing_claims_from_one_view_have_exactly_one_winner() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "race");
+    let fp = fp_of("race");
     let mut view = View::default();
     for round in 1..=4u64 {
         let mut tasks = Vec::new();
@@ -285,15 +280,15 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     let r = records(cp, ns.name(), "gw-a", 30, 0);
     let app = gateway(cp, ns.name(), &[]).await;
     // A record whose RR exists, a free record whose RR is gone, and a held record.
-    let kept = fp_of(ns.name(), "kept");
-    assert_eq!(post(&app, &alert(ns.name(), "kept")).await.0, 201);
-    let gone = fp_of(ns.name(), "gone");
-    assert_eq!(post(&app, &alert(ns.name(), "gone")).await.0, 201);
+    let kept = fp_of("kept");
+    assert_eq!(post(&app, &firing("kept")).await.0, 201);
+    let gone = fp_of("gone");
+    assert_eq!(post(&app, &firing("gone")).await.0, 201);
     rr_api(cp, ns.name())
         .delete(&rr_name(&gone, 1), &DeleteParams::default())
         .await
         .unwrap();
-    let held = fp_of(ns.name(), "held");
+    let held = fp_of("held");
     let _claim = won(&r, &held, &View::default(), 1).await;
 
     let rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), ns.name());
@@ -307,7 +302,7 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     assert!(lease(cp, ns.name(), &kept).await.is_some());
     assert!(lease(cp, ns.name(), &held).await.is_some());
     // The fingerprint starts again at generation 1 and works as before.
-    assert_eq!(post(&app, &alert(ns.name(), "gone")).await.0, 201);
+    assert_eq!(post(&app, &firing("gone")).await.0, 201);
     assert_eq!(
         active(cp, ns.name(), &gone).await,
         vec![(rr_name(&gone, 1), 1)]
@@ -329,20 +324,6 @@ async fn gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router 
     vars.extend(extra.iter().copied());
     let config = Config::from_vars(vars).expect("a valid test configuration");
     app::assemble(&config, cp.gateway_client()).await.router()
-}
-
-fn alert(ns: &str, pod: &str) -> String {
-    json!({
-        "version": "4",
-        "status": "firing",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "KubePodCrashLooping", "namespace": ns, "pod": pod},
-            "annotations": {},
-            "startsAt": "2026-01-01T00:00:00Z",
-        }],
-    })
-    .to_string()
 }
 
 /// post sends a webhook to the gateway.
@@ -463,7 +444,7 @@ fn claimed(generation: u64) -> impl Fn(&Lease) -> bool {
 async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "web-0");
+    let fp = fp_of("web-0");
     let mut extra = vec![
         ("GATEWAY_LOCK_DURATION_SECONDS", "3"),
         ("GATEWAY_API_TIMEOUT_MS", "2000"),
@@ -472,7 +453,7 @@ async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
         extra.push(("GATEWAY_UNSAFE_DISABLE_FENCING", "true"));
     }
     let c = gateway(cp, ns.name(), &extra).await;
-    let (status, body) = post(&c, &alert(ns.name(), "web-0")).await;
+    let (status, body) = post(&c, &firing("web-0")).await;
     assert_eq!(status, 201, "{body}");
     let first = body["results"][0]["remediationRequest"]
         .as_str()
@@ -483,8 +464,7 @@ async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
 
     let a = paused_gateway(cp, ns.name(), &extra).await;
     let a_app = a.app.clone();
-    let ns_a = ns.name().to_owned();
-    let from_a = tokio::spawn(async move { post(&a_app, &alert(&ns_a, "web-0")).await });
+    let from_a = tokio::spawn(async move { post(&a_app, &firing("web-0")).await });
     await_record(cp, ns.name(), &fp, claimed(2)).await;
     // A now holds generation 2 and is frozen before its create. Retention deletes rr-1.
     rr_api(cp, ns.name())
@@ -497,7 +477,7 @@ async fn retention_trace(fencing: bool) -> (Vec<(String, i64)>, u16, u16) {
         &[extra.as_slice(), &[("POD_NAME", "b")]].concat(),
     )
     .await;
-    let (b_status, b_body) = post(&b, &alert(ns.name(), "web-0")).await;
+    let (b_status, b_body) = post(&b, &firing("web-0")).await;
     std::fs::write(&a.resume, b"").expect("resuming A");
     let (a_status, a_body) = from_a.await.expect("A's request");
     assert!(
@@ -536,7 +516,7 @@ async fn the_retention_trace_finds_the_duplicate_when_fencing_is_off() {
 async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u16) {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "web-1");
+    let fp = fp_of("web-1");
     let mut extra = vec![
         (
             "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
@@ -549,8 +529,7 @@ async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u
     }
     let a = paused_gateway(cp, ns.name(), &extra).await;
     let a_app = a.app.clone();
-    let ns_a = ns.name().to_owned();
-    let from_a = tokio::spawn(async move { post(&a_app, &alert(&ns_a, "web-1")).await });
+    let from_a = tokio::spawn(async move { post(&a_app, &firing("web-1")).await });
     await_record(cp, ns.name(), &fp, claimed(1)).await;
     let b = gateway(
         cp,
@@ -558,12 +537,12 @@ async fn paused_claimant(locking: bool, fencing: bool) -> (Vec<(String, i64)>, u
         &[extra.as_slice(), &[("POD_NAME", "b")]].concat(),
     )
     .await;
-    let (b_status, _) = post(&b, &alert(ns.name(), "web-1")).await;
+    let (b_status, _) = post(&b, &firing("web-1")).await;
     std::fs::write(&a.resume, b"").expect("resuming A");
     let (a_status, a_body) = from_a.await.expect("A's request");
     assert!((200..300).contains(&a_status), "A: {a_status} {a_body}");
     if b_status == 503 {
-        let (again, body) = post(&b, &alert(ns.name(), "web-1")).await;
+        let (again, body) = post(&b, &firing("web-1")).await;
         assert_eq!(again, 202, "B's retry counts on A's RR: {body}");
     }
     (active(cp, ns.name(), &fp).await, b_status)
@@ -599,20 +578,20 @@ async fn with_lock_and_fence_off_the_paused_claimant_duplicates() {
 async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let fp = fp_of(ns.name(), "stale");
+    let fp = fp_of("stale");
     let a = gateway(cp, ns.name(), &[("POD_NAME", "a")]).await;
     let b = gateway(cp, ns.name(), &[("POD_NAME", "b")]).await;
-    let (status, body) = post(&a, &alert(ns.name(), "stale")).await;
+    let (status, body) = post(&a, &firing("stale")).await;
     assert_eq!(status, 201, "{body}");
     // A now remembers generation 1. Behind its back: rr-1 completes, B opens rr-2, and
     // retention deletes rr-1.
     complete(cp, ns.name(), &rr_name(&fp, 1)).await;
-    assert_eq!(post(&b, &alert(ns.name(), "stale")).await.0, 201);
+    assert_eq!(post(&b, &firing("stale")).await.0, 201);
     rr_api(cp, ns.name())
         .delete(&rr_name(&fp, 1), &DeleteParams::default())
         .await
         .unwrap();
-    let (status, body) = post(&a, &alert(ns.name(), "stale")).await;
+    let (status, body) = post(&a, &firing("stale")).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
         body["results"][0]["remediationRequest"],
@@ -696,13 +675,10 @@ fn breakdown(pairs: &[(&str, f64)]) -> std::collections::BTreeMap<String, f64> {
 #[tokio::test]
 async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     // A private API server: the counters must see this test's requests only.
-    let cp = ControlPlane::start()
-        .await
-        .expect("a private control plane");
-    cp.install_crd(RemediationRequest::crd()).await.unwrap();
+    let cp = private_plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let (ns, fp) = (ns.name(), fp_of(ns.name(), "hot"));
-    let body = alert(ns, "hot");
+    let (ns, fp) = (ns.name(), fp_of("hot"));
+    let body = firing("hot");
     let app = gateway(&cp, ns, &[]).await;
     let new = cost(&cp, ns, &fp, post(&app, &body)).await;
     let dup = cost(&cp, ns, &fp, post(&app, &body)).await;
