@@ -1,3 +1,6 @@
+//! Main is the command line: `serve` (the default: HTTP server, or Lambda when
+//! `AWS_LAMBDA_RUNTIME_API` is set) and `crd` (print the CRD).
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -724,4 +724,17 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
         ]),
         "a duplicate in a process new to the fingerprint also reads the record"
     );
+    let unlocked = gateway(&cp, ns, &[("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "false")]).await;
+    let fresh = fp_of("hot-unlocked");
+    let new_unlocked = cost(&cp, ns, &fresh, post(&unlocked, &firing("hot-unlocked"))).await;
+    assert_eq!(
+        new_unlocked,
+        breakdown(&[
+            ("GET leases", 1.0),
+            ("POST leases", 1.0),
+            ("POST remediationrequests", 1.0),
+            ("PATCH remediationrequests/status", 1.0),
+        ]),
+        "a new fingerprint without locking: no release"
+    );
 }
