@@ -2,7 +2,7 @@
 //! scraped from `/metrics` before and after each phase.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::BoxError;
 
@@ -10,10 +10,12 @@ use crate::BoxError;
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// ApiServer is the admin client that scrapes `/metrics`, with the number of
-/// requests one scrape adds to the counter.
+/// requests one scrape adds to the counter and the API server's background
+/// traffic (requests and writes per second with no load).
 pub struct ApiServer {
     pub client: kube::Client,
     pub scrape_cost: f64,
+    pub background: (f64, f64),
 }
 
 impl ApiServer {
@@ -23,7 +25,19 @@ impl ApiServer {
         Ok(ApiServer {
             client,
             scrape_cost,
+            background: (0.0, 0.0),
         })
+    }
+
+    /// measure_background observes the API server without load for `window`;
+    /// [`ApiServer::since`] then takes that rate out of every delta.
+    pub async fn measure_background(&mut self, window: Duration) -> Result<Delta, BoxError> {
+        let before = self.scrape().await?;
+        tokio::time::sleep(window).await;
+        let idle = self.since(&before).await?;
+        let secs = idle.window.as_secs_f64();
+        self.background = (idle.total / secs, idle.writes / secs);
+        Ok(idle)
     }
 
     /// scrape takes one scrape.
@@ -31,10 +45,15 @@ impl ApiServer {
         Scrape::take(&self.client).await
     }
 
-    /// since is what the API server counted from `before` until now.
+    /// since is what the API server counted from `before` until now, less
+    /// the background traffic expected in that time.
     pub async fn since(&self, before: &Scrape) -> Result<Delta, BoxError> {
         let after = self.scrape().await?;
-        Ok(Delta::between(before, &after, self.scrape_cost))
+        let mut d = Delta::between(before, &after, self.scrape_cost);
+        let secs = d.window.as_secs_f64();
+        d.total = (d.total - self.background.0 * secs).max(0.0);
+        d.writes = (d.writes - self.background.1 * secs).max(0.0);
+        Ok(d)
     }
 }
 
@@ -54,8 +73,9 @@ async fn calibrate(client: &kube::Client) -> Result<f64, BoxError> {
 /// Scrape is what one `/metrics` scrape of the API server says about requests:
 /// the `apiserver_request_total` samples keyed by their label set, and the
 /// sum and count of `apiserver_request_duration_seconds` by verb and resource.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Scrape {
+    at: Instant,
     total: BTreeMap<String, f64>,
     duration: BTreeMap<String, (f64, f64)>,
 }
@@ -75,7 +95,11 @@ impl Scrape {
 
     /// parse reads the samples of interest from the Prometheus text format.
     fn parse(text: &str) -> Scrape {
-        let mut scrape = Scrape::default();
+        let mut scrape = Scrape {
+            at: Instant::now(),
+            total: BTreeMap::new(),
+            duration: BTreeMap::new(),
+        };
         for line in text.lines() {
             let Some((name, rest)) = line.split_once('{') else {
                 continue;
@@ -127,10 +151,17 @@ fn what(labels: &str) -> String {
     }
 }
 
+/// WRITE_VERBS are the verbs of `apiserver_request_total` that change state.
+const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "DELETE", "APPLY"];
+
 /// Delta is what the API server counted between two scrapes.
 pub struct Delta {
+    /// window is the time between the two scrapes.
+    pub window: Duration,
     /// total is every request counted, the scrapes excluded.
     pub total: f64,
+    /// writes is the part of `total` that changes state.
+    pub writes: f64,
     /// breakdown counts requests by "VERB resource[/subresource]".
     pub breakdown: BTreeMap<String, f64>,
     /// server_ms is the mean time the API server took per request, by
@@ -143,13 +174,16 @@ impl Delta {
     /// for the scrape `before` (which [`calibrate`] measured).
     fn between(before: &Scrape, after: &Scrape, scrape_cost: f64) -> Delta {
         let mut breakdown = BTreeMap::new();
-        let mut total = 0.0;
+        let (mut total, mut writes) = (0.0, 0.0);
         for (labels, v) in &after.total {
             let d = v - before.total.get(labels).copied().unwrap_or(0.0);
             if d <= 0.0 {
                 continue;
             }
             total += d;
+            if WRITE_VERBS.contains(&label(labels, "verb")) {
+                writes += d;
+            }
             *breakdown.entry(what(labels)).or_insert(0.0) += d;
         }
         let mut server_ms = BTreeMap::new();
@@ -161,7 +195,9 @@ impl Delta {
             }
         }
         Delta {
+            window: after.at.saturating_duration_since(before.at),
             total: total - scrape_cost,
+            writes,
             breakdown,
             server_ms,
         }
@@ -210,7 +246,7 @@ mod tests {
              apiserver_request_total{code=\"200\",verb=\"GET\"} 1\n",
         );
         let d = Delta::between(&before, &after, 1.0);
-        assert_eq!(d.total, 4.0);
+        assert_eq!((d.total, d.writes), (4.0, 2.0));
         assert_eq!(
             d.breakdown_text(),
             "GET leases 2, GET (non-resource) 1, PATCH remediationrequests/status 1, POST remediationrequests 1"

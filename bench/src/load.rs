@@ -1,9 +1,12 @@
-//! Load drives gateway processes over plain HTTP/1 on loopback and records
-//! each answer, and the gateways' and the API server's request counts.
+//! Load drives gateway processes over plain HTTP/1 on loopback: open loop at a
+//! fixed arrival rate (latency from the intended send time), a burst, or a
+//! closed loop with a bounded number in flight.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,25 +27,23 @@ pub type Http = Client<HttpConnector, Full<Bytes>>;
 /// REQUEST_TIMEOUT bounds one HTTP request to a gateway.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// LOG_TIMEOUT bounds the wait for a gateway's batch log lines.
-const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+const LOG_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn http() -> Http {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// spawn starts a gateway process from `bin`, with the lock on or off.
+/// spawn starts a gateway process from `bin` with `env` on top of testenv's.
 pub fn spawn(
     bin: &Path,
     cp: &ControlPlane,
     ns: &str,
     name: &str,
-    locking: bool,
+    env: &[(&str, &str)],
 ) -> Result<Gateway, BoxError> {
-    let locking = if locking { "true" } else { "false" };
-    let env = [("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", locking)];
     // Spawning waits for the `listening` line; the timestamps are taken by
     // the thread that reads the log, so the wait does not skew them.
-    let gw = tokio::task::block_in_place(|| Gateway::spawn(bin, cp, ns, name, &env))?;
+    let gw = tokio::task::block_in_place(|| Gateway::spawn(bin, cp, ns, name, env))?;
     Ok(gw)
 }
 
@@ -69,8 +70,9 @@ pub struct Answer {
     pub latency: Duration,
 }
 
-async fn post(http: &Http, to: std::net::SocketAddr, body: Bytes) -> Answer {
-    let started = Instant::now();
+/// post sends one webhook; the latency runs from `from`, the intended send
+/// time, so that time spent waiting to be sent counts.
+async fn post(http: &Http, to: SocketAddr, body: Bytes, from: Instant) -> Answer {
     let status = async {
         let req = http::Request::post(format!("http://{to}/api/v1/signals/prometheus"))
             .header("content-type", "application/json")
@@ -89,7 +91,7 @@ async fn post(http: &Http, to: std::net::SocketAddr, body: Bytes) -> Answer {
     .unwrap_or(0);
     Answer {
         status,
-        latency: started.elapsed(),
+        latency: from.elapsed(),
     }
 }
 
@@ -107,130 +109,202 @@ async fn get_status(http: &Http, url: &str) -> u16 {
     }
 }
 
+/// Schedule is when the requests of a phase are sent.
+#[derive(Clone, Copy, Debug)]
+pub enum Schedule {
+    /// Rate sends request `i` at `start + i / per_s` whatever happened to the
+    /// earlier ones (open loop); latency runs from that intended time.
+    Rate { per_s: f64 },
+    /// Burst sends every request at once.
+    Burst,
+    /// Closed keeps `in_flight` requests outstanding; latency runs from each send.
+    Closed { in_flight: usize },
+}
+
+impl Schedule {
+    /// describe says in words how the load was offered.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Rate { per_s } => format!("open loop, {per_s:.0}/s"),
+            Schedule::Burst => "all at once".into(),
+            Schedule::Closed { in_flight } => format!("closed loop, {in_flight} in flight"),
+        }
+    }
+}
+
+/// drive sends `bodies`, body `i` to gateway `i % targets.len()`, as `schedule`
+/// says, and returns the answers in order.
+async fn drive(
+    http: &Http,
+    targets: &[SocketAddr],
+    bodies: Vec<Bytes>,
+    schedule: Schedule,
+) -> Result<Vec<Answer>, BoxError> {
+    let start = Instant::now();
+    let n = bodies.len();
+    match schedule {
+        Schedule::Rate { per_s } => {
+            let mut tasks = Vec::with_capacity(n);
+            for (i, body) in bodies.into_iter().enumerate() {
+                let intended = start + Duration::from_secs_f64(i as f64 / per_s);
+                tokio::time::sleep_until(intended.into()).await;
+                let (http, to) = (http.clone(), targets[i % targets.len()]);
+                tasks.push(tokio::spawn(async move {
+                    post(&http, to, body, intended).await
+                }));
+            }
+            let mut answers = Vec::with_capacity(n);
+            for t in tasks {
+                answers.push(t.await?);
+            }
+            Ok(answers)
+        }
+        Schedule::Burst => {
+            let tasks: Vec<_> = bodies
+                .into_iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    let (http, to) = (http.clone(), targets[i % targets.len()]);
+                    tokio::spawn(async move { post(&http, to, body, start).await })
+                })
+                .collect();
+            let mut answers = Vec::with_capacity(n);
+            for t in tasks {
+                answers.push(t.await?);
+            }
+            Ok(answers)
+        }
+        Schedule::Closed { in_flight } => {
+            let bodies = Arc::new(bodies);
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut workers = Vec::new();
+            for _ in 0..in_flight.max(1) {
+                let (http, bodies, next, targets) = (
+                    http.clone(),
+                    Arc::clone(&bodies),
+                    Arc::clone(&next),
+                    targets.to_vec(),
+                );
+                workers.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = bodies.get(i) else {
+                            return got;
+                        };
+                        let to = targets[i % targets.len()];
+                        got.push((i, post(&http, to, body.clone(), Instant::now()).await));
+                    }
+                }));
+            }
+            let mut answers = vec![
+                Answer {
+                    status: 0,
+                    latency: Duration::ZERO
+                };
+                n
+            ];
+            for w in workers {
+                for (i, a) in w.await? {
+                    answers[i] = a;
+                }
+            }
+            Ok(answers)
+        }
+    }
+}
+
 /// Phase is one measured stretch of load.
 pub struct Phase {
-    pub name: String,
     pub answers: Vec<Answer>,
-    pub expected_status: &'static [u16],
+    pub schedule: Schedule,
+    /// wall runs from the first intended send to the last answer.
     pub wall: Duration,
     pub signals: u64,
-    pub log_calls: u64,
-    pub log_signals: u64,
+    /// logged sums the gateways' batch log lines for the phase.
+    pub logged: Batches,
+    /// server is what the API server counted, its background traffic taken out.
     pub server: Delta,
 }
 
 impl Phase {
-    /// unexpected counts the answers outside `expected_status`, by status.
-    pub fn unexpected(&self) -> String {
-        let mut by_status = BTreeMap::<u16, usize>::new();
-        for a in &self.answers {
-            if !self.expected_status.contains(&a.status) {
-                *by_status.entry(a.status).or_default() += 1;
-            }
-        }
-        if by_status.is_empty() {
-            return "none".into();
-        }
-        by_status
+    /// errors counts answers that are not 2xx, or none at all.
+    pub fn errors(&self) -> u64 {
+        self.answers
             .iter()
-            .map(|(s, n)| match s {
-                0 => format!("{n} x no answer"),
-                s => format!("{n} x {s}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .filter(|a| !(200..300).contains(&a.status))
+            .count() as u64
     }
 
-    pub fn count(&self, status: u16) -> usize {
-        self.answers.iter().filter(|a| a.status == status).count()
+    /// by_status counts the answers by status (0: no answer).
+    pub fn by_status(&self) -> BTreeMap<u16, u64> {
+        let mut by = BTreeMap::new();
+        for a in &self.answers {
+            *by.entry(a.status).or_default() += 1;
+        }
+        by
     }
 
     pub fn latencies(&self) -> Vec<Duration> {
         self.answers.iter().map(|a| a.latency).collect()
     }
 
-    pub fn log_per_signal(&self) -> f64 {
-        self.log_calls as f64 / self.signals as f64
+    pub fn signals_per_s(&self) -> f64 {
+        self.signals as f64 / self.wall.as_secs_f64()
     }
 
-    pub fn server_per_signal(&self) -> f64 {
+    pub fn requests_per_signal(&self) -> f64 {
         self.server.total / self.signals as f64
     }
+
+    pub fn writes_per_signal(&self) -> f64 {
+        self.server.writes / self.signals as f64
+    }
+
+    pub fn logged_per_signal(&self) -> f64 {
+        self.logged.api_calls as f64 / self.signals as f64
+    }
 }
 
-/// Load is how the requests of a phase are sent.
-pub enum Load {
-    /// Sequential sends the bodies one after another to the first gateway.
-    Sequential,
-    /// Concurrent sends them at once, at most `limit` in flight, each body to
-    /// the gateway its index picks (round robin).
-    Concurrent { limit: usize },
-}
-
-/// run_phase sends `bodies` (each with the index of the gateway it goes to)
-/// and measures the answers and the API requests they cost.
+/// run_phase sends `bodies` to `gws` as `schedule` says and measures the
+/// answers and the API requests they cost. It waits for the gateways' batch
+/// log lines, which come after the lock's release, so that the release is
+/// counted with the phase.
 pub async fn run_phase(
-    name: &str,
+    label: &str,
     api: &ApiServer,
     http: &Http,
     gws: &[&Gateway],
-    bodies: Vec<(usize, Bytes)>,
-    load: Load,
-    expected_status: &'static [u16],
+    bodies: Vec<Bytes>,
+    schedule: Schedule,
 ) -> Result<Phase, BoxError> {
     let signals = bodies.len() as u64;
     let marks: Vec<usize> = gws.iter().map(|g| g.log_len()).collect();
+    let targets: Vec<SocketAddr> = gws.iter().map(|g| g.addr()).collect();
     let before = api.scrape().await?;
     let started = Instant::now();
-    let answers = match load {
-        Load::Sequential => {
-            let mut answers = Vec::with_capacity(bodies.len());
-            for (_, body) in bodies {
-                answers.push(post(http, gws[0].addr(), body).await);
-            }
-            answers
-        }
-        Load::Concurrent { limit } => {
-            let limit = Arc::new(tokio::sync::Semaphore::new(limit));
-            let mut tasks = Vec::with_capacity(bodies.len());
-            for (target, body) in bodies {
-                let (http, to, limit) = (
-                    http.clone(),
-                    gws[target % gws.len()].addr(),
-                    Arc::clone(&limit),
-                );
-                tasks.push(tokio::spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    post(&http, to, body).await
-                }));
-            }
-            let mut answers = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                answers.push(t.await?);
-            }
-            answers
-        }
-    };
+    let answers = drive(http, &targets, bodies, schedule).await?;
     let wall = started.elapsed();
     let logged = wait_signals(gws, &marks, signals).await;
     let phase = Phase {
-        name: name.to_owned(),
         answers,
-        expected_status,
+        schedule,
         wall,
         signals,
-        log_calls: logged.api_calls,
-        log_signals: logged.signals,
+        logged,
         server: api.since(&before).await?,
     };
+    let s = stats(&phase.latencies());
     eprintln!(
-        "bench: {name}: {} requests in {:.2?}, p50 {:.1} ms, API/signal {:.2} (logs) {:.2} (server), unexpected: {}",
+        "bench: {label}: {} signals in {:.2?} ({:.0}/s), p50 {:.1} ms, p95 {:.1} ms, API/signal {:.2} (server) {:.2} (logs), answers {:?}",
         phase.signals,
         phase.wall,
-        stats(&phase.latencies()).p50,
-        phase.log_per_signal(),
-        phase.server_per_signal(),
-        phase.unexpected()
+        phase.signals_per_s(),
+        s.p50,
+        s.p95,
+        phase.requests_per_signal(),
+        phase.logged_per_signal(),
+        phase.by_status()
     );
     Ok(phase)
 }
@@ -262,7 +336,7 @@ async fn wait_signals(gws: &[&Gateway], marks: &[usize], want: u64) -> Batches {
 /// counts start after it.
 pub async fn warm_up(http: &Http, gw: &Gateway, pod: &str) -> Result<(), BoxError> {
     let mark = gw.log_len();
-    let a = post(http, gw.addr(), alert(pod)).await;
+    let a = post(http, gw.addr(), alert(pod), Instant::now()).await;
     if a.status != 201 && a.status != 202 {
         return Err(format!("warm-up request answered {}", a.status).into());
     }
@@ -272,29 +346,21 @@ pub async fn warm_up(http: &Http, gw: &Gateway, pod: &str) -> Result<(), BoxErro
     Ok(())
 }
 
-/// ColdStart is how long one gateway process took to listen and to be ready.
-pub struct ColdStart {
-    pub listening: Duration,
-    pub ready: Duration,
-}
-
-/// cold_start spawns a gateway and polls `/readyz` every 2 ms until it answers 200.
+/// cold_start spawns a gateway and polls `/readyz` every 2 ms until it
+/// answers 200; it returns the time from spawn to that answer.
 pub async fn cold_start(
     bin: &Path,
     cp: &ControlPlane,
     ns: &str,
     http: &Http,
     i: usize,
-) -> Result<ColdStart, BoxError> {
-    let gw = spawn(bin, cp, ns, &format!("bench-cold-{i}"), true)?;
+) -> Result<Duration, BoxError> {
+    let gw = spawn(bin, cp, ns, &format!("bench-cold-{i}"), &[])?;
     let url = format!("http://{}/readyz", gw.addr());
     let deadline = gw.spawned() + START_TIMEOUT;
     loop {
         if get_status(http, &url).await == 200 {
-            return Ok(ColdStart {
-                listening: gw.started_in(),
-                ready: gw.spawned().elapsed(),
-            });
+            return Ok(gw.spawned().elapsed());
         }
         if Instant::now() > deadline {
             return Err(format!("cold start {i}: /readyz not 200 within {START_TIMEOUT:?}").into());

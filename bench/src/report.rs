@@ -1,284 +1,684 @@
-//! Report renders the results of one bench run as Markdown.
+//! Report writes the results of one run as `report.json`, `report.md` (every
+//! figure next to its target) and `latency_cdf.svg`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use crate::IDLE_WINDOW;
-use crate::apiserver::Delta;
-use crate::load::{ColdStart, Phase};
-use crate::stats::{ms, stats};
+use serde_json::{Map, Value, json};
 
-/// LOCK_BUDGET_MS is the latency the original plan allowed the lock.
-const LOCK_BUDGET_MS: f64 = 20.0;
+use crate::load::Phase;
+use crate::otel::LockCounts;
+use crate::stats::{Stats, ms, stats};
+use crate::svg::{self, Series};
+use crate::{BoxError, Results, Run};
 
-/// Single is one gateway process measured alone: new RRs, then duplicates,
-/// and its memory after both.
-pub struct Single {
-    pub locking: bool,
-    pub new: Phase,
-    pub dup: Phase,
-    pub memory: (u64, u64),
+/// SCENARIOS are the scenario names in the order they are reported.
+pub const SCENARIOS: [&str; 9] = [
+    "new",
+    "duplicate",
+    "crowded_new",
+    "crowded_duplicate",
+    "plan",
+    "storm",
+    "scale_1",
+    "scale_2",
+    "scale_3",
+];
+
+/// Report is what one run wrote.
+pub struct Report {
+    pub json: Value,
+    pub markdown: String,
+    pub dir: PathBuf,
 }
 
-/// Results is everything one run measured.
-pub struct Results {
-    pub facts: Vec<(&'static str, String)>,
-    pub n: usize,
-    pub scrape_cost: f64,
-    pub idle: Delta,
-    pub single: Vec<Single>,
-    pub storm: Phase,
-    pub throughput: Phase,
-    pub replica_memory: Vec<(u64, u64)>,
-    pub cold: Vec<ColdStart>,
+fn find<'a>(r: &'a Results, scenario: &str, locking: bool) -> Option<&'a Run> {
+    r.runs
+        .iter()
+        .find(|x| x.scenario == scenario && x.locking == locking)
 }
 
-/// latency_row writes one row of the latency table.
-fn latency_row(out: &mut String, label: &str, p: &Phase) {
+fn st(run: Option<&Run>) -> Option<Stats> {
+    run.map(|r| stats(&r.phase.latencies()))
+}
+
+fn setting(locking: bool) -> &'static str {
+    if locking { "lock_on" } else { "lock_off" }
+}
+
+/// run_json is one scenario and lock setting.
+fn run_json(run: &Run) -> Value {
+    let s = stats(&run.phase.latencies());
+    let answers: Map<String, Value> = run
+        .phase
+        .by_status()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "p50_ms": round(s.p50),
+        "p95_ms": round(s.p95),
+        "p99_ms": round(s.p99),
+        "signals": run.phase.signals,
+        "signals_per_s": round(run.phase.signals_per_s()),
+        "errors": run.phase.errors(),
+        "api_requests_per_signal": round(run.phase.requests_per_signal()),
+        "duplicates": run.duplicates,
+        "api_writes_per_signal": round(run.phase.writes_per_signal()),
+        "replicas": run.replicas,
+        "load": run.phase.schedule.describe(),
+        "answers": answers,
+    })
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Summary is the run's headline figures.
+struct Summary {
+    overhead_p95_ms: f64,
+    overhead_p95_ratio: f64,
+    overhead_p99_ms: f64,
+    locks: LockCounts,
+    locks_without_storm: LockCounts,
+    rss_idle: f64,
+    rss_peak: f64,
+    cold_start_ms: f64,
+    binary_mib: f64,
+}
+
+fn summary(r: &Results) -> Summary {
+    let (on, off) = (st(find(r, "new", true)), st(find(r, "new", false)));
+    let (p95, p99, p95_ratio) = match (on, off) {
+        (Some(on), Some(off)) => (on.p95 - off.p95, on.p99 - off.p99, on.p95 / off.p95),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    };
+    let mut locks = LockCounts::default();
+    let mut locks_without_storm = LockCounts::default();
+    for (fleet, c) in &r.locks {
+        locks.add(c);
+        if !fleet.starts_with("storm") {
+            locks_without_storm.add(c);
+        }
+    }
+    Summary {
+        overhead_p95_ms: p95,
+        overhead_p95_ratio: p95_ratio,
+        overhead_p99_ms: p99,
+        locks,
+        locks_without_storm,
+        rss_idle: median(r.idle_rss_kib.iter().map(|k| *k as f64 / 1024.0).collect()),
+        rss_peak: r.peak_hwm_kib as f64 / 1024.0,
+        cold_start_ms: median(r.cold.iter().map(|d| ms(*d)).collect()),
+        binary_mib: r.binary_bytes as f64 / (1024.0 * 1024.0),
+    }
+}
+
+fn to_json(r: &Results, s: &Summary) -> Value {
+    let mut scenarios = Map::new();
+    for name in SCENARIOS {
+        let mut by = Map::new();
+        for locking in [true, false] {
+            if let Some(run) = find(r, name, locking) {
+                by.insert(setting(locking).into(), run_json(run));
+            }
+        }
+        scenarios.insert(name.into(), Value::Object(by));
+    }
+    let machine: Map<String, Value> = r
+        .facts
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let o = &r.options;
+    json!({
+        "scenarios": scenarios,
+        "lock_overhead_p95_ms": round(s.overhead_p95_ms),
+        "lock_overhead_p95_ratio": round(s.overhead_p95_ratio),
+        "lock_overhead_p99_ms": round(s.overhead_p99_ms),
+        "lock_acquisition_success_rate": s.locks.success_rate(),
+        "lock_contention_rate": s.locks.contention_rate(),
+        "rss_mib_idle": round(s.rss_idle),
+        "rss_mib_peak": round(s.rss_peak),
+        "cold_start_ms": round(s.cold_start_ms),
+        "binary_mib": round(s.binary_mib),
+        "lock_counts": {
+            "attempts": s.locks.attempts,
+            "success": s.locks.success,
+            "contention": s.locks.contention,
+            "failures": s.locks.failures,
+        },
+        "occurrences": r.counts.iter().map(|c| json!({
+            "fleet": c.fleet, "acknowledged": c.acknowledged, "counted": c.counted,
+        })).collect::<Vec<_>>(),
+        "machine": machine,
+        "options": {
+            "rate_per_s": o.rate,
+            "signals": o.signals,
+            "plan_signals": o.plan_signals,
+            "storm": o.storm,
+            "crowd": o.crowd,
+            "scale_signals": o.scale_signals,
+            "scale_fingerprints": o.scale_fingerprints,
+            "in_flight": o.in_flight,
+            "cold_starts": o.cold_starts,
+        },
+    })
+}
+
+/// Goal is one figure next to its target.
+struct Goal {
+    figure: String,
+    value: String,
+    target: &'static str,
+    source: &'static str,
+    met: bool,
+    why: String,
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.3} %", v * 100.0)
+}
+
+fn per_signal(run: Option<&Run>) -> f64 {
+    run.map_or(f64::NAN, |r| r.phase.requests_per_signal())
+}
+
+/// lists counts the LIST requests for RRs over every run.
+fn rr_lists(r: &Results) -> f64 {
+    r.runs
+        .iter()
+        .map(|x| {
+            x.phase
+                .server
+                .breakdown
+                .get("LIST remediationrequests")
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// server_ms is the API server's mean time for `what` in `run`, in ms.
+fn server_ms(run: Option<&Run>, what: &str) -> f64 {
+    run.and_then(|r| r.phase.server.server_ms.get(what).map(|(m, _)| *m))
+        .unwrap_or(f64::NAN)
+}
+
+fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
+    let mut g = Vec::new();
+    let new_on = find(r, "new", true);
+    let new_off = find(r, "new", false);
+    let (son, soff) = (st(new_on), st(new_off));
+    let lock_round_trip = format!(
+        "The lock adds one API round trip to a new RR before the answer (the claim: a PUT of the \
+         Lease, {:.1} ms inside kube-apiserver on average here); the release comes after the \
+         answer. On this 2-core machine the gateway, the API server, etcd and the load generator \
+         share the cores, so that round trip also waits for CPU, and under a fixed arrival rate a \
+         slower request delays the ones behind it on the same cores.",
+        server_ms(new_on, "PUT leases")
+    );
+    g.push(Goal {
+        figure: "lock overhead, p95 (new RR, on − off)".into(),
+        value: format!("{:.1} ms", s.overhead_p95_ms),
+        target: "< 20 ms",
+        source: "original plan",
+        met: s.overhead_p95_ms < 20.0,
+        why: lock_round_trip.clone(),
+    });
+    g.push(Goal {
+        figure: "lock overhead, p99 (new RR, on − off)".into(),
+        value: format!("{:.1} ms", s.overhead_p99_ms),
+        target: "< 30 ms",
+        source: "original plan",
+        met: s.overhead_p99_ms < 30.0,
+        why: format!(
+            "{lock_round_trip} The p99 of {} samples is decided by a handful of requests.",
+            r.options.signals
+        ),
+    });
+    if let (Some(on), Some(off)) = (st(find(r, "plan", true)), st(find(r, "plan", false))) {
+        g.push(Goal {
+            figure: "lock overhead in `plan`, p95 / p99 (on − off)".into(),
+            value: format!("{:.1} / {:.1} ms", on.p95 - off.p95, on.p99 - off.p99),
+            target: "< 20 / < 30 ms",
+            source: "original plan",
+            met: on.p95 - off.p95 < 20.0 && on.p99 - off.p99 < 30.0,
+            why: "Most of `plan` is duplicates, which take no lock; what remains is the new \
+                  fingerprints' claim and the noise of three replicas sharing two cores."
+                .into(),
+        });
+    }
+    g.push(Goal {
+        figure: "lock overhead ratio, p95 (new RR, on / off)".into(),
+        value: format!(
+            "{:.2} ({:.1} / {:.1} ms)",
+            s.overhead_p95_ratio,
+            son.map_or(f64::NAN, |x| x.p95),
+            soff.map_or(f64::NAN, |x| x.p95)
+        ),
+        target: "<= 1.3",
+        source: "issue 12",
+        met: s.overhead_p95_ratio <= 1.3,
+        why: format!(
+            "{lock_round_trip} Without the lock a new RR costs {:.2} requests, with it {:.2}: \
+             one of them (the release) after the answer.",
+            per_signal(new_off),
+            per_signal(new_on)
+        ),
+    });
+    let l = &s.locks;
+    g.push(Goal {
+        figure: "lock acquisition success rate".into(),
+        value: format!(
+            "{} ({} of {} claims; {} superseded claims left out)",
+            pct(l.success_rate()),
+            l.success,
+            l.attempts - l.superseded(),
+            l.superseded()
+        ),
+        target: "> 99.9 %",
+        source: "original plan",
+        met: l.success_rate() > 0.999,
+        why: format!(
+            "Failed claims by reason: {}. A `timeout` is a claim that waited the whole \
+             `GATEWAY_LOCK_WAIT_MS` budget behind another holder; the signal then counts on the RR \
+             the holder created, or gets a 503 (see the errors column).",
+            failures_text(l)
+        ),
+    });
+    g.push(Goal {
+        figure: "lock contention rate".into(),
+        value: format!(
+            "{} ({} of {} claims); without `storm`: {}",
+            pct(l.contention_rate()),
+            l.contention,
+            l.attempts,
+            pct(s.locks_without_storm.contention_rate())
+        ),
+        target: "< 5 %",
+        source: "original plan",
+        met: l.contention_rate() < 0.05,
+        why: "Contention is what `storm` is made of: every replica meets one new fingerprint at \
+              the same moment, and all but one claim find the record held (within one process the \
+              signals are coalesced first, so at most one claim per replica). The rate without \
+              `storm` is the one the original plan's mixed load would see."
+            .into(),
+    });
+    let signals: u64 = r.runs.iter().map(|x| x.phase.signals).sum();
+    let dups: u64 = r.runs.iter().map(|x| x.duplicates).sum();
+    g.push(Goal {
+        figure: "duplicate rate (active RRs beyond one per fingerprint / signals)".into(),
+        value: format!(
+            "{} ({dups} in {signals} signals)",
+            pct(dups as f64 / signals as f64)
+        ),
+        target: "< 0.001 %",
+        source: "original plan",
+        met: dups == 0,
+        why: "A duplicate is a correctness bug: see the runs with a non-zero duplicates column."
+            .into(),
+    });
+    if let Some(storm) = find(r, "storm", true) {
+        let w = storm.phase.writes_per_signal();
+        g.push(Goal {
+            figure: "storm: API writes per signal (locking on)".into(),
+            value: format!(
+                "{w:.3} ({:.0} writes: {})",
+                storm.phase.server.writes,
+                storm.phase.server.breakdown_text()
+            ),
+            target: "<= 0.1",
+            source: "issue 12",
+            met: w <= 0.1,
+            why: "Each replica coalesces the storm's signals per fingerprint into batches; every \
+                  batch after the first is one status write, and a write that races another \
+                  replica's is retried after a 409."
+                .into(),
+        });
+    }
+    for (crowded, empty) in [("crowded_new", "new"), ("crowded_duplicate", "duplicate")] {
+        for locking in [true, false] {
+            let (c, e) = (find(r, crowded, locking), find(r, empty, locking));
+            let (Some(cs), Some(es)) = (st(c), st(e)) else {
+                continue;
+            };
+            let ratio = cs.p50 / es.p50;
+            g.push(Goal {
+                figure: format!(
+                    "`{crowded}` p50 / `{empty}` p50, locking {}",
+                    if locking { "on" } else { "off" }
+                ),
+                value: format!("{ratio:.2} ({:.1} / {:.1} ms)", cs.p50, es.p50),
+                target: "<= 1.5",
+                source: "issues 7 and 12",
+                met: ratio <= 1.5,
+                why: format!(
+                    "API requests per signal are {:.2} with {} other RRs and {:.2} without, so the \
+                     gateway's work does not grow; what differs is the API server's and etcd's \
+                     time per request with a bigger keyspace, and this machine's drift between \
+                     the two phases.",
+                    per_signal(c),
+                    r.options.crowd,
+                    per_signal(e)
+                ),
+            });
+        }
+    }
+    for (scenario, locking, budget) in [
+        ("new", true, 5.0),
+        ("new", false, 4.0),
+        ("duplicate", true, 2.0),
+        ("duplicate", false, 2.0),
+        ("crowded_new", true, 5.0),
+        ("crowded_new", false, 4.0),
+        ("crowded_duplicate", true, 2.0),
+        ("crowded_duplicate", false, 2.0),
+    ] {
+        let run = find(r, scenario, locking);
+        let v = per_signal(run);
+        g.push(Goal {
+            figure: format!(
+                "API requests per signal, `{scenario}`, locking {}",
+                if locking { "on" } else { "off" }
+            ),
+            value: format!(
+                "{v:.2} ({})",
+                run.map(|x| x.phase.server.breakdown_text())
+                    .unwrap_or_default()
+            ),
+            target: if budget == 5.0 {
+                "<= 5"
+            } else if budget == 4.0 {
+                "<= 4"
+            } else {
+                "<= 2"
+            },
+            source: "issue 7",
+            // The background traffic taken out is an estimate: allow it 2 %.
+            met: v <= budget * 1.02,
+            why: "The breakdown shows which requests exceed the budget; 409 retries between \
+                  writers of one RR add requests."
+                .into(),
+        });
+    }
+    let lists = rr_lists(r);
+    g.push(Goal {
+        figure: "LIST of RRs in any measured phase".into(),
+        value: format!("{lists:.0}"),
+        target: "0",
+        source: "issue 7",
+        met: lists == 0.0,
+        why: "Something on the hot path lists RRs.".into(),
+    });
+    g
+}
+
+fn failures_text(l: &LockCounts) -> String {
+    if l.failures.is_empty() {
+        return "none".into();
+    }
+    l.failures
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn scenario_row(out: &mut String, run: &Run) {
+    let p: &Phase = &run.phase;
     let s = stats(&p.latencies());
+    let answers = p
+        .by_status()
+        .iter()
+        .map(|(k, v)| match k {
+            0 => format!("{v} x none"),
+            k => format!("{v} x {k}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         out,
-        "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
-        s.n,
-        s.p50,
-        s.p90,
-        s.p99,
-        s.min,
-        s.max,
-        s.mean,
-        p.log_per_signal(),
-        p.server_per_signal(),
-        p.unexpected()
-    );
-}
-
-/// api_row writes one row of the API request table.
-fn api_row(out: &mut String, p: &Phase) {
-    let agree = format!("{:+.0}", p.server.total - p.log_calls as f64);
-    let _ = writeln!(
-        out,
-        "| {} | {} | {} | {} | {:.0} | {agree} | {} |",
-        p.name,
+        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.3} | {:.2} | {answers} |",
+        run.scenario,
+        if run.locking { "on" } else { "off" },
+        run.replicas,
+        p.schedule.describe(),
         p.signals,
-        p.log_signals,
-        p.log_calls,
-        p.server.total,
-        p.server.breakdown_text()
+        p.signals_per_s(),
+        s.p50,
+        s.p95,
+        s.p99,
+        p.errors(),
+        run.duplicates,
+        p.requests_per_signal(),
+        p.writes_per_signal(),
+        p.logged_per_signal(),
     );
 }
 
-/// render writes the report.
-pub fn render(r: &Results) -> String {
-    let Results {
-        facts,
-        n,
-        scrape_cost,
-        idle,
-        single,
-        storm,
-        throughput,
-        replica_memory,
-        cold,
-    } = r;
+fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
+    let o = &r.options;
     let mut out = String::new();
     let _ = writeln!(out, "# signal-gateway benchmark\n");
     let _ = writeln!(
         out,
-        "Written by `hack/bench.sh` (`target/release/bench`). All numbers are from one run on a \
-         shared machine: compare numbers within this report, not across reports. Latencies are \
-         client-side wall clock per request (HTTP/1 keep-alive over loopback), in ms; quantiles \
-         are linearly interpolated.\n"
+        "Written by `hack/bench.sh`. All numbers are from one run on a shared machine: compare \
+         them within this report. Latency is measured by the client over HTTP/1 keep-alive on \
+         loopback; in the open-loop scenarios it runs from the **intended** send time (request \
+         `i` is due at `start + i / rate` whatever happened to the others, as wrk2 and vegeta \
+         do), so queueing is not hidden. Quantiles are linearly interpolated.\n"
     );
     let _ = writeln!(out, "| | |\n|---|---|");
-    for (k, v) in facts {
+    for (k, v) in &r.facts {
         let _ = writeln!(out, "| {k} | {v} |");
     }
 
+    let _ = writeln!(out, "\n## Figures and targets\n");
     let _ = writeln!(
         out,
-        "\n## 1. One gateway process, sequential requests\n\n\
-         Per mode one gateway process in a namespace of its own; one warm-up signal (not \
-         counted), then {n} signals for {n} distinct pods (new RR each), then the same {n} \
-         pods again (duplicates).\n",
-        n = n
+        "| figure | this run | target | from | met |\n|---|---|---|---|---|"
     );
-    let _ = writeln!(
-        out,
-        "| phase | samples | p50 | p90 | p99 | min | max | mean | API req/signal (logs) | API req/signal (server) | unexpected answers |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for Single { new, dup, .. } in single {
-        latency_row(&mut out, &new.name, new);
-        latency_row(&mut out, &dup.name, dup);
-    }
-    let find = |locking: bool| single.iter().find(|s| s.locking == locking);
-    if let (Some(on), Some(off)) = (find(true), find(false)) {
-        let (son, soff) = (stats(&on.new.latencies()), stats(&off.new.latencies()));
-        let (don, doff) = (stats(&on.dup.latencies()), stats(&off.dup.latencies()));
-        let cost = son.p50 - soff.p50;
-        let verdict = if cost <= LOCK_BUDGET_MS {
-            "within"
-        } else {
-            "over"
-        };
+    for goal in goals {
         let _ = writeln!(
             out,
-            "\n**Latency cost of the lock** (new RR): median(locking on) − median(locking off) = \
-             {:.1} − {:.1} = **{cost:.1} ms**, {verdict} the original plan's {LOCK_BUDGET_MS:.0} ms \
-             budget ({:.0} % of it). Ratio of medians on/off: {:.2}; p90 on − off: {:.1} ms.\n\n\
-             Noise check: duplicates take no Lease in either mode, so their median difference \
-             (on − off = {:.1} ms) is what this machine's drift alone produces between the two runs.",
-            son.p50,
-            soff.p50,
-            cost / LOCK_BUDGET_MS * 100.0,
-            son.p50 / soff.p50,
-            son.p90 - soff.p90,
-            don.p50 - doff.p50,
+            "| {} | {} | {} | {} | {} |",
+            goal.figure,
+            goal.value,
+            goal.target,
+            goal.source,
+            if goal.met { "yes" } else { "**no**" }
         );
     }
-    let _ = writeln!(
-        out,
-        "\nServer-side time per Kubernetes request in these phases (mean of \
-         `apiserver_request_duration_seconds`, i.e. inside kube-apiserver):\n"
-    );
-    for Single { new, dup, .. } in single {
-        for p in [new, dup] {
-            let _ = writeln!(out, "- {}: {}", p.name, p.server.server_ms_text());
+    let missed: Vec<&Goal> = goals.iter().filter(|x| !x.met).collect();
+    if !missed.is_empty() {
+        let _ = writeln!(out, "\nWhy the missed ones are missed:\n");
+        for goal in missed {
+            let _ = writeln!(out, "- **{}**: {}", goal.figure, goal.why);
         }
     }
+    let _ = writeln!(
+        out,
+        "\nOther figures: RSS {:.1} MiB idle (median over every gateway after its warm-up), \
+         {:.1} MiB peak (largest VmHWM of any gateway); cold start {:.1} ms (median of {}, \
+         spawn to the first `GET /readyz` 200); binary {:.1} MiB.",
+        s.rss_idle,
+        s.rss_peak,
+        s.cold_start_ms,
+        r.cold.len(),
+        s.binary_mib
+    );
 
     let _ = writeln!(
         out,
-        "\n## API requests, counted two ways\n\n\
-         (a) the sum of `api_calls` over the gateways' `batch processed`/`batch failed` log \
-         lines; (b) the API server's own `apiserver_request_total`, summed over all samples, \
-         scraped before and after each phase, minus what one scrape adds to it (measured: \
-         {scrape_cost:.0}). (b) also counts the API server's own background traffic: in an idle \
-         window of {:.0} s before the load it counted {:.0} requests ({}).\n",
-        IDLE_WINDOW.as_secs_f64(),
-        idle.total,
-        if idle.breakdown.is_empty() {
-            "none".to_owned()
-        } else {
-            idle.breakdown_text()
+        "\n## Scenarios\n\n\
+         - `new`: {n} signals for {n} new fingerprints at {rate:.0}/s, one gateway; `duplicate`: \
+         the same {n} again on the same gateway (its cache knows them).\n\
+         - `crowded_new`, `crowded_duplicate`: the same in a namespace holding {crowd} other RRs \
+         (created with the admin client, {c} at a time, in {ct:.1} s).\n\
+         - `plan`: the original plan's run, {plan} signals at {rate:.0}/s over 3 replicas \
+         (round robin), fingerprints drawn from {pf} with a skew (a few repeat often, many once).\n\
+         - `storm`: {storm} identical signals sent at once over 3 replicas.\n\
+         - `scale_R`: {ss} signals over {sf} fingerprints (each {rep} times), closed loop with \
+         {inf} in flight, over R replicas; signals/s is the throughput.\n\n\
+         Each with locking on and off, in a fresh namespace (the crowded one is shared by both \
+         settings), each gateway warmed up with one signal first. API requests are the API \
+         server's `apiserver_request_total`, scraped before and after each phase (after the \
+         gateways logged every batch, which is after the lock's release), minus the scrape itself \
+         ({sc:.0}) and the API server's background traffic ({bg:.2} requests/s, {bw:.2} writes/s, \
+         measured idle); writes are POST, PUT, PATCH, DELETE and APPLY. The gateways' own count \
+         (`api_calls` of their batch log lines) is shown beside it. Duplicates are counted from a \
+         list of the RRs after each phase.\n",
+        n = o.signals,
+        rate = o.rate,
+        crowd = o.crowd,
+        c = 48,
+        ct = r.crowd_created.as_secs_f64(),
+        plan = o.plan_signals,
+        pf = (o.plan_signals / 5).max(1),
+        storm = o.storm,
+        ss = o.scale_signals,
+        sf = o.scale_fingerprints,
+        rep = o.scale_signals / o.scale_fingerprints.max(1),
+        inf = o.in_flight,
+        sc = r.scrape_cost,
+        bg = r.background.0,
+        bw = r.background.1,
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | lock | replicas | load | signals | signals/s | p50 ms | p95 ms | p99 ms | errors | duplicates | API req/signal | API writes/signal | API req/signal (gateway logs) | answers |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for name in SCENARIOS {
+        for locking in [true, false] {
+            if let Some(run) = find(r, name, locking) {
+                scenario_row(&mut out, run);
+            }
         }
-    );
-    let _ = writeln!(
-        out,
-        "| phase | signals sent | signals in logs | (a) logs | (b) server | (b) − (a) | (b) by verb and resource |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for Single { new, dup, .. } in single {
-        api_row(&mut out, new);
-        api_row(&mut out, dup);
     }
-    api_row(&mut out, storm);
-    api_row(&mut out, throughput);
-
-    let s = stats(&storm.latencies());
-    let _ = writeln!(
-        out,
-        "\n## 2. Storm: 3 processes (locking on), {} concurrent identical signals\n\n\
-         - wall time: **{:.1} ms** (first request sent to last answer)\n\
-         - API requests per signal: **{:.2}** (logs: {} for {} signals), **{:.2}** (server: {:.0})\n\
-         - answers: {} x 201, {} x 202, unexpected: {}\n\
-         - latency: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        storm.signals,
-        ms(storm.wall),
-        storm.log_per_signal(),
-        storm.log_calls,
-        storm.log_signals,
-        storm.server_per_signal(),
-        storm.server.total,
-        storm.count(201),
-        storm.count(202),
-        storm.unexpected(),
-        s.p50,
-        s.p90,
-        s.max
-    );
-
-    let s = stats(&throughput.latencies());
-    let _ = writeln!(
-        out,
-        "\n## 3. Throughput: 3 processes (locking on), 50 fingerprints x 20 signals, 64 in flight\n\n\
-         - **{:.0} signals/s** ({} signals in {:.2} s)\n\
-         - API requests per signal: {:.2} (logs), {:.2} (server)\n\
-         - answers: {} x 201, {} x 202, unexpected: {}\n\
-         - latency under load: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        throughput.signals as f64 / throughput.wall.as_secs_f64(),
-        throughput.signals,
-        throughput.wall.as_secs_f64(),
-        throughput.log_per_signal(),
-        throughput.server_per_signal(),
-        throughput.count(201),
-        throughput.count(202),
-        throughput.unexpected(),
-        s.p50,
-        s.p90,
-        s.p99,
-        s.max
-    );
+    let _ = writeln!(out, "\n![latency CDF, lock on vs off](latency_cdf.svg)\n");
 
     let _ = writeln!(
         out,
-        "\n## 4. Memory (`/proc/<pid>/status`), after the load\n\n| process | load it served | VmRSS | VmHWM (peak) |\n|---|---|---|---|"
+        "## Lock metrics (the gateways' own, over OTLP)\n\n\
+         Read from a real OpenTelemetry Collector that received every gateway's OTLP export \
+         (cumulative; the last values are flushed when the gateway stops on SIGTERM). The \
+         success rate is `success / (attempts − superseded)`: a `superseded` claim found the \
+         record already moved on, because another writer created the RR meanwhile, so there was \
+         nothing left to lock and the signal counted on that RR; it is neither a success nor a \
+         failure to acquire. Counted raw, `success / attempts` is {raw}. The contention rate is \
+         `contention / attempts`.\n",
+        raw = pct(s.locks.success / s.locks.attempts)
     );
-    for Single {
-        locking,
-        new,
-        memory: (rss, hwm),
-        ..
-    } in single
-    {
+    let _ = writeln!(
+        out,
+        "| gateways (locking on) | attempts | success | superseded | other failures | contention | mean hold |\n|---|---|---|---|---|---|---|"
+    );
+    for (fleet, c) in &r.locks {
+        let other: f64 = c
+            .failures
+            .iter()
+            .filter(|(k, _)| *k != "superseded")
+            .map(|(_, v)| v)
+            .sum();
         let _ = writeln!(
             out,
-            "| single, locking {} | {} sequential signals | {:.1} MiB | {:.1} MiB |",
-            if *locking { "on" } else { "off" },
-            2 * new.signals + 1,
-            *rss as f64 / 1024.0,
-            *hwm as f64 / 1024.0
-        );
-    }
-    for (i, (rss, hwm)) in replica_memory.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "| replica {i} of 3 | storm + throughput, about a third each | {:.1} MiB | {:.1} MiB |",
-            *rss as f64 / 1024.0,
-            *hwm as f64 / 1024.0
+            "| {fleet} | {} | {} | {} | {other} | {} | {:.1} ms |",
+            c.attempts,
+            c.success,
+            c.superseded(),
+            c.contention,
+            c.hold_sum / c.hold_count * 1e3
         );
     }
 
-    let listening: Vec<Duration> = cold.iter().map(|c| c.listening).collect();
-    let ready: Vec<Duration> = cold.iter().map(|c| c.ready).collect();
-    let (l, r) = (stats(&listening), stats(&ready));
     let _ = writeln!(
         out,
-        "\n## 5. Cold start ({} starts, locking on)\n\n\
-         The gateway connects to the API server before it opens its port, so `listening` \
-         already includes that set-up; `/readyz` is polled every 2 ms from then on.\n\n\
-         | | median | min | max | each |\n|---|---|---|---|---|\n\
-         | spawn → `listening` log line | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
-         | spawn → first `GET /readyz` 200 | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
-        cold.len(),
-        l.p50,
-        l.min,
-        l.max,
-        listening
-            .iter()
-            .map(|d| format!("{:.1}", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.p50,
-        r.min,
-        r.max,
-        ready
-            .iter()
-            .map(|d| format!("{:.1}", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "\n## Every acknowledged signal is counted\n\n\
+         Per set of gateways: 2xx answers (warm-ups included) and the sum of `occurrenceCount` \
+         over the RRs they wrote. Counted may exceed acknowledged (a signal answered 503 may \
+         still have been counted), never the reverse.\n\n\
+         | gateways | acknowledged | counted |\n|---|---|---|"
     );
+    for c in &r.counts {
+        let _ = writeln!(out, "| {} | {} | {} |", c.fleet, c.acknowledged, c.counted);
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## API requests by verb and resource\n\n| scenario | lock | requests | server time per request |\n|---|---|---|---|"
+    );
+    for run in &r.runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            run.scenario,
+            if run.locking { "on" } else { "off" },
+            run.phase.server.breakdown_text(),
+            run.phase.server.server_ms_text()
+        );
+    }
     out
 }
 
-// ---------------------------------------------------------------------------
+fn series(r: &Results) -> Vec<Series> {
+    let mut out = Vec::new();
+    for (scenario, color) in [
+        ("new", "#1f77b4"),
+        ("crowded_new", "#2ca02c"),
+        ("plan", "#ff7f0e"),
+    ] {
+        for locking in [true, false] {
+            if let Some(run) = find(r, scenario, locking) {
+                out.push(Series {
+                    label: format!("{scenario}, lock {}", if locking { "on" } else { "off" }),
+                    color,
+                    dashed: !locking,
+                    ms: run.phase.latencies().into_iter().map(ms).collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// write renders the report files into `r.options.out`.
+pub fn write(r: &Results) -> Result<Report, BoxError> {
+    let s = summary(r);
+    let goals = goals(r, &s);
+    let json = to_json(r, &s);
+    let markdown = markdown(r, &s, &goals);
+    let svg = svg::cdf(
+        "Latency CDF, lock on (solid) vs off (dashed), open loop",
+        &series(r),
+    );
+    let dir = r.options.out.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (name, text) in [
+        ("report.json", serde_json::to_string_pretty(&json)? + "\n"),
+        ("report.md", markdown.clone()),
+        ("latency_cdf.svg", svg),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(Report {
+        json,
+        markdown,
+        dir,
+    })
+}

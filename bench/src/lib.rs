@@ -1,0 +1,585 @@
+//! bench measures signal-gateway processes against a real control plane and
+//! writes `report.json`, `report.md` and `latency_cdf.svg`; it asserts nothing
+//! about timing. `hack/bench.sh` runs the full bench; the end-to-end tests run
+//! [`Options::smoke`] so that it cannot rot.
+//!
+//! It starts etcd and kube-apiserver (testenv) and an OpenTelemetry Collector,
+//! spawns gateway processes, drives them over plain HTTP/1 on loopback, counts
+//! API requests with the API server's `apiserver_request_total`, duplicates
+//! from the RRs it lists, and lock outcomes from the gateways' own OTLP
+//! metrics. Every number of one report comes from the same run, so that
+//! ratios are taken under the same load on a shared machine.
+
+#![deny(rust_2018_idioms)]
+
+mod apiserver;
+mod load;
+mod otel;
+mod report;
+mod rrs;
+mod stats;
+mod svg;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use testenv::ControlPlane;
+use testenv::gateway::Gateway;
+
+use crate::apiserver::ApiServer;
+use crate::load::{Http, Phase, Schedule, alert, cold_start, http, run_phase, spawn, warm_up};
+use crate::otel::{Collector, LockCounts};
+
+pub use crate::report::{Report, SCENARIOS};
+
+/// BoxError is any error of the bench.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// IDLE_WINDOW is how long the API server's background traffic is observed.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// EXPORT_INTERVAL_MS is the gateways' OTLP export period.
+const EXPORT_INTERVAL_MS: &str = "2000";
+
+/// Options are the counts and rates of one run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// gateway is the signal-gateway binary to run.
+    pub gateway: PathBuf,
+    /// out is where the report files go.
+    pub out: PathBuf,
+    /// rate is the arrival rate of the open-loop scenarios, per second.
+    pub rate: f64,
+    /// signals is the number of signals of each `new`, `duplicate` and `crowded` phase.
+    pub signals: usize,
+    /// plan_signals is the number of signals of the `plan` scenario.
+    pub plan_signals: usize,
+    /// storm is the number of identical signals of the `storm` scenario.
+    pub storm: usize,
+    /// crowd is the number of other RRs in the `crowded` namespace.
+    pub crowd: usize,
+    /// scale_signals and scale_fingerprints shape each `scale` run.
+    pub scale_signals: usize,
+    pub scale_fingerprints: usize,
+    /// in_flight is the closed loop's concurrency in `scale`.
+    pub in_flight: usize,
+    /// cold_starts is the number of cold starts measured.
+    pub cold_starts: usize,
+    /// idle_window is how long the API server's background traffic is observed.
+    pub idle_window: Duration,
+}
+
+impl Options {
+    /// full is the full bench (about ten minutes on two cores).
+    #[must_use]
+    pub fn full(gateway: PathBuf, out: PathBuf) -> Options {
+        Options {
+            gateway,
+            out,
+            rate: 50.0,
+            signals: 500,
+            plan_signals: 1000,
+            storm: 1000,
+            crowd: 10_000,
+            scale_signals: 2000,
+            scale_fingerprints: 500,
+            in_flight: 64,
+            cold_starts: 5,
+            idle_window: IDLE_WINDOW,
+        }
+    }
+
+    /// smoke has tiny counts: every scenario runs, in seconds.
+    #[must_use]
+    pub fn smoke(gateway: PathBuf, out: PathBuf) -> Options {
+        Options {
+            rate: 100.0,
+            signals: 5,
+            plan_signals: 12,
+            storm: 12,
+            crowd: 20,
+            scale_signals: 12,
+            scale_fingerprints: 4,
+            in_flight: 4,
+            cold_starts: 1,
+            idle_window: Duration::from_secs(1),
+            ..Options::full(gateway, out)
+        }
+    }
+}
+
+/// Run is one scenario with one lock setting.
+pub struct Run {
+    pub scenario: String,
+    pub locking: bool,
+    pub replicas: usize,
+    pub phase: Phase,
+    /// duplicates counts active RRs beyond one per fingerprint, listed after the phase.
+    pub duplicates: u64,
+    /// fleet names the gateways that served it (their lock metrics).
+    pub fleet: String,
+}
+
+/// Count checks the occurrence counts of one namespace: every 2xx answer
+/// must be counted on an RR.
+pub struct Count {
+    pub fleet: String,
+    pub acknowledged: u64,
+    pub counted: u64,
+}
+
+/// Results is everything one run measured.
+pub struct Results {
+    pub options: Options,
+    pub facts: Vec<(&'static str, String)>,
+    pub scrape_cost: f64,
+    pub background: (f64, f64),
+    pub runs: Vec<Run>,
+    pub counts: Vec<Count>,
+    /// locks are the lock counters by fleet, for the fleets with locking on.
+    pub locks: Vec<(String, LockCounts)>,
+    /// crowd_created is how long creating the crowd took.
+    pub crowd_created: Duration,
+    pub idle_rss_kib: Vec<u64>,
+    pub peak_hwm_kib: u64,
+    pub cold: Vec<Duration>,
+    pub binary_bytes: u64,
+}
+
+/// Bench is the shared state of one run.
+struct Bench {
+    options: Options,
+    cp: ControlPlane,
+    http: Http,
+    api: ApiServer,
+    collector: Collector,
+    runs: Vec<Run>,
+    counts: Vec<Count>,
+    /// fleets are the fleet names with locking on and their instances.
+    fleets: Vec<(String, Vec<String>)>,
+    idle_rss_kib: Vec<u64>,
+    peak_hwm_kib: u64,
+}
+
+/// Fleet is the gateways of one scenario and lock setting.
+struct Fleet {
+    name: String,
+    locking: bool,
+    gws: Vec<Gateway>,
+    /// acknowledged counts the 2xx answers they gave, warm-ups included.
+    acknowledged: u64,
+    ns: String,
+}
+
+/// run measures everything and writes the report files into `options.out`.
+pub async fn run(options: Options) -> Result<Report, BoxError> {
+    let started = Instant::now();
+    let mut facts = facts(&options);
+    if !options.gateway.is_file() {
+        return Err(format!(
+            "{} not found; build it with `cargo build --release` (hack/bench.sh does)",
+            options.gateway.display()
+        )
+        .into());
+    }
+    eprintln!("bench: starting the control plane and the collector");
+    let cp = ControlPlane::start().await?;
+    let crd = testenv::read_crd(&repo_root().join("chart/crds/remediationrequests.yaml"))?;
+    cp.install_crd(crd).await?;
+    facts.push((
+        "control plane",
+        format!(
+            "kube-apiserver + etcd from `{}` (testenv, loopback, TLS)",
+            testenv::binaries_dir()?.display()
+        ),
+    ));
+    let collector = tokio::task::block_in_place(Collector::start)?;
+    let mut api = ApiServer::new(cp.admin_client()).await?;
+    eprintln!("bench: measuring the API server's background traffic");
+    api.measure_background(options.idle_window).await?;
+    let mut b = Bench {
+        options: options.clone(),
+        cp,
+        http: http(),
+        api,
+        collector,
+        runs: Vec::new(),
+        counts: Vec::new(),
+        fleets: Vec::new(),
+        idle_rss_kib: Vec::new(),
+        peak_hwm_kib: 0,
+    };
+
+    for locking in [true, false] {
+        b.new_and_duplicate("", None, locking).await?;
+    }
+    eprintln!("bench: crowding a namespace with {} RRs", options.crowd);
+    let crowded = b.cp.new_namespace().await?;
+    let t = Instant::now();
+    rrs::crowd(&b.cp.admin_client(), crowded.name(), options.crowd).await?;
+    let crowd_created = t.elapsed();
+    for locking in [true, false] {
+        b.new_and_duplicate("crowded_", Some(crowded.name()), locking)
+            .await?;
+    }
+    for locking in [true, false] {
+        b.plan(locking).await?;
+    }
+    for locking in [true, false] {
+        b.storm(locking).await?;
+    }
+    for replicas in 1..=3 {
+        for locking in [true, false] {
+            b.scale(replicas, locking).await?;
+        }
+    }
+
+    eprintln!("bench: cold starts");
+    let ns = b.cp.new_namespace().await?;
+    let mut cold = Vec::new();
+    for i in 0..options.cold_starts {
+        cold.push(cold_start(&options.gateway, &b.cp, ns.name(), &b.http, i).await?);
+    }
+
+    eprintln!("bench: reading the gateways' lock metrics");
+    let instances: Vec<String> = b.fleets.iter().flat_map(|(_, i)| i.clone()).collect();
+    let by_instance = b.collector.wait_locks(&instances).await;
+    let locks = b
+        .fleets
+        .iter()
+        .map(|(fleet, instances)| {
+            let mut sum = LockCounts::default();
+            for i in instances {
+                if let Some(c) = by_instance.get(i) {
+                    sum.add(c);
+                }
+            }
+            (fleet.clone(), sum)
+        })
+        .collect();
+
+    facts.push(("load average at end (1/5/15 min)", loadavg()));
+    facts.push((
+        "bench duration",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    ));
+    let results = Results {
+        binary_bytes: std::fs::metadata(&options.gateway).map_or(0, |m| m.len()),
+        options,
+        facts,
+        scrape_cost: b.api.scrape_cost,
+        background: b.api.background,
+        runs: b.runs,
+        counts: b.counts,
+        locks,
+        crowd_created,
+        idle_rss_kib: b.idle_rss_kib,
+        peak_hwm_kib: b.peak_hwm_kib,
+        cold,
+    };
+    report::write(&results)
+}
+
+impl Bench {
+    /// fleet starts `replicas` gateways in `ns` and warms each up.
+    async fn fleet(
+        &mut self,
+        name: &str,
+        ns: &str,
+        replicas: usize,
+        locking: bool,
+    ) -> Result<Fleet, BoxError> {
+        let endpoint = self.collector.endpoint();
+        let mut gws = Vec::new();
+        for i in 0..replicas {
+            let instance = format!("{name}-{i}");
+            let resource = format!("service.instance.id={instance}");
+            let env = [
+                (
+                    "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
+                    if locking { "true" } else { "false" },
+                ),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_METRIC_EXPORT_INTERVAL", EXPORT_INTERVAL_MS),
+                ("OTEL_RESOURCE_ATTRIBUTES", resource.as_str()),
+            ];
+            gws.push(spawn(&self.options.gateway, &self.cp, ns, &instance, &env)?);
+        }
+        for g in &gws {
+            warm_up(&self.http, g, &format!("warmup-{}", g.name())).await?;
+            self.idle_rss_kib.push(g.memory().0);
+        }
+        if locking {
+            self.fleets.push((
+                name.to_owned(),
+                gws.iter().map(|g| g.name().to_owned()).collect(),
+            ));
+        }
+        Ok(Fleet {
+            name: name.to_owned(),
+            locking,
+            acknowledged: gws.len() as u64,
+            gws,
+            ns: ns.to_owned(),
+        })
+    }
+
+    /// phase runs one scenario on `fleet` and lists the RRs after it.
+    async fn phase(
+        &mut self,
+        scenario: &str,
+        fleet: &mut Fleet,
+        bodies: Vec<Bytes>,
+        schedule: Schedule,
+    ) -> Result<(), BoxError> {
+        let label = format!("{scenario}, locking {}", on_off(fleet.locking));
+        let gws: Vec<&Gateway> = fleet.gws.iter().collect();
+        let phase = run_phase(&label, &self.api, &self.http, &gws, bodies, schedule).await?;
+        fleet.acknowledged += phase.signals - phase.errors();
+        let listed = rrs::list(&self.cp.admin_client(), &fleet.ns).await?;
+        self.runs.push(Run {
+            scenario: scenario.to_owned(),
+            locking: fleet.locking,
+            replicas: fleet.gws.len(),
+            phase,
+            duplicates: listed.duplicates(),
+            fleet: fleet.name.clone(),
+        });
+        Ok(())
+    }
+
+    /// stop checks the fleet's occurrence counts, then stops its gateways with
+    /// SIGTERM so that they flush their last metrics.
+    async fn stop(&mut self, mut fleet: Fleet) -> Result<(), BoxError> {
+        let listed = rrs::list(&self.cp.admin_client(), &fleet.ns).await?;
+        self.counts.push(Count {
+            fleet: fleet.name.clone(),
+            acknowledged: fleet.acknowledged,
+            counted: listed.occurrences_of(&fleet.name),
+        });
+        for g in &fleet.gws {
+            self.peak_hwm_kib = self.peak_hwm_kib.max(g.memory().1);
+            g.signal(libc::SIGTERM);
+        }
+        tokio::task::block_in_place(|| {
+            for g in &mut fleet.gws {
+                let _ = g.wait();
+            }
+        });
+        Ok(())
+    }
+
+    /// new_and_duplicate runs `new` (one signal for each of N new
+    /// fingerprints) then `duplicate` (the same N again) on one gateway, in
+    /// `ns` or a fresh namespace.
+    async fn new_and_duplicate(
+        &mut self,
+        prefix: &str,
+        ns: Option<&str>,
+        locking: bool,
+    ) -> Result<(), BoxError> {
+        let fresh;
+        let ns = match ns {
+            Some(ns) => ns.to_owned(),
+            None => {
+                fresh = self.cp.new_namespace().await?;
+                fresh.name().to_owned()
+            }
+        };
+        // Pod names must be DNS labels: the fleet's name goes into them.
+        let name = format!("{}new-{}", prefix.replace('_', "-"), on_off(locking));
+        let mut fleet = self.fleet(&name, &ns, 1, locking).await?;
+        let bodies = || {
+            (0..self.options.signals)
+                .map(|i| alert(&format!("{name}-{i}")))
+                .collect::<Vec<_>>()
+        };
+        let rate = Schedule::Rate {
+            per_s: self.options.rate,
+        };
+        let (new, dup) = (bodies(), bodies());
+        self.phase(&format!("{prefix}new"), &mut fleet, new, rate)
+            .await?;
+        self.phase(&format!("{prefix}duplicate"), &mut fleet, dup, rate)
+            .await?;
+        self.stop(fleet).await
+    }
+
+    /// plan is the original plan's run: signals at the plan's rate over three
+    /// replicas, a skewed mix of new and repeated fingerprints.
+    async fn plan(&mut self, locking: bool) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let name = format!("plan-{}", on_off(locking));
+        let mut fleet = self.fleet(&name, ns.name(), 3, locking).await?;
+        let bodies = plan_mix(self.options.plan_signals)
+            .into_iter()
+            .map(|f| alert(&format!("{name}-{f}")))
+            .collect();
+        let rate = Schedule::Rate {
+            per_s: self.options.rate,
+        };
+        self.phase("plan", &mut fleet, bodies, rate).await?;
+        self.stop(fleet).await
+    }
+
+    /// storm sends identical signals all at once over three replicas.
+    async fn storm(&mut self, locking: bool) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let name = format!("storm-{}", on_off(locking));
+        let mut fleet = self.fleet(&name, ns.name(), 3, locking).await?;
+        let body = alert(&format!("{name}-0"));
+        let bodies = vec![body; self.options.storm];
+        self.phase("storm", &mut fleet, bodies, Schedule::Burst)
+            .await?;
+        self.stop(fleet).await
+    }
+
+    /// scale measures throughput over `replicas` gateways with a closed loop.
+    async fn scale(&mut self, replicas: usize, locking: bool) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let name = format!("scale{replicas}-{}", on_off(locking));
+        let mut fleet = self.fleet(&name, ns.name(), replicas, locking).await?;
+        let f = self.options.scale_fingerprints.max(1);
+        let bodies = (0..self.options.scale_signals)
+            .map(|i| alert(&format!("{name}-{}", i % f)))
+            .collect();
+        let closed = Schedule::Closed {
+            in_flight: self.options.in_flight,
+        };
+        self.phase(&format!("scale_{replicas}"), &mut fleet, bodies, closed)
+            .await?;
+        self.stop(fleet).await
+    }
+}
+
+/// plan_mix picks a fingerprint index for each of `n` signals from a fixed
+/// pseudo-random sequence skewed towards a few busy fingerprints, as alerts
+/// are: a few problems repeat often, most fire a few times.
+fn plan_mix(n: usize) -> Vec<usize> {
+    let fingerprints = (n / 5).max(1);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            ((u * u * fingerprints as f64) as usize).min(fingerprints - 1)
+        })
+        .collect()
+}
+
+fn on_off(locking: bool) -> &'static str {
+    if locking { "on" } else { "off" }
+}
+
+fn facts(options: &Options) -> Vec<(&'static str, String)> {
+    let dirty =
+        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    vec![
+        (
+            "date (UTC)",
+            command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        ),
+        ("cores (nproc)", command_output("nproc", &[])),
+        ("CPU", cpu_model()),
+        ("load average at start (1/5/15 min)", loadavg()),
+        (
+            "git commit",
+            format!(
+                "{}{}",
+                command_output("git", &["rev-parse", "--short", "HEAD"]),
+                if dirty {
+                    " (working tree has uncommitted changes)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        ("gateway binary", format!("`{}`", options.gateway.display())),
+        ("gateway build profile", release_profile()),
+    ]
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// repo_root is the repository, without the `tests/testenv/../..` detour.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    let root = testenv::repo_root();
+    root.canonicalize().unwrap_or(root)
+}
+
+/// target_dir is Cargo's target directory.
+#[must_use]
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// release_profile describes the `[profile.release]` settings of the workspace.
+fn release_profile() -> String {
+    let toml = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap_or_default();
+    let mut lines = toml
+        .lines()
+        .skip_while(|l| l.trim() != "[profile.release]")
+        .skip(1);
+    let settings: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if settings.is_empty() {
+        "release (Cargo defaults)".into()
+    } else {
+        format!("release ({})", settings.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_mix_repeats_some_fingerprints_and_not_others() {
+        let mix = plan_mix(1000);
+        let mut seen = std::collections::BTreeMap::<usize, usize>::new();
+        for f in &mix {
+            *seen.entry(*f).or_default() += 1;
+        }
+        assert!(mix.iter().all(|f| *f < 200));
+        let once = seen.values().filter(|n| **n == 1).count();
+        let busiest = seen.values().max().copied().unwrap_or(0);
+        assert!(seen.len() > 100 && once > 10 && busiest > 20, "{seen:?}");
+    }
+}

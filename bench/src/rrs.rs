@@ -1,0 +1,148 @@
+//! Rrs creates and lists RemediationRequests with the admin client, outside
+//! any measured phase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::BoxError;
+
+/// CROWD_CONCURRENCY bounds the creates in flight while crowding a namespace.
+const CROWD_CONCURRENCY: usize = 48;
+/// TERMINAL are the phases after which an RR is no longer active.
+const TERMINAL: [&str; 5] = ["Completed", "Failed", "TimedOut", "Skipped", "Cancelled"];
+/// PAGE is the page size of a list.
+const PAGE: usize = 500;
+
+fn collection(ns: &str) -> String {
+    format!("/apis/kubernaut.ai/v1alpha1/namespaces/{ns}/remediationrequests")
+}
+
+/// filler is the `i`th other RR: a valid RR about a pod no bench signal
+/// names, with a fingerprint of its own.
+fn filler(i: usize) -> Value {
+    json!({
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationRequest",
+        "metadata": {"name": format!("filler-{i}")},
+        "spec": {
+            "signalFingerprint": format!("{i:064x}"),
+            "targetType": "kubernetes",
+            "signalName": "KubePodCrashLooping",
+            "severity": "warning",
+            "signalType": "alert",
+            "signalSource": "alertmanager",
+            "targetResource": {"kind": "Pod", "name": format!("filler-{i}"), "namespace": "prod", "apiVersion": "v1"},
+            "firingTime": "2026-11-27T08:00:00Z",
+            "receivedTime": "2026-11-27T08:00:00Z",
+            "signalLabels": {"alertname": "KubePodCrashLooping", "pod": format!("filler-{i}")},
+        }
+    })
+}
+
+/// crowd creates `n` other RRs in `ns`, a bounded number at a time.
+pub async fn crowd(client: &kube::Client, ns: &str, n: usize) -> Result<(), BoxError> {
+    let limit = Arc::new(Semaphore::new(CROWD_CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let permit = Arc::clone(&limit).acquire_owned().await?;
+        let (client, url) = (client.clone(), collection(ns));
+        tasks.spawn(async move {
+            let _permit = permit;
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .body(filler(i).to_string().into_bytes())?;
+            client
+                .request_text(req)
+                .await
+                .map_err(|e| format!("creating filler-{i}: {e}"))?;
+            Ok::<(), BoxError>(())
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Rr is what the bench reads of one RR.
+struct Rr {
+    fingerprint: String,
+    target: String,
+    active: bool,
+    occurrences: u64,
+}
+
+/// Listed is every RR of a namespace.
+pub struct Listed {
+    rrs: Vec<Rr>,
+}
+
+impl Listed {
+    /// duplicates counts active RRs beyond one per fingerprint.
+    pub fn duplicates(&self) -> u64 {
+        let mut active = BTreeMap::<&str, u64>::new();
+        for rr in self.rrs.iter().filter(|r| r.active) {
+            *active.entry(&rr.fingerprint).or_default() += 1;
+        }
+        active.values().map(|n| n.saturating_sub(1)).sum()
+    }
+
+    /// occurrences_of sums the occurrence counts of the RRs about the pods
+    /// fleet `fleet` was sent (`<fleet>-<i>`, and `warmup-<fleet>-<i>`).
+    pub fn occurrences_of(&self, fleet: &str) -> u64 {
+        let (own, warm) = (format!("{fleet}-"), format!("warmup-{fleet}-"));
+        self.rrs
+            .iter()
+            .filter(|r| r.target.starts_with(&own) || r.target.starts_with(&warm))
+            .map(|r| r.occurrences)
+            .sum()
+    }
+}
+
+/// list reads every RR of `ns`, a page at a time.
+pub async fn list(client: &kube::Client, ns: &str) -> Result<Listed, BoxError> {
+    let mut rrs = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut url = format!("{}?limit={PAGE}", collection(ns));
+        if !token.is_empty() {
+            url.push_str(&format!("&continue={token}"));
+        }
+        let text = client
+            .request_text(http::Request::get(url).body(Vec::new())?)
+            .await
+            .map_err(|e| format!("listing RRs in {ns}: {e}"))?;
+        let page: Value = serde_json::from_str(&text)?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            let phase = item["status"]["overallPhase"].as_str().unwrap_or("");
+            rrs.push(Rr {
+                fingerprint: item["spec"]["signalFingerprint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                target: item["spec"]["targetResource"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                active: !TERMINAL.contains(&phase),
+                occurrences: item["status"]["deduplication"]["occurrenceCount"]
+                    .as_u64()
+                    .unwrap_or(0),
+            });
+        }
+        token = page["metadata"]["continue"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if token.is_empty() {
+            return Ok(Listed { rrs });
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The bench in smoke mode: every scenario with tiny counts against a real
+//! control plane, so that the bench cannot rot. It checks the report's
+//! structure and its correctness figures, never a latency.
+//!
+//! It runs the gateway binary Cargo built beside this test: `cargo test
+//! --workspace` (hack/test.sh) builds it, because the gateway's own end-to-end
+//! tests need it.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// RUN_FIELDS are the fields of every scenario and lock setting.
+const RUN_FIELDS: [&str; 8] = [
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "signals",
+    "signals_per_s",
+    "errors",
+    "api_requests_per_signal",
+    "duplicates",
+];
+
+/// TOP_FIELDS are the report's top-level figures.
+const TOP_FIELDS: [&str; 9] = [
+    "lock_overhead_p95_ms",
+    "lock_overhead_p95_ratio",
+    "lock_overhead_p99_ms",
+    "lock_acquisition_success_rate",
+    "lock_contention_rate",
+    "rss_mib_idle",
+    "rss_mib_peak",
+    "cold_start_ms",
+    "binary_mib",
+];
+
+/// gateway is the signal-gateway binary of this target directory, which
+/// must be newer than every source file of the gateway.
+fn gateway() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("signal-gateway");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo test --workspace` (hack/test.sh) or `cargo build` first",
+                bin.display()
+            )
+        });
+    let newest = newest(&bench::repo_root().join("src"));
+    assert!(
+        built >= newest,
+        "{} is older than the gateway's sources: run `cargo test --workspace` (hack/test.sh) or `cargo build` first",
+        bin.display()
+    );
+    bin
+}
+
+fn newest(dir: &std::path::Path) -> SystemTime {
+    let mut t = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let m = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        t = t.max(m);
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
+    let out = tempfile::tempdir().expect("a temp dir");
+    let options = bench::Options::smoke(gateway(), out.path().to_owned());
+    let report = bench::run(options.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the smoke bench failed: {e}"));
+
+    let on_disk: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    assert_eq!(on_disk, report.json);
+    let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(md.contains("## Figures and targets") && md.contains("latency_cdf.svg"));
+    let svg = std::fs::read_to_string(out.path().join("latency_cdf.svg")).expect("the SVG");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+
+    let j = &report.json;
+    for name in bench::SCENARIOS {
+        for setting in ["lock_on", "lock_off"] {
+            let run = &j["scenarios"][name][setting];
+            for field in RUN_FIELDS {
+                assert!(run[field].is_number(), "{name}.{setting}.{field}: {run}");
+            }
+            assert_eq!(run["errors"], 0, "{name}.{setting}: {run}");
+            assert_eq!(run["duplicates"], 0, "{name}.{setting}: {run}");
+            let want = match name {
+                "plan" => options.plan_signals,
+                "storm" => options.storm,
+                n if n.starts_with("scale") => options.scale_signals,
+                _ => options.signals,
+            };
+            assert_eq!(run["signals"], want, "{name}.{setting}: {run}");
+            assert!(
+                run["api_requests_per_signal"].as_f64() > Some(0.0),
+                "{name}.{setting}: {run}"
+            );
+        }
+    }
+    for field in TOP_FIELDS {
+        assert!(j[field].is_number(), "{field}: {}", j[field]);
+    }
+    for field in ["lock_acquisition_success_rate", "lock_contention_rate"] {
+        let rate = j[field].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");
+    }
+    assert!(j["lock_counts"]["attempts"].as_f64() > Some(0.0));
+    for c in j["occurrences"].as_array().expect("occurrences") {
+        assert!(
+            c["counted"].as_u64() >= c["acknowledged"].as_u64(),
+            "an acknowledged signal was not counted: {c}"
+        );
+    }
+}
