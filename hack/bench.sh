@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Benchmarks signal-gateway and writes target/bench/report.md (also printed):
-# latency and Kubernetes API requests per signal with the lock on and off,
-# a storm over three replicas, throughput, memory and cold start. It asserts
-# nothing; compare numbers within one report (the machine may be shared).
-# Arguments go to the bench binary: [--n N] [--cold-starts K].
+# Benchmarks signal-gateway (release build) against its own control plane, an
+# OpenTelemetry Collector and gateway processes, with an open-loop load
+# generator, and writes target/bench/report.json, report.md and
+# latency_cdf.svg (the Markdown is also printed). Scenarios, each with the
+# lock on and off: new, duplicate, crowded (10,000 other RRs), plan (the
+# original plan's 1,000 signals at 50/s over 3 replicas), storm, scale (1-3
+# replicas). It asserts nothing; compare numbers within one report (the
+# machine may be shared). About ten minutes on two cores.
+# Arguments go to the bench binary; `hack/bench.sh --help` lists them
+# (counts, rate, --smoke for tiny counts).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release --workspace --bins
+cargo build --release -p signal-gateway -p bench --bins
 KUBE_BINARIES_DIR="$(hack/kube-binaries.sh | tail -n 1)"
 export KUBE_BINARIES_DIR
+hack/tool.sh otelcol >/dev/null
 
 exec "${CARGO_TARGET_DIR:-target}/release/bench" "$@"

@@ -209,24 +209,27 @@ fn rr_lists(r: &Results) -> f64 {
         .sum()
 }
 
-/// server_ms is the API server's mean time for `what` in `run`, in ms.
-fn server_ms(run: Option<&Run>, what: &str) -> f64 {
-    run.and_then(|r| r.phase.server.server_ms.get(what).map(|(m, _)| *m))
-        .unwrap_or(f64::NAN)
-}
-
 fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     let mut g = Vec::new();
     let new_on = find(r, "new", true);
     let new_off = find(r, "new", false);
     let (son, soff) = (st(new_on), st(new_off));
     let lock_round_trip = format!(
-        "The lock adds one API round trip to a new RR before the answer (the claim: a PUT of the \
-         Lease, {:.1} ms inside kube-apiserver on average here); the release comes after the \
-         answer. On this 2-core machine the gateway, the API server, etcd and the load generator \
-         share the cores, so that round trip also waits for CPU, and under a fixed arrival rate a \
-         slower request delays the ones behind it on the same cores.",
-        server_ms(new_on, "PUT leases")
+        "With the lock on a new RR makes {:.2} API requests ({}), with it off {:.2} ({}). The \
+         lock is taken by the same compare-and-swap that writes the fence record, so the \
+         requests before the answer are the same; the extra one, the release, is sent after the \
+         answer. It still costs CPU: on this machine the gateway, kube-apiserver, etcd and the \
+         load generator share {} cores, and under a fixed arrival rate a request that waits for \
+         a core delays the ones due after it.",
+        per_signal(new_on),
+        new_on
+            .map(|x| x.phase.server.breakdown_text())
+            .unwrap_or_default(),
+        per_signal(new_off),
+        new_off
+            .map(|x| x.phase.server.breakdown_text())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, usize::from)
     );
     g.push(Goal {
         figure: "lock overhead, p95 (new RR, on − off)".into(),
@@ -270,12 +273,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         target: "<= 1.3",
         source: "issue 12",
         met: s.overhead_p95_ratio <= 1.3,
-        why: format!(
-            "{lock_round_trip} Without the lock a new RR costs {:.2} requests, with it {:.2}: \
-             one of them (the release) after the answer.",
-            per_signal(new_off),
-            per_signal(new_on)
-        ),
+        why: lock_round_trip.clone(),
     });
     let l = &s.locks;
     g.push(Goal {
@@ -542,7 +540,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         n = o.signals,
         rate = o.rate,
         crowd = o.crowd,
-        c = 48,
+        c = crate::rrs::CROWD_CONCURRENCY,
         ct = r.crowd_created.as_secs_f64(),
         plan = o.plan_signals,
         pf = (o.plan_signals / 5).max(1),
@@ -635,6 +633,76 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
     out
 }
 
+/// readme is the performance table for the README: the headline figures and
+/// one row per scenario and lock setting, with the machine they came from.
+fn readme(r: &Results, s: &Summary, goals: &[Goal]) -> String {
+    let fact = |k: &str| {
+        r.facts
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map_or("unknown", |(_, v)| v.as_str())
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "One run of `hack/bench.sh` ({}; {} cores, {}; load average {} at the start; release \
+         build), from `target/bench/report.json`:\n",
+        fact("date (UTC)"),
+        fact("cores (nproc)"),
+        fact("CPU"),
+        fact("load average at start (1/5/15 min)")
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | lock | replicas | load | p50 ms | p95 ms | p99 ms | signals/s | API req/signal | API writes/signal | errors | duplicates |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for name in SCENARIOS {
+        for locking in [true, false] {
+            let Some(run) = find(r, name, locking) else {
+                continue;
+            };
+            let p = &run.phase;
+            let st = stats(&p.latencies());
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                if locking { "on" } else { "off" },
+                run.replicas,
+                p.schedule.describe(),
+                st.p50,
+                st.p95,
+                st.p99,
+                p.signals_per_s(),
+                p.requests_per_signal(),
+                p.writes_per_signal(),
+                p.errors(),
+                run.duplicates
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n| figure | this run | target | met |\n|---|---|---|---|"
+    );
+    for goal in goals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} ({}) | {} |",
+            goal.figure,
+            goal.value,
+            goal.target,
+            goal.source,
+            if goal.met { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| RSS idle / peak | {:.1} / {:.1} MiB | | |\n| cold start (spawn to ready) | {:.1} ms | | |\n| binary | {:.1} MiB | | |",
+        s.rss_idle, s.rss_peak, s.cold_start_ms, s.binary_mib
+    );
+    out
+}
+
 fn series(r: &Results) -> Vec<Series> {
     let mut out = Vec::new();
     for (scenario, color) in [
@@ -662,6 +730,7 @@ pub fn write(r: &Results) -> Result<Report, BoxError> {
     let goals = goals(r, &s);
     let json = to_json(r, &s);
     let markdown = markdown(r, &s, &goals);
+    let readme = readme(r, &s, &goals);
     let svg = svg::cdf(
         "Latency CDF, lock on (solid) vs off (dashed), open loop",
         &series(r),
@@ -672,6 +741,7 @@ pub fn write(r: &Results) -> Result<Report, BoxError> {
         ("report.json", serde_json::to_string_pretty(&json)? + "\n"),
         ("report.md", markdown.clone()),
         ("latency_cdf.svg", svg),
+        ("readme.md", readme),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::BoxError;
 
 /// CROWD_CONCURRENCY bounds the creates in flight while crowding a namespace.
-const CROWD_CONCURRENCY: usize = 48;
+pub const CROWD_CONCURRENCY: usize = 48;
 /// TERMINAL are the phases after which an RR is no longer active.
 const TERMINAL: [&str; 5] = ["Completed", "Failed", "TimedOut", "Skipped", "Cancelled"];
 /// PAGE is the page size of a list.
