@@ -6,7 +6,7 @@
 # lock on and off: new, duplicate, crowded (10,000 other RRs), plan (the
 # original plan's 1,000 signals at 50/s over 3 replicas), storm, scale (1-3
 # replicas). It asserts nothing; compare numbers within one report (the
-# machine may be shared). About ten minutes on two cores.
+# machine may be shared). About six minutes on two cores.
 # Arguments go to the bench binary; `hack/bench.sh --help` lists them
 # (counts, rate, --smoke for tiny counts).
 set -euo pipefail

@@ -203,6 +203,21 @@ impl Delta {
         }
     }
 
+    /// merge adds a later delta.
+    pub fn merge(&mut self, other: Delta) {
+        self.window += other.window;
+        self.total += other.total;
+        self.writes += other.writes;
+        for (k, v) in other.breakdown {
+            *self.breakdown.entry(k).or_default() += v;
+        }
+        for (k, (mean, n)) in other.server_ms {
+            let e = self.server_ms.entry(k).or_insert((0.0, 0.0));
+            let count = e.1 + n;
+            *e = ((e.0 * e.1 + mean * n) / count, count);
+        }
+    }
+
     /// breakdown_text lists the requests by verb and resource, most first.
     pub fn breakdown_text(&self) -> String {
         let mut parts: Vec<(String, f64)> = self

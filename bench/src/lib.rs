@@ -39,6 +39,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// IDLE_WINDOW is how long the API server's background traffic is observed.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// ROUNDS is how many turns the lock settings take in `new` and `duplicate`.
+const ROUNDS: usize = 4;
 /// EXPORT_INTERVAL_MS is the gateways' OTLP export period.
 const EXPORT_INTERVAL_MS: &str = "2000";
 
@@ -71,14 +73,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// full is the full bench (about ten minutes on two cores).
+    /// full is the full bench (about six minutes on two cores).
     #[must_use]
     pub fn full(gateway: PathBuf, out: PathBuf) -> Options {
         Options {
             gateway,
             out,
             rate: 50.0,
-            signals: 500,
+            signals: 1000,
             plan_signals: 1000,
             storm: 1000,
             crowd: 10_000,
@@ -211,18 +213,14 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         peak_hwm_kib: 0,
     };
 
-    for locking in [true, false] {
-        b.new_and_duplicate("", None, locking).await?;
-    }
+    b.new_and_duplicate("", None).await?;
     eprintln!("bench: crowding a namespace with {} RRs", options.crowd);
     let crowded = b.cp.new_namespace().await?;
     let t = Instant::now();
     rrs::crowd(&b.cp.admin_client(), crowded.name(), options.crowd).await?;
     let crowd_created = t.elapsed();
-    for locking in [true, false] {
-        b.new_and_duplicate("crowded_", Some(crowded.name()), locking)
-            .await?;
-    }
+    b.new_and_duplicate("crowded_", Some(crowded.name()))
+        .await?;
     for locking in [true, false] {
         b.plan(locking).await?;
     }
@@ -333,10 +331,32 @@ impl Bench {
         bodies: Vec<Bytes>,
         schedule: Schedule,
     ) -> Result<(), BoxError> {
+        let phase = self.measure(scenario, fleet, bodies, schedule).await?;
+        self.record(scenario, fleet, phase).await
+    }
+
+    /// measure runs `bodies` on `fleet`.
+    async fn measure(
+        &mut self,
+        scenario: &str,
+        fleet: &mut Fleet,
+        bodies: Vec<Bytes>,
+        schedule: Schedule,
+    ) -> Result<Phase, BoxError> {
         let label = format!("{scenario}, locking {}", on_off(fleet.locking));
         let gws: Vec<&Gateway> = fleet.gws.iter().collect();
         let phase = run_phase(&label, &self.api, &self.http, &gws, bodies, schedule).await?;
         fleet.acknowledged += phase.signals - phase.errors();
+        Ok(phase)
+    }
+
+    /// record lists the RRs after `phase` and keeps it as a run.
+    async fn record(
+        &mut self,
+        scenario: &str,
+        fleet: &Fleet,
+        phase: Phase,
+    ) -> Result<(), BoxError> {
         let listed = rrs::list(&self.cp.admin_client(), &fleet.ns).await?;
         self.runs.push(Run {
             scenario: scenario.to_owned(),
@@ -371,39 +391,61 @@ impl Bench {
     }
 
     /// new_and_duplicate runs `new` (one signal for each of N new
-    /// fingerprints) then `duplicate` (the same N again) on one gateway, in
-    /// `ns` or a fresh namespace.
-    async fn new_and_duplicate(
-        &mut self,
-        prefix: &str,
-        ns: Option<&str>,
-        locking: bool,
-    ) -> Result<(), BoxError> {
-        let fresh;
-        let ns = match ns {
-            Some(ns) => ns.to_owned(),
-            None => {
-                fresh = self.cp.new_namespace().await?;
-                fresh.name().to_owned()
-            }
-        };
-        // Pod names must be DNS labels: the fleet's name goes into them.
-        let name = format!("{}new-{}", prefix.replace('_', "-"), on_off(locking));
-        let mut fleet = self.fleet(&name, &ns, 1, locking).await?;
-        let bodies = || {
-            (0..self.options.signals)
-                .map(|i| alert(&format!("{name}-{i}")))
-                .collect::<Vec<_>>()
-        };
+    /// fingerprints) then `duplicate` (the same N again) on one gateway per
+    /// lock setting, in `ns` or a fresh namespace each. The two settings take
+    /// turns in [`ROUNDS`] rounds (on, off, off, on, ...), so that the
+    /// machine's drift falls on both alike.
+    async fn new_and_duplicate(&mut self, prefix: &str, ns: Option<&str>) -> Result<(), BoxError> {
+        let mut fleets = Vec::new();
+        let mut namespaces = Vec::new();
+        for locking in [true, false] {
+            let ns = match ns {
+                Some(ns) => ns.to_owned(),
+                None => {
+                    let fresh = self.cp.new_namespace().await?;
+                    let name = fresh.name().to_owned();
+                    namespaces.push(fresh);
+                    name
+                }
+            };
+            // Pod names must be DNS labels: the fleet's name goes into them.
+            let name = format!("{}new-{}", prefix.replace('_', "-"), on_off(locking));
+            fleets.push(self.fleet(&name, &ns, 1, locking).await?);
+        }
+        let n = self.options.signals;
+        let rounds = ROUNDS.min(n);
         let rate = Schedule::Rate {
             per_s: self.options.rate,
         };
-        let (new, dup) = (bodies(), bodies());
-        self.phase(&format!("{prefix}new"), &mut fleet, new, rate)
-            .await?;
-        self.phase(&format!("{prefix}duplicate"), &mut fleet, dup, rate)
-            .await?;
-        self.stop(fleet).await
+        for stage in ["new", "duplicate"] {
+            let scenario = format!("{prefix}{stage}");
+            let mut phases: [Option<Phase>; 2] = [None, None];
+            for round in 0..rounds {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for k in order {
+                    let fleet = &mut fleets[k];
+                    let bodies = (round * n / rounds..(round + 1) * n / rounds)
+                        .map(|i| alert(&format!("{}-{i}", fleet.name)))
+                        .collect();
+                    let label = format!("{scenario} {}/{rounds}", round + 1);
+                    let phase = self.measure(&label, fleet, bodies, rate).await?;
+                    match &mut phases[k] {
+                        Some(p) => p.merge(phase),
+                        slot => *slot = Some(phase),
+                    }
+                }
+            }
+            for (k, phase) in phases.into_iter().enumerate() {
+                if let Some(phase) = phase {
+                    self.record(&scenario, &fleets[k], phase).await?;
+                }
+            }
+        }
+        for fleet in fleets {
+            self.stop(fleet).await?;
+        }
+        drop(namespaces);
+        Ok(())
     }
 
     /// plan is the original plan's run: signals at the plan's rate over three

@@ -228,6 +228,19 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// merge appends a later stretch of the same scenario.
+    pub fn merge(&mut self, other: Phase) {
+        self.answers.extend(other.answers);
+        self.wall += other.wall;
+        self.signals += other.signals;
+        self.logged = Batches {
+            api_calls: self.logged.api_calls + other.logged.api_calls,
+            signals: self.logged.signals + other.logged.signals,
+            failed_signals: self.logged.failed_signals + other.logged.failed_signals,
+        };
+        self.server.merge(other.server);
+    }
+
     /// errors counts answers that are not 2xx, or none at all.
     pub fn errors(&self) -> u64 {
         self.answers

@@ -215,7 +215,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     let new_off = find(r, "new", false);
     let (son, soff) = (st(new_on), st(new_off));
     let lock_round_trip = format!(
-        "With the lock on a new RR makes {:.2} API requests ({}), with it off {:.2} ({}). The \
+        "With the lock on a new RR makes {:.2} API requests, with it off {:.2}. The \
          lock is taken by the same compare-and-swap that writes the fence record, so the \
          requests before the answer are the same; the extra one, the release, is sent after the \
          answer. It still costs CPU: on this machine the gateway, kube-apiserver, etcd and the \
@@ -592,7 +592,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
             .iter()
             .filter(|(k, _)| *k != "superseded")
             .map(|(_, v)| v)
-            .sum();
+            .fold(0.0, |a, b| a + b);
         let _ = writeln!(
             out,
             "| {fleet} | {} | {} | {} | {other} | {} | {:.1} ms |",
