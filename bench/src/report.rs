@@ -222,13 +222,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
          load generator share {} cores, and under a fixed arrival rate a request that waits for \
          a core delays the ones due after it.",
         per_signal(new_on),
-        new_on
-            .map(|x| x.phase.server.breakdown_text())
-            .unwrap_or_default(),
         per_signal(new_off),
-        new_off
-            .map(|x| x.phase.server.breakdown_text())
-            .unwrap_or_default(),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     g.push(Goal {
