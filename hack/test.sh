@@ -13,6 +13,10 @@ hack/tool.sh libfaketime >/dev/null
 hack/tool.sh alertmanager >/dev/null
 hack/tool.sh helm >/dev/null
 hack/tool.sh otelcol >/dev/null
+# The container image (a release build for musl, reusing target/; the image
+# and Knative tests run its entrypoint from the unpacked layers).
+SIGNAL_GATEWAY_IMAGE="$(hack/image.sh | tail -n 1)"
+export SIGNAL_GATEWAY_IMAGE
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings

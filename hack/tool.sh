@@ -8,6 +8,9 @@
 #   hack/tool.sh otelcol       a minimal OpenTelemetry Collector (OTLP receiver,
 #                              file exporter), built from the Go module proxy
 #                              (hack/otelcol)
+#   hack/tool.sh ocibuild      assembles the container image archive with
+#                              go-containerregistry, built from the Go module
+#                              proxy (hack/ocibuild)
 set -euo pipefail
 
 apt_install() {
@@ -76,8 +79,12 @@ case "${1:-}" in
     pin otelcol go.opentelemetry.io/collector/otelcol v0.161.0
     go_tool otelcol v0.161.0 .
     ;;
+  ocibuild)
+    pin ocibuild github.com/google/go-containerregistry v0.22.1
+    go_tool ocibuild v0.22.1 .
+    ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|ocibuild" >&2
     exit 2
     ;;
 esac
