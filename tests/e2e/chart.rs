@@ -26,6 +26,8 @@ use testenv::{ControlPlane, Identity};
 
 /// RELEASE is the Helm release name; the chart names its objects after it.
 const RELEASE: &str = "sg";
+/// KUBE_VERSION is the version of the tests' kube-apiserver (hack/kube-binaries.sh).
+const KUBE_VERSION: &str = "v1.37.2";
 /// FIELD_MANAGER owns what these tests apply.
 const FIELD_MANAGER: &str = "chart-test";
 
@@ -38,8 +40,13 @@ fn helm_path() -> &'static Path {
 /// empty configuration and no cluster; it returns success, stdout and stderr.
 fn run_helm(args: &[&str]) -> (bool, String, String) {
     let home = tempfile::tempdir().expect("a temporary HELM home");
+    let mut args = args.to_vec();
+    if args.first() == Some(&"template") {
+        // Without a cluster, render for the API server the tests run.
+        args.extend(["--kube-version", KUBE_VERSION]);
+    }
     let out = Command::new(helm_path())
-        .args(args)
+        .args(&args)
         .current_dir(testenv::repo_root())
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
@@ -64,10 +71,15 @@ fn helm(args: &[&str]) -> (String, String) {
 
 /// render runs `helm template` for release [`RELEASE`] in `ns` with `sets`
 /// (`key=value`) and returns every rendered object.
-fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
+pub(crate) fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
+    render_release(RELEASE, ns, sets)
+}
+
+/// render_release is [`render`] for release `release`.
+pub(crate) fn render_release(release: &str, ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
     let mut args = vec![
         "template",
-        RELEASE,
+        release,
         "chart/",
         "--namespace",
         ns,
@@ -100,7 +112,7 @@ fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
     objects
 }
 
-fn kind(obj: &DynamicObject) -> &str {
+pub(crate) fn kind(obj: &DynamicObject) -> &str {
     obj.types.as_ref().map_or("", |t| t.kind.as_str())
 }
 
@@ -364,7 +376,7 @@ fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
 
 /// apply applies every object with server-side apply as the admin, the CRD
 /// first, and waits until the CRD is established.
-async fn apply(admin: &kube::Client, objects: &[DynamicObject]) {
+pub(crate) async fn apply(admin: &kube::Client, objects: &[DynamicObject]) {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let (crds, rest): (Vec<_>, Vec<_>) = objects
         .iter()
@@ -401,7 +413,11 @@ async fn apply(admin: &kube::Client, objects: &[DynamicObject]) {
 /// service_account_client is a client that authenticates with a token of the
 /// chart's ServiceAccount in `ns`, from the TokenRequest API; it returns the
 /// token too.
-async fn service_account_client(cp: &ControlPlane, ns: &str) -> (kube::Client, String) {
+pub(crate) async fn service_account_client(
+    cp: &ControlPlane,
+    ns: &str,
+    account: &str,
+) -> (kube::Client, String) {
     let request = TokenRequest {
         metadata: ObjectMeta::default(),
         spec: Some(TokenRequestSpec {
@@ -411,7 +427,7 @@ async fn service_account_client(cp: &ControlPlane, ns: &str) -> (kube::Client, S
         status: None,
     };
     let issued = Api::<ServiceAccount>::namespaced(cp.admin_client(), ns)
-        .create_token_request(RELEASE, &PostParams::default(), &request)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
         .expect("requesting a token for the chart's ServiceAccount");
     let token = issued
@@ -531,7 +547,7 @@ async fn the_installed_chart_lets_its_service_account_lease_and_review_tokens() 
     // Applying again changes nothing and fails nothing.
     apply(&cp.admin_client(), &render(ns.name(), &[])).await;
 
-    let (sa, token) = service_account_client(cp, ns.name()).await;
+    let (sa, token) = service_account_client(cp, ns.name(), RELEASE).await;
     lease_round_trip(&sa, ns.name()).await;
 
     wait_allowed(&sa, "", "authentication.k8s.io", "tokenreviews", "create").await;
@@ -591,7 +607,7 @@ async fn with_a_lock_namespace_the_service_account_may_lease_there() {
     assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], locks.name());
     assert_eq!(env["GATEWAY_ENABLE_DISTRIBUTED_LOCKING"], "false");
 
-    let (sa, _) = service_account_client(cp, ns.name()).await;
+    let (sa, _) = service_account_client(cp, ns.name(), RELEASE).await;
     lease_round_trip(&sa, locks.name()).await;
     lease_round_trip(&sa, ns.name()).await;
     forbidden(
@@ -600,4 +616,325 @@ async fn with_a_lock_namespace_the_service_account_may_lease_there() {
             .await,
         "creating a Lease in a namespace without the chart's Role",
     );
+}
+
+/// template_spec is the Deployment's pod template spec as JSON.
+fn template_spec(objects: &[DynamicObject], ns: &str) -> Value {
+    let deployment = serde_json::to_value(find(objects, "Deployment", Some(ns), RELEASE))
+        .expect("Deployment as JSON");
+    deployment["spec"]["template"].clone()
+}
+
+#[test]
+fn every_object_carries_the_standard_labels_and_selectors_stay_stable() {
+    let objects = render("sg-render", &[]);
+    let chart: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(testenv::repo_root().join("chart/Chart.yaml"))
+            .expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    let version = chart["version"].as_str().expect("version");
+    let app_version = chart["appVersion"].as_str().expect("appVersion");
+    assert_eq!(
+        chart["kubeVersion"].as_str(),
+        Some(">=1.32.0-0"),
+        "selectable fields are GA in 1.32"
+    );
+    for obj in objects
+        .iter()
+        .filter(|o| kind(o) != "CustomResourceDefinition")
+    {
+        let labels = obj.metadata.labels.clone().unwrap_or_default();
+        let want = [
+            ("app.kubernetes.io/name", "signal-gateway"),
+            ("app.kubernetes.io/instance", RELEASE),
+            ("app.kubernetes.io/version", app_version),
+            ("app.kubernetes.io/managed-by", "Helm"),
+            ("helm.sh/chart", &format!("signal-gateway-{version}")),
+        ];
+        for (k, v) in want {
+            assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k} on {obj:?}");
+        }
+    }
+    // Selectors hold only the two labels that never change between versions.
+    let selector = serde_json::json!({
+        "app.kubernetes.io/name": "signal-gateway",
+        "app.kubernetes.io/instance": RELEASE,
+    });
+    let deployment = find(&objects, "Deployment", Some("sg-render"), RELEASE);
+    assert_eq!(deployment.data["spec"]["selector"]["matchLabels"], selector);
+    let service = find(&objects, "Service", Some("sg-render"), RELEASE);
+    assert_eq!(service.data["spec"]["selector"], selector);
+    let pdb = find(&objects, "PodDisruptionBudget", Some("sg-render"), RELEASE);
+    assert_eq!(pdb.data["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
+
+    let template = template_spec(&objects, "sg-render");
+    let spread = template["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("topology spread constraints");
+    let keys: Vec<_> = spread.iter().map(|c| c["topologyKey"].clone()).collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    for c in spread {
+        assert_eq!(c["labelSelector"]["matchLabels"], selector, "{c}");
+    }
+    // The default image is the one hack/image.sh builds.
+    let (repository, app) = crate::image::chart_image();
+    assert_eq!(
+        template["spec"]["containers"][0]["image"],
+        format!("{repository}:{app}")
+    );
+    let pre_stop = &template["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"];
+    assert_eq!(pre_stop, 5);
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_SHUTDOWN_TIMEOUT_SECONDS"], "20", "{env:?}");
+    assert!(
+        template["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|g| g > 5 + 20),
+        "the grace period covers the preStop sleep and the drain"
+    );
+}
+
+#[test]
+fn scheduling_and_account_values_reach_the_pod_template() {
+    let objects = render(
+        "sg-render",
+        &[
+            "serviceAccount.name=sg-custom",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/sg",
+            "nodeSelector.pool=infra",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=arch",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+            "podAnnotations.team=sre",
+            "podLabels.tier=ingest",
+            "priorityClassName=high",
+            "imagePullSecrets[0].name=regcred",
+            "image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "podDisruptionBudget.minAvailable=2",
+            "topologySpread.enabled=false",
+        ],
+    );
+    let sa = find(&objects, "ServiceAccount", Some("sg-render"), "sg-custom");
+    assert_eq!(
+        sa.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("eks.amazonaws.com/role-arn"))
+            .map(String::as_str),
+        Some("arn:aws:iam::1:role/sg")
+    );
+    for kind_ in ["RoleBinding", "ClusterRoleBinding"] {
+        for b in objects.iter().filter(|o| kind(o) == kind_) {
+            assert_eq!(b.data["subjects"][0]["name"], "sg-custom", "{b:?}");
+        }
+    }
+    let t = template_spec(&objects, "sg-render");
+    let spec = &t["spec"];
+    assert_eq!(spec["serviceAccountName"], "sg-custom");
+    assert_eq!(spec["nodeSelector"]["pool"], "infra");
+    assert_eq!(spec["tolerations"][0]["key"], "dedicated");
+    assert_eq!(
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "arch"
+    );
+    assert_eq!(t["metadata"]["annotations"]["team"], "sre");
+    assert_eq!(t["metadata"]["labels"]["tier"], "ingest");
+    assert_eq!(spec["priorityClassName"], "high");
+    assert_eq!(spec["imagePullSecrets"][0]["name"], "regcred");
+    assert!(spec["topologySpreadConstraints"].is_null(), "{spec}");
+    assert!(
+        spec["containers"][0]["image"].as_str().is_some_and(|i| i
+            .ends_with("@sha256:0000000000000000000000000000000000000000000000000000000000000000")),
+        "{}",
+        spec["containers"][0]["image"]
+    );
+    let pdb = find(&objects, "PodDisruptionBudget", Some("sg-render"), RELEASE);
+    assert_eq!(pdb.data["spec"]["minAvailable"], 2);
+    assert!(pdb.data["spec"]["maxUnavailable"].is_null());
+
+    // Without a Deployment (the Knative recipe): the CRD, account and RBAC only.
+    let objects = render("sg-render", &["deployment.enabled=false"]);
+    let kinds: std::collections::BTreeSet<_> = objects.iter().map(kind).collect();
+    assert!(
+        !kinds.contains("Deployment")
+            && !kinds.contains("Service")
+            && !kinds.contains("PodDisruptionBudget"),
+        "{kinds:?}"
+    );
+    find(&objects, "ServiceAccount", Some("sg-render"), RELEASE);
+    find(&objects, "RoleBinding", Some("sg-render"), RELEASE);
+}
+
+#[test]
+fn the_schema_rejects_unknown_values_and_what_the_gateway_refuses() {
+    let cases: [(&[&str], &str); 10] = [
+        (&["replicaCont=3"], "replicaCont"),
+        (&["image.tags=1"], "tags"),
+        (&["serviceAccount.nam=x"], "nam"),
+        (&["lockDurationSeconds=3601"], "/lockDurationSeconds"),
+        (&["apiTimeoutMs=0"], "/apiTimeoutMs"),
+        // Each in range, but the gateway refuses an API timeout as long as the lease.
+        (&["lockDurationSeconds=5"], "GATEWAY_API_TIMEOUT_MS"),
+        (
+            &["lockDurationSeconds=10", "apiTimeoutMs=10000"],
+            "GATEWAY_API_TIMEOUT_MS",
+        ),
+        (&["lockNamespace=Not_A_Namespace"], "/lockNamespace"),
+        (
+            &["terminationGracePeriodSeconds=20"],
+            "terminationGracePeriodSeconds",
+        ),
+        (&["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    ];
+    for (sets, field) in cases {
+        let mut args = vec!["template", RELEASE, "chart/", "--namespace", "sg-render"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, stdout, stderr) = run_helm(&args);
+        assert!(!ok, "helm accepted {sets:?}:\n{stdout}");
+        assert!(
+            stderr.contains(field),
+            "the error for {sets:?} names {field}:\n{stderr}"
+        );
+    }
+    // The closest accepted neighbours.
+    render(
+        "sg-render",
+        &[
+            "lockDurationSeconds=6",
+            "apiTimeoutMs=5999",
+            "terminationGracePeriodSeconds=26",
+        ],
+    );
+}
+
+/// restricted labels `ns` so that Pod Security admission enforces "restricted".
+async fn restricted(admin: &kube::Client, ns: &str) {
+    let patch = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("labelling the namespace restricted");
+}
+
+/// pod_from_template is a Pod made from the stored Deployment's template.
+fn pod_from_template(deployment: &Deployment, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    let template = deployment.spec.template.clone();
+    let mut metadata = template.metadata.unwrap_or_default();
+    metadata.name = Some(name.to_owned());
+    k8s_openapi::api::core::v1::Pod {
+        metadata,
+        spec: template.spec,
+        status: None,
+    }
+}
+
+#[tokio::test]
+async fn the_pod_template_passes_pod_security_restricted() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let admin = cp.admin_client();
+    restricted(&admin, ns.name()).await;
+    install(cp, ns.name(), &[]).await;
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), ns.name())
+        .get(RELEASE)
+        .await
+        .expect("the applied Deployment");
+    // Enforcement applies to Pods (a Deployment only warns): create the pod
+    // the ReplicaSet would create, as a server-side dry run.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin, ns.name());
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let pod = pod_from_template(&deployment, "sg-restricted");
+    pods.create(&dry, &pod)
+        .await
+        .unwrap_or_else(|e| panic!("the chart's pod is refused under restricted: {e}"));
+
+    // The check is live: the same pod without its seccomp profile is refused.
+    let mut weakened = pod_from_template(&deployment, "sg-weakened");
+    let spec = weakened.spec.as_mut().expect("a pod spec");
+    if let Some(sc) = spec.security_context.as_mut() {
+        sc.seccomp_profile = None;
+    }
+    for c in &mut spec.containers {
+        if let Some(sc) = c.security_context.as_mut() {
+            sc.seccomp_profile = None;
+        }
+    }
+    match pods.create(&dry, &weakened).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(status.message.contains("restricted"), "{status:?}");
+        }
+        other => panic!("a pod without seccompProfile was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mode() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let kubeconfig = cp.kubeconfig_path(Identity::Admin);
+    let kubeconfig = kubeconfig.to_str().expect("UTF-8");
+    let url = format!(
+        "http://{RELEASE}.{}.svc:8080/api/v1/signals/prometheus",
+        ns.name()
+    );
+    for (sets, want) in [
+        (
+            vec![],
+            "credentials_file: /var/run/secrets/signal-gateway/token",
+        ),
+        (
+            vec!["auth=bearer", "bearerTokenSecret=sg-token"],
+            "credentials_file: /etc/alertmanager/secrets/sg-token/token",
+        ),
+        (vec!["auth=none"], "auth=none"),
+    ] {
+        let mut args = vec![
+            "install",
+            RELEASE,
+            "chart/",
+            "--dry-run=server",
+            "--namespace",
+            ns.name(),
+            "--kubeconfig",
+            kubeconfig,
+        ];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        let (stdout, _) = helm(&args);
+        let notes = stdout
+            .split_once("NOTES:")
+            .map(|(_, n)| n)
+            .unwrap_or_else(|| panic!("no NOTES:\n{stdout}"));
+        assert!(notes.contains(&format!("- url: {url}")), "{notes}");
+        assert!(notes.contains(want), "{sets:?}: {notes}");
+        // The snippet is valid YAML with one webhook receiver.
+        let snippet: String = notes
+            .lines()
+            .skip_while(|l| !l.starts_with("receivers:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&snippet).expect("the snippet is YAML");
+        assert_eq!(
+            parsed["receivers"][0]["webhook_configs"][0]["url"].as_str(),
+            Some(url.as_str())
+        );
+    }
 }

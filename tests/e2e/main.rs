@@ -12,6 +12,8 @@ mod chart;
 mod control_plane;
 mod fence;
 mod gateway;
+mod image;
+mod knative;
 mod otlp;
 mod replicas;
 mod support;
