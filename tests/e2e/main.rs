@@ -14,6 +14,7 @@ mod fence;
 mod gateway;
 mod image;
 mod knative;
+mod kubernaut;
 mod otlp;
 mod replicas;
 mod support;

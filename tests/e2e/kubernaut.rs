@@ -1,0 +1,124 @@
+//! kubernaut compatibility: RRs this gateway writes are valid under
+//! kubernaut's own RemediationRequest CRD. The CRD here is written from the
+//! constraints kubernaut publishes for `kubernaut.ai/v1alpha1` (required spec
+//! fields, lengths, enums, `occurrenceCount` as int32, no selectable field),
+//! installed on a private control plane (the shared one has this project's
+//! CRD under the same name), and a gateway process runs the signal flow
+//! against it: a create, then a duplicate counted on the status.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use serde_json::json;
+use testenv::ControlPlane;
+
+use crate::support::{firing, http, post, spawn};
+
+/// kubernaut_crd is kubernaut's RemediationRequest CRD, reduced to what it
+/// validates.
+fn kubernaut_crd() -> CustomResourceDefinition {
+    let time = json!({"type": "string", "format": "date-time"});
+    let strings = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let target = json!({"type": "object", "required": ["kind", "name"], "properties": {
+        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+        "name": {"type": "string"}, "namespace": {"type": "string"}}});
+    let spec = json!({
+        "type": "object",
+        "required": ["firingTime", "receivedTime", "severity", "signalFingerprint",
+                     "signalName", "signalType", "targetResource", "targetType"],
+        "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}],
+        "properties": {
+            "firingTime": time, "receivedTime": time,
+            "severity": {"type": "string", "minLength": 1, "maxLength": 50},
+            "signalFingerprint": {"type": "string", "maxLength": 64, "pattern": "^[a-f0-9]{64}$"},
+            "signalName": {"type": "string", "maxLength": 253},
+            "signalSource": {"type": "string", "maxLength": 63},
+            "signalType": {"type": "string"},
+            "signalLabels": strings, "signalAnnotations": strings,
+            "targetType": {"type": "string",
+                           "enum": ["kubernetes", "aws", "azure", "gcp", "datadog"]},
+            "targetResource": target,
+        }
+    });
+    let status = json!({"type": "object", "properties": {
+        "overallPhase": {"type": "string", "enum": [
+            "Pending", "Processing", "Analyzing", "AwaitingApproval", "Executing",
+            "Blocked", "Completed", "Failed", "TimedOut", "Skipped", "Cancelled"]},
+        "deduplication": {"type": "object", "properties": {
+            "firstSeenAt": time, "lastSeenAt": time,
+            "occurrenceCount": {"type": "integer", "format": "int32"}}},
+    }});
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "remediationrequests.kubernaut.ai"},
+        "spec": {
+            "group": "kubernaut.ai",
+            "names": {"kind": "RemediationRequest", "listKind": "RemediationRequestList",
+                      "plural": "remediationrequests", "singular": "remediationrequest",
+                      "shortNames": ["rr"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "spec": spec,
+                    "status": status,
+                }}},
+            }],
+        },
+    }))
+    .expect("a CRD")
+}
+
+#[tokio::test]
+async fn rrs_written_by_the_gateway_are_valid_under_kubernauts_crd() {
+    let cp = ControlPlane::start()
+        .await
+        .expect("starting a private control plane");
+    cp.install_crd(kubernaut_crd())
+        .await
+        .expect("installing kubernaut's CRD");
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let gw = spawn(&cp, ns.name(), "kubernaut-0", &[]);
+    let http = http();
+    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 201, "{body}\n{}", gw.logs().join("\n"));
+    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 202, "{body}\n{}", gw.logs().join("\n"));
+    assert_eq!(body["results"][0]["occurrenceCount"], 2, "{body}");
+
+    let resource = ApiResource {
+        group: "kubernaut.ai".into(),
+        version: "v1alpha1".into(),
+        api_version: "kubernaut.ai/v1alpha1".into(),
+        kind: "RemediationRequest".into(),
+        plural: "remediationrequests".into(),
+    };
+    let rrs: Api<DynamicObject> = Api::namespaced_with(cp.admin_client(), ns.name(), &resource);
+    let list = rrs.list(&ListParams::default()).await.expect("listing RRs");
+    assert_eq!(list.items.len(), 1, "{list:?}");
+    let rr = &list.items[0];
+    assert_eq!(rr.data["spec"]["targetType"], "kubernetes", "{rr:?}");
+    assert_eq!(rr.data["spec"]["targetResource"]["name"], "kubernaut-pod");
+    assert_eq!(rr.data["status"]["deduplication"]["occurrenceCount"], 2);
+    // kubernaut's controllers move the phase; the gateway then opens a new RR.
+    let patch = json!({"status": {"overallPhase": "Completed"}});
+    rrs.patch_status(
+        rr.metadata.name.as_deref().expect("a name"),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("kubernaut completing the RR");
+    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 201, "{body}\n{}", gw.logs().join("\n"));
+}
