@@ -14,7 +14,7 @@ use crate::{
     config::Config,
     kube::{self, ApiCalls, Records, Rrs},
     pipeline::{Pipeline, Settings, Writer},
-    web::{AppState, Auth, router},
+    web::{self, AppState, Auth, router},
 };
 
 /// SWEEP_MIN_AGE is how long a record must have been left alone before the sweep may
@@ -75,13 +75,22 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
     }
     let state = AppState {
         pipeline: Arc::new(pipeline),
-        auth: Arc::new(Auth::new(&config.auth, client.clone(), config.api_timeout)),
+        auth: Arc::new(Auth::new(
+            &config.auth,
+            client.clone(),
+            &config.namespace,
+            config.api_timeout,
+        )),
         client,
         api_timeout: config.api_timeout,
         ready: Arc::new(AtomicBool::new(true)),
         max_body_bytes: config.max_body_bytes,
+        max_alerts: config.max_alerts,
         alert_concurrency: config.alert_concurrency,
         cluster_id: config.cluster_id.clone(),
+        request_timeout: config.request_timeout,
+        requests: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        max_requests: config.max_in_flight,
     };
     App {
         state,
@@ -135,12 +144,16 @@ async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
     });
 
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+    let limits = web::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+    };
+    let server = web::serve(listener, app.router(), limits, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let mut deadline_rx = stop_rx;
     tokio::select! {
-        r = server => r.context("serving HTTP")?,
+        () = server => {},
         _ = async {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(config.shutdown_timeout).await;

@@ -17,6 +17,10 @@ pub struct Config {
     pub auth: AuthMode,
     pub cluster_id: Option<String>,
     pub max_body_bytes: usize,
+    pub max_alerts: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
     pub api_timeout: Duration,
     pub max_in_flight: usize,
     pub alert_concurrency: usize,
@@ -26,15 +30,38 @@ pub struct Config {
     pub chaos: Chaos,
 }
 
-/// AuthMode says how callers of the signal endpoints are authenticated.
+/// AuthMode says how callers of the signal endpoints are authenticated and authorized.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthMode {
-    /// Bearer tokens are checked with a TokenReview against the API server.
-    TokenReview,
+    /// Bearer tokens are checked with a TokenReview for a dedicated audience, then the
+    /// caller's permission with a SubjectAccessReview.
+    TokenReview(Review),
     /// Bearer tokens must equal a shared secret.
-    Bearer(String),
+    Bearer(SecretSource),
     /// No authentication (for local use and for meshes that authenticate).
     None,
+}
+
+/// Review is what `tokenreview` mode asks the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    /// audience the caller's token must have been issued for.
+    pub audience: String,
+    /// group of the resource the caller must be allowed to `create` (empty: core).
+    pub group: String,
+    /// resource the caller must be allowed to `create`, in the gateway's namespace.
+    pub resource: String,
+    /// cache_ttl bounds how long a decision is reused for one token.
+    pub cache_ttl: Duration,
+}
+
+/// SecretSource is where the shared secret of `bearer` mode comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// File is a mounted Secret, re-read when it changes.
+    File(PathBuf),
+    /// Value is the secret itself (`GATEWAY_AUTH_TOKEN`), trimmed.
+    Value(String),
 }
 
 /// LogFormat selects JSON lines (default) or human-readable logs.
@@ -107,11 +134,26 @@ struct Env {
     #[serde(default)]
     auth: AuthKind,
     auth_token: Option<String>,
+    auth_token_file: Option<PathBuf>,
+    #[serde(default = "defaults::auth_audience")]
+    auth_audience: String,
+    #[serde(default = "defaults::auth_resource")]
+    auth_resource: String,
+    #[serde(default = "defaults::auth_cache_seconds")]
+    auth_cache_seconds: u64,
     cluster_id: Option<String>,
     #[serde(default = "defaults::max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default = "defaults::max_in_flight")]
     max_in_flight: usize,
+    #[serde(default = "defaults::max_alerts")]
+    max_alerts: usize,
+    #[serde(default = "defaults::max_connections")]
+    max_connections: usize,
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    header_read_timeout_ms: u64,
+    #[serde(default = "defaults::request_timeout_ms")]
+    request_timeout_ms: u64,
     #[serde(default = "defaults::alert_concurrency")]
     alert_concurrency: usize,
     #[serde(default)]
@@ -155,6 +197,27 @@ mod defaults {
     }
     pub fn max_in_flight() -> usize {
         1024
+    }
+    pub fn max_alerts() -> usize {
+        1000
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn auth_audience() -> String {
+        "signal-gateway".into()
+    }
+    pub fn auth_resource() -> String {
+        "remediationrequests.kubernaut.ai".into()
+    }
+    pub fn auth_cache_seconds() -> u64 {
+        10
     }
     pub fn alert_concurrency() -> usize {
         8
@@ -248,18 +311,37 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         ("GATEWAY_MAX_BODY_BYTES", env.max_body_bytes),
         ("GATEWAY_MAX_IN_FLIGHT", env.max_in_flight),
         ("GATEWAY_ALERT_CONCURRENCY", env.alert_concurrency),
+        ("GATEWAY_MAX_ALERTS", env.max_alerts),
+        ("GATEWAY_MAX_CONNECTIONS", env.max_connections),
     ] {
         in_range(var, v as u64, 1, u64::MAX)?;
     }
+    in_range(
+        "GATEWAY_HEADER_READ_TIMEOUT_MS",
+        env.header_read_timeout_ms,
+        100,
+        300_000,
+    )?;
+    in_range(
+        "GATEWAY_REQUEST_TIMEOUT_MS",
+        env.request_timeout_ms,
+        1000,
+        600_000,
+    )?;
+    if env.request_timeout_ms <= env.lock_wait_ms {
+        return Err(problem(
+            "GATEWAY_REQUEST_TIMEOUT_MS",
+            "must be longer than GATEWAY_LOCK_WAIT_MS, or a request waiting for a lock would always time out".into(),
+        ));
+    }
     let auth = match env.auth {
-        AuthKind::Tokenreview => AuthMode::TokenReview,
+        AuthKind::Tokenreview => AuthMode::TokenReview(review(
+            &env.auth_audience,
+            &env.auth_resource,
+            env.auth_cache_seconds,
+        )?),
         AuthKind::None => AuthMode::None,
-        AuthKind::Bearer => AuthMode::Bearer(env.auth_token.ok_or_else(|| {
-            problem(
-                "GATEWAY_AUTH_TOKEN",
-                "required when GATEWAY_AUTH=bearer".into(),
-            )
-        })?),
+        AuthKind::Bearer => AuthMode::Bearer(secret_source(env.auth_token, env.auth_token_file)?),
     };
     let chaos = Chaos {
         pause_at: env.test_pause_at,
@@ -300,6 +382,10 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         auth,
         cluster_id: env.cluster_id,
         max_body_bytes: env.max_body_bytes,
+        max_alerts: env.max_alerts,
+        max_connections: env.max_connections,
+        header_read_timeout: Duration::from_millis(env.header_read_timeout_ms),
+        request_timeout: Duration::from_millis(env.request_timeout_ms),
         api_timeout: Duration::from_millis(env.api_timeout_ms),
         max_in_flight: env.max_in_flight,
         alert_concurrency: env.alert_concurrency,
@@ -308,6 +394,73 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         instance,
         chaos,
     })
+}
+
+/// review reads the audience, resource and cache time of `tokenreview` mode.
+fn review(audience: &str, resource: &str, cache_seconds: u64) -> Result<Review, ConfigError> {
+    const VAR: &str = "GATEWAY_AUTH_RESOURCE";
+    let audience = audience.trim();
+    if audience.is_empty() || audience.len() > 253 {
+        return Err(problem(
+            "GATEWAY_AUTH_AUDIENCE",
+            "must be 1 to 253 characters".into(),
+        ));
+    }
+    in_range("GATEWAY_AUTH_CACHE_SECONDS", cache_seconds, 0, 300)?;
+    let spec = resource.trim();
+    if spec.contains('/') {
+        return Err(problem(
+            VAR,
+            format!("'{spec}' names a subresource; give `resource.group` or `resource`"),
+        ));
+    }
+    let (resource, group) = spec.split_once('.').unwrap_or((spec, ""));
+    let group_ok = group.is_empty() || group.split('.').all(crate::signal::is_dns1123_label);
+    if !crate::signal::is_dns1123_label(resource) || !group_ok {
+        return Err(problem(
+            VAR,
+            format!("'{spec}' is not `resource.group` (e.g. remediationrequests.kubernaut.ai)"),
+        ));
+    }
+    Ok(Review {
+        audience: audience.to_owned(),
+        group: group.to_owned(),
+        resource: resource.to_owned(),
+        cache_ttl: Duration::from_secs(cache_seconds),
+    })
+}
+
+/// secret_source picks the shared secret of `bearer` mode; an empty secret refuses to start.
+fn secret_source(
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<SecretSource, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(problem(
+            "GATEWAY_AUTH_TOKEN",
+            "set either GATEWAY_AUTH_TOKEN or GATEWAY_AUTH_TOKEN_FILE, not both".into(),
+        )),
+        (None, None) => Err(problem(
+            "GATEWAY_AUTH_TOKEN_FILE",
+            "required when GATEWAY_AUTH=bearer (or GATEWAY_AUTH_TOKEN)".into(),
+        )),
+        (Some(v), None) => Ok(SecretSource::Value(v.trim().to_owned())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                problem(
+                    "GATEWAY_AUTH_TOKEN_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if text.trim().is_empty() {
+                return Err(problem(
+                    "GATEWAY_AUTH_TOKEN_FILE",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(SecretSource::File(path))
+        }
+    }
 }
 
 fn problem(var: &str, problem: String) -> ConfigError {
@@ -352,7 +505,17 @@ mod tests {
         assert!(!c.chaos.disable_fencing);
         assert_eq!(c.lock_duration, Duration::from_secs(30));
         assert_eq!(c.lock_wait, Duration::from_secs(5));
-        assert_eq!(c.auth, AuthMode::TokenReview);
+        assert_eq!(
+            c.auth,
+            AuthMode::TokenReview(Review {
+                audience: "signal-gateway".into(),
+                group: "kubernaut.ai".into(),
+                resource: "remediationrequests".into(),
+                cache_ttl: Duration::from_secs(10),
+            })
+        );
+        assert_eq!(c.max_alerts, 1000);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.max_body_bytes, 256 * 1024);
         assert_eq!(c.instance, "gw-1");
         assert_eq!(c.log_format, LogFormat::Json);
@@ -425,7 +588,37 @@ mod tests {
             ),
             (
                 &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
-                "GATEWAY_AUTH_TOKEN",
+                "GATEWAY_AUTH_TOKEN_FILE",
+            ),
+            (
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_AUTH", "bearer"),
+                    ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent/token"),
+                ],
+                "GATEWAY_AUTH_TOKEN_FILE",
+            ),
+            (
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_AUTH_RESOURCE", "remediationrequests/status"),
+                ],
+                "GATEWAY_AUTH_RESOURCE",
+            ),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH_RESOURCE", "Bad")],
+                "GATEWAY_AUTH_RESOURCE",
+            ),
+            (
+                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
+                "GATEWAY_MAX_ALERTS",
+            ),
+            (
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_REQUEST_TIMEOUT_MS", "4000"),
+                ],
+                "GATEWAY_REQUEST_TIMEOUT_MS",
             ),
             (
                 &[
@@ -445,6 +638,52 @@ mod tests {
             assert_eq!(err.var, *var, "{err}");
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn bearer_secrets_are_trimmed_and_an_empty_file_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "\n  \n").unwrap();
+        let path = file.to_str().unwrap();
+        let vars = [
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_AUTH", "bearer"),
+            ("GATEWAY_AUTH_TOKEN_FILE", path),
+        ];
+        let err = Config::from_vars(vars).unwrap_err();
+        assert_eq!(err.var, "GATEWAY_AUTH_TOKEN_FILE", "{err}");
+        assert!(err.problem.contains("empty"), "{err}");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let c = Config::from_vars(vars).unwrap();
+        assert_eq!(c.auth, AuthMode::Bearer(SecretSource::File(file.clone())));
+        let c = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_AUTH", "bearer"),
+            ("GATEWAY_AUTH_TOKEN", "s3cret\n"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthMode::Bearer(SecretSource::Value("s3cret".into()))
+        );
+    }
+
+    #[test]
+    fn the_authorized_resource_is_configurable() {
+        let c = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_AUTH_RESOURCE", "signals.gateway.example.com"),
+            ("GATEWAY_AUTH_AUDIENCE", "alerts"),
+        ])
+        .unwrap();
+        let AuthMode::TokenReview(r) = c.auth else {
+            panic!("tokenreview is the default")
+        };
+        assert_eq!(
+            (r.resource.as_str(), r.group.as_str(), r.audience.as_str()),
+            ("signals", "gateway.example.com", "alerts")
+        );
     }
 
     #[test]

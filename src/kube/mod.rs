@@ -1,6 +1,7 @@
 //! Kube is the only module that talks to the Kubernetes API: the call budget (`calls`),
 //! the fence record and its lock (`record`), the server clock (`clock`), the RR client
-//! (`rrs`), the record sweep (`sweep`), TokenReview (`tokenreview`) and health.
+//! (`rrs`), the record sweep (`sweep`), TokenReview and SubjectAccessReview (`tokenreview`) and
+//! health.
 
 mod calls;
 mod clock;
@@ -17,7 +18,7 @@ pub use calls::{ApiCalls, KubeError, backoff};
 pub use record::{Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name};
 pub use rrs::{Counted, Rrs};
 pub use sweep::sweep;
-pub use tokenreview::review_token;
+pub use tokenreview::{Permission, may_create, review_token};
 
 /// MANAGED_BY labels every object the gateway creates, for the sweep and operators.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "signal-gateway");

@@ -59,6 +59,12 @@ pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, 
     if alerts.is_empty() {
         return Err(PayloadError::NoAlerts);
     }
+    if alerts.len() > ctx.max_alerts {
+        return Err(PayloadError::TooManyAlerts {
+            count: alerts.len(),
+            limit: ctx.max_alerts,
+        });
+    }
     if let Some(truncated) = payload
         .get("truncatedAlerts")
         .and_then(Value::as_u64)
@@ -156,7 +162,9 @@ fn firing_signal(
     let annotations = string_map(alert, "annotations", "annotations").map_err(|e| e.to_string())?;
     let starts_at = opt_str(alert, "startsAt", "startsAt").map_err(|e| e.to_string())?;
     let firing_time = match starts_at {
-        Some(value) => parse_timestamp("startsAt", value).map_err(|e| e.to_string())?,
+        Some(value) => {
+            parse_timestamp("startsAt", value, ctx.received_time).map_err(|e| e.to_string())?
+        }
         None => None,
     };
     let severity = labels
@@ -254,6 +262,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:15:00Z"),
+            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
         }
     }
 

@@ -94,7 +94,7 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
     let mut firing_time = None;
     for field in ["lastTimestamp", "eventTime", "firstTimestamp"] {
         let parsed = match opt_str(&event, field, field)? {
-            Some(value) => parse_timestamp(field, value)?,
+            Some(value) => parse_timestamp(field, value, ctx.received_time)?,
             None => None,
         };
         firing_time = firing_time.or(parsed);
@@ -255,6 +255,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:30:00Z"),
+            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
         }
     }
 

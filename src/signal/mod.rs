@@ -94,6 +94,8 @@ pub struct ParseContext {
     pub cluster_id: Option<String>,
     /// When the gateway received the payload; also the fallback firing time.
     pub received_time: jiff::Timestamp,
+    /// Most alerts one Alertmanager notification may carry.
+    pub max_alerts: usize,
 }
 
 impl ParseContext {
@@ -103,9 +105,21 @@ impl ParseContext {
         ParseContext {
             cluster_id,
             received_time: jiff::Timestamp::now(),
+            max_alerts: MAX_ALERTS_DEFAULT,
         }
     }
 }
+
+/// MAX_ALERTS_DEFAULT is the default of `GATEWAY_MAX_ALERTS`.
+pub const MAX_ALERTS_DEFAULT: usize = 1000;
+/// MAX_MAP_ENTRIES bounds the labels (or annotations) of one alert or event.
+pub const MAX_MAP_ENTRIES: usize = 256;
+/// MAX_KEY_BYTES bounds a label or annotation name (a qualified name: 253-byte prefix, `/`, 63).
+pub const MAX_KEY_BYTES: usize = 317;
+/// MAX_VALUE_BYTES bounds one label or annotation value.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// MAX_FUTURE is how far after the gateway's clock a firing time may lie (clock skew).
+const MAX_FUTURE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 /// PayloadError says why a whole payload is unusable; it will never succeed on retry.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +144,25 @@ pub enum PayloadError {
     },
     #[error("field `alerts` is empty; an Alertmanager notification carries at least one alert")]
     NoAlerts,
+    /// More alerts than `GATEWAY_MAX_ALERTS`; the HTTP layer answers 413.
+    #[error(
+        "{count} alerts in one notification, the limit is {limit}; lower Alertmanager's max_alerts"
+    )]
+    TooManyAlerts { count: usize, limit: usize },
+    #[error("field `{field}` has {count} entries, the limit is {limit}")]
+    TooManyEntries {
+        field: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error("field `{field}` is {len} bytes long, the limit is {limit}")]
+    TooLong {
+        field: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error("field `{field}` is {value}, outside 1970-01-01 .. one day from now")]
+    TimestampOutOfRange { field: String, value: String },
     #[error("field `{field}` is not an RFC 3339 timestamp: {value}")]
     InvalidTimestamp {
         field: String,
@@ -166,8 +199,13 @@ fn short(s: &str) -> String {
     }
 }
 
-/// parse_timestamp reads an RFC 3339 timestamp, treating Go's zero time as absent.
-fn parse_timestamp(field: &str, value: &str) -> Result<Option<jiff::Timestamp>, PayloadError> {
+/// parse_timestamp reads an RFC 3339 timestamp, treating Go's zero time as absent; a time
+/// before 1970 or more than a day after `now` is refused.
+fn parse_timestamp(
+    field: &str,
+    value: &str,
+    now: jiff::Timestamp,
+) -> Result<Option<jiff::Timestamp>, PayloadError> {
     // Go's time.Time{} marshals as 0001-01-01T00:00:00Z; senders use it for "unset".
     const GO_ZERO_SECONDS: i64 = -62_135_596_800;
     if value.is_empty() {
@@ -180,7 +218,19 @@ fn parse_timestamp(field: &str, value: &str) -> Result<Option<jiff::Timestamp>, 
             value: shown(value),
             source,
         })?;
-    Ok((ts.as_second() > GO_ZERO_SECONDS).then_some(ts))
+    if ts.as_second() <= GO_ZERO_SECONDS {
+        return Ok(None);
+    }
+    let latest = now
+        .saturating_add(MAX_FUTURE)
+        .unwrap_or(jiff::Timestamp::MAX);
+    if ts < jiff::Timestamp::UNIX_EPOCH || ts > latest {
+        return Err(PayloadError::TimestampOutOfRange {
+            field: field.to_owned(),
+            value: shown(value),
+        });
+    }
+    Ok(Some(ts))
 }
 
 /// json_kind names the JSON type of a value for error messages.
@@ -239,7 +289,8 @@ fn opt_object<'a>(
     }
 }
 
-/// string_map reads an optional object of string values, such as labels or annotations.
+/// string_map reads an optional object of string values, such as labels or annotations,
+/// within the bounds on entries, name and value sizes.
 fn string_map(
     obj: &Map<String, Value>,
     key: &str,
@@ -248,11 +299,28 @@ fn string_map(
     let Some(map) = opt_object(obj, key, path)? else {
         return Ok(BTreeMap::new());
     };
+    if map.len() > MAX_MAP_ENTRIES {
+        return Err(PayloadError::TooManyEntries {
+            field: path.to_owned(),
+            count: map.len(),
+            limit: MAX_MAP_ENTRIES,
+        });
+    }
     map.iter()
         .map(|(k, v)| match v {
+            _ if k.len() > MAX_KEY_BYTES => Err(PayloadError::TooLong {
+                field: format!("{path}.{}", short(k)),
+                len: k.len(),
+                limit: MAX_KEY_BYTES,
+            }),
+            Value::String(s) if s.len() > MAX_VALUE_BYTES => Err(PayloadError::TooLong {
+                field: format!("{path}.{}", short(k)),
+                len: s.len(),
+                limit: MAX_VALUE_BYTES,
+            }),
             Value::String(s) => Ok((k.clone(), s.clone())),
             other => Err(PayloadError::WrongType {
-                field: format!("{path}.{k}"),
+                field: format!("{path}.{}", short(k)),
                 expected: "a string",
                 found: json_kind(other),
             }),
@@ -266,16 +334,17 @@ mod tests {
 
     #[test]
     fn go_zero_time_counts_as_absent() {
+        let now = jiff::Timestamp::now();
         assert_eq!(
-            parse_timestamp("startsAt", "0001-01-01T00:00:00Z").ok(),
+            parse_timestamp("startsAt", "0001-01-01T00:00:00Z", now).ok(),
             Some(None)
         );
-        assert_eq!(parse_timestamp("startsAt", "").ok(), Some(None));
-        let ts = parse_timestamp("startsAt", "2025-03-14T09:26:53.589793238+01:00")
+        assert_eq!(parse_timestamp("startsAt", "", now).ok(), Some(None));
+        let ts = parse_timestamp("startsAt", "2025-03-14T09:26:53.589793238+01:00", now)
             .ok()
             .flatten();
         assert_eq!(ts.map(|t| t.as_second()), Some(1_741_940_813));
-        let err = parse_timestamp("startsAt", "yesterday")
+        let err = parse_timestamp("startsAt", "yesterday", now)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -283,5 +352,45 @@ mod tests {
             err.starts_with("field `startsAt` is not an RFC 3339 timestamp: \"yesterday\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn timestamps_before_1970_or_far_ahead_are_refused() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap_or_default();
+        for bad in [
+            "9999-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "0002-01-01T00:00:00Z",
+            "2026-01-02T00:00:01Z",
+        ] {
+            let err = parse_timestamp("startsAt", bad, now).map_err(|e| e.to_string());
+            assert!(
+                matches!(&err, Err(e) if e.contains("outside 1970-01-01")),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(parse_timestamp("startsAt", "2026-01-01T23:00:00Z", now).is_ok());
+    }
+
+    #[test]
+    fn label_maps_are_bounded_and_errors_stay_short() {
+        let map = |entries: Vec<(String, Value)>| {
+            let mut obj = Map::new();
+            obj.insert(
+                "labels".into(),
+                Value::Object(entries.into_iter().collect()),
+            );
+            string_map(&obj, "labels", "labels").map_err(|e| e.to_string())
+        };
+        let many = (0..=MAX_MAP_ENTRIES)
+            .map(|i| (format!("l{i}"), Value::String(String::new())))
+            .collect();
+        assert!(map(many).is_err_and(|e| e.contains("257 entries")));
+        let long_key = vec![("k".repeat(100_000), Value::Bool(true))];
+        assert!(map(long_key).is_err_and(|e| e.len() < 200));
+        let long_value = vec![("k".into(), Value::String("v".repeat(MAX_VALUE_BYTES + 1)))];
+        assert!(map(long_value).is_err_and(|e| e.contains("limit is 65536")));
+        let ok = vec![("k".into(), Value::String("v".repeat(10_000)))];
+        assert!(map(ok).is_ok());
     }
 }

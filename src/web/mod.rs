@@ -3,6 +3,7 @@
 
 mod auth;
 mod problem;
+mod server;
 
 use std::sync::{
     Arc,
@@ -11,9 +12,8 @@ use std::sync::{
 
 use axum::{
     Json, Router,
-    extract::{MatchedPath, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
-    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -21,10 +21,11 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 
 pub use auth::Auth;
-use problem::{Rejection, error_response, problem};
+use problem::{Rejection, error_response, problem, rejects_object};
+pub use server::{Limits, serve};
 
 use crate::{
-    pipeline::{self, Disposition, Pipeline},
+    pipeline::{Disposition, Pipeline},
     signal::{self, Item, ParseContext, Source},
     telemetry::{self, kv},
 };
@@ -39,8 +40,14 @@ pub struct AppState {
     /// ready turns false when shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub max_body_bytes: usize,
+    pub max_alerts: usize,
     pub alert_concurrency: usize,
     pub cluster_id: Option<String>,
+    /// request_timeout bounds a whole request, body and authentication included.
+    pub request_timeout: std::time::Duration,
+    /// requests bounds the requests in progress, authentication included.
+    pub requests: Arc<tokio::sync::Semaphore>,
+    pub max_requests: usize,
 }
 
 /// router builds the HTTP API of DESIGN.md.
@@ -51,29 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .layer(middleware::from_fn(record_duration))
         .with_state(state)
-}
-
-/// record_duration measures every request for the `http.server.request.duration` histogram.
-async fn record_duration(req: Request, next: middleware::Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let start = std::time::Instant::now();
-    let res = next.run(req).await;
-    telemetry::metrics().request_duration.record(
-        start.elapsed().as_secs_f64(),
-        &[
-            kv("http.route", route),
-            kv(
-                "http.response.status_code",
-                i64::from(res.status().as_u16()),
-            ),
-        ],
-    );
-    res
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -82,23 +67,41 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
     match crate::kube::reachable(&s.client, s.api_timeout).await {
         Ok(()) => "ok".into_response(),
-        Err(e) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Kubernetes API not reachable: {e}"),
-        ),
+        Err(e) => {
+            // Readiness is open to everyone: the API server's message stays in the log.
+            tracing::warn!(error = %e, "readiness check failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Kubernetes API not reachable".into(),
+            )
+        }
     }
 }
 
 async fn prometheus(State(s): State<AppState>, req: Request) -> Response {
-    handle(s, req, Source::Alertmanager)
+    bounded(s, req, Source::Alertmanager)
         .await
         .unwrap_or_else(error_response)
 }
 
 async fn kubernetes_event(State(s): State<AppState>, req: Request) -> Response {
-    handle(s, req, Source::KubernetesEvent)
+    bounded(s, req, Source::KubernetesEvent)
         .await
         .unwrap_or_else(error_response)
+}
+
+/// bounded runs one request inside the request limit and the request timeout; both
+/// cover authentication, so a flood of requests cannot queue unbounded TokenReviews.
+async fn bounded(s: AppState, req: Request, source: Source) -> Result<Response, Rejection> {
+    let _permit = Arc::clone(&s.requests)
+        .try_acquire_owned()
+        .map_err(|_| Rejection::Busy {
+            limit: s.max_requests,
+        })?;
+    let after = s.request_timeout;
+    tokio::time::timeout(after, handle(s, req, source))
+        .await
+        .unwrap_or(Err(Rejection::Timeout { after }))
 }
 
 /// Status is what became of one alert or event.
@@ -109,6 +112,8 @@ enum Status {
     Duplicate,
     Ignored,
     Rejected,
+    /// Failed permanently (the API server refused this signal's RR); never retried.
+    Failed,
 }
 
 impl Status {
@@ -118,6 +123,7 @@ impl Status {
             Status::Duplicate => "duplicate",
             Status::Ignored => "ignored",
             Status::Rejected => "rejected",
+            Status::Failed => "failed",
         }
     }
 }
@@ -138,18 +144,33 @@ struct SignalResult {
 }
 
 async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, Rejection> {
-    s.auth.check(req.headers()).await?;
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    s.auth.check(req.headers(), peer).await?;
     check_content_type(req.headers())?;
     let body = read_body(req, s.max_body_bytes).await?;
+    tracing::debug!(
+        source = source.as_str(),
+        bytes = body.len(),
+        payload = %String::from_utf8_lossy(&body[..body.len().min(DEBUG_PAYLOAD_BYTES)]),
+        "payload received"
+    );
     let ctx = ParseContext {
         cluster_id: s.cluster_id.clone(),
         received_time: jiff::Timestamp::now(),
+        max_alerts: s.max_alerts,
     };
     let items = match source {
         Source::Alertmanager => signal::parse_alertmanager(&body, &ctx),
         Source::KubernetesEvent => signal::parse_event(&body, &ctx).map(|i| vec![i]),
     }
-    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+    .map_err(|e| match e {
+        signal::PayloadError::TooManyAlerts { .. } => Rejection::TooManyAlerts(e.to_string()),
+        e => Rejection::BadRequest(e.to_string()),
+    })?;
+    drop(body);
 
     let results: Vec<Result<SignalResult, Rejection>> = stream::iter(items)
         .map(|item| {
@@ -158,7 +179,19 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                 match item {
                     Item::Signal(signal) => {
                         let fingerprint = Some(signal.fingerprint.to_string());
-                        let outcome = pipeline.submit(signal).await?;
+                        let outcome = match pipeline.submit(signal).await {
+                            Ok(outcome) => outcome,
+                            Err(e) if rejects_object(&e) => {
+                                return Ok(SignalResult {
+                                    status: Status::Failed,
+                                    fingerprint,
+                                    remediation_request: None,
+                                    occurrence_count: None,
+                                    reason: Some(problem::bounded(e.to_string())),
+                                });
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
                         Ok(SignalResult {
                             status: match outcome.disposition {
                                 Disposition::Created => Status::Created,
@@ -204,31 +237,24 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
     Ok((code, Json(serde_json::json!({ "results": results }))).into_response())
 }
 
-/// summarize fails the whole request if any signal failed: a 2xx promises
-/// that every write it reports is durable. Retrying a group re-counts the
-/// alerts that did succeed, which over-counts but never loses a signal.
+/// summarize fails the whole request if any signal failed in a way a retry can fix
+/// (overload, a transient API failure: 503; the gateway's own RBAC: 500): a 2xx promises
+/// that every write it reports is durable. Retrying a group re-counts the alerts that did
+/// succeed, which over-counts but never loses a signal. Permanent per-signal failures
+/// arrive here as `failed` results and do not fail the group.
 fn summarize(
     results: Vec<Result<SignalResult, Rejection>>,
 ) -> Result<Vec<SignalResult>, Rejection> {
-    let mut ok = Vec::with_capacity(results.len());
-    let mut overloaded = None;
-    for r in results {
-        match r {
-            Ok(r) => ok.push(r),
-            Err(e @ Rejection::Pipeline(pipeline::Error::Overloaded { .. })) => {
-                overloaded = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    match overloaded {
-        Some(e) => Err(e),
-        None => Ok(ok),
-    }
+    results.into_iter().collect()
 }
 
+/// DEBUG_PAYLOAD_BYTES is how much of a payload a debug log line shows.
+const DEBUG_PAYLOAD_BYTES: usize = 512;
+/// DETAIL_REASONS is how many rejection reasons a 400 detail lists before counting the rest.
+const DETAIL_REASONS: usize = 3;
+
 /// status_for picks 201 if anything was created, 202 if accepted signals were
-/// all duplicates, 200 if everything was ignored, 400 if everything was rejected.
+/// all duplicates, 200 if everything was ignored, 400 if everything was rejected or failed.
 fn status_for(results: &[SignalResult]) -> Result<StatusCode, Rejection> {
     let any = |s: Status| results.iter().any(|r| r.status == s);
     if any(Status::Created) {
@@ -239,10 +265,14 @@ fn status_for(results: &[SignalResult]) -> Result<StatusCode, Rejection> {
         Ok(StatusCode::OK)
     } else {
         let reasons: Vec<&str> = results.iter().filter_map(|r| r.reason.as_deref()).collect();
-        Err(Rejection::BadRequest(format!(
+        let mut detail = format!(
             "no signal could be accepted: {}",
-            reasons.join("; ")
-        )))
+            reasons[..reasons.len().min(DETAIL_REASONS)].join("; ")
+        );
+        if reasons.len() > DETAIL_REASONS {
+            detail.push_str(&format!(" (and {} more)", reasons.len() - DETAIL_REASONS));
+        }
+        Err(Rejection::BadRequest(detail))
     }
 }
 
@@ -338,7 +368,24 @@ mod tests {
             Err(pipeline::Error::Overloaded { limit: 3 }.into()),
         ])
         .unwrap_err();
-        assert_eq!(problem::status_of(&e), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(problem::status_of(&e), StatusCode::SERVICE_UNAVAILABLE);
+        let ok = summarize(vec![Ok(r(Status::Created)), Ok(r(Status::Failed))]).unwrap();
+        assert_eq!(status_for(&ok).unwrap(), StatusCode::CREATED);
+    }
+
+    #[test]
+    fn a_400_detail_lists_a_few_reasons_and_counts_the_rest() {
+        let many: Vec<SignalResult> = (0..130_000).map(|_| r(Status::Rejected)).collect();
+        let Err(e) = status_for(&many) else {
+            panic!("all rejected is a 400")
+        };
+        let detail = e.to_string();
+        assert!(detail.ends_with("(and 129997 more)"), "{detail}");
+        assert!(detail.len() < 1024, "{}", detail.len());
+        assert!(matches!(
+            status_for(&[r(Status::Failed), r(Status::Rejected)]),
+            Err(Rejection::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -351,7 +351,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
 }
 
 #[tokio::test]
-async fn tokenreview_auth_accepts_cluster_tokens_only() {
+async fn tokenreview_auth_refuses_tokens_not_issued_for_the_gateway() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway_with(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
@@ -375,11 +375,13 @@ async fn tokenreview_auth_accepts_cluster_tokens_only() {
         call(Some("not-a-token".into())).await,
         StatusCode::UNAUTHORIZED
     );
-    assert!(rrs(cp, ns.name()).await.is_empty());
+    // A token the cluster accepts, but not issued for the gateway's audience (and its
+    // caller may not create RRs either): refused. `security::` covers 2xx and 403.
     assert_eq!(
         call(Some(cp.token(Identity::Nobody).to_owned())).await,
-        StatusCode::CREATED
+        StatusCode::UNAUTHORIZED
     );
+    assert!(rrs(cp, ns.name()).await.is_empty());
 }
 
 #[tokio::test]

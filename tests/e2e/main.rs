@@ -17,4 +17,5 @@ mod knative;
 mod kubernaut;
 mod otlp;
 mod replicas;
+mod security;
 mod support;
