@@ -23,3 +23,5 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The end-to-end tests are one binary (tests/e2e); its chaos tests need the
 # test-only switches, which only a build with the `chaos` feature accepts.
 cargo test --workspace --features chaos "$@"
+# Fuzz the decoders and name derivation, bounded (FUZZ_SECONDS per target, default 25).
+hack/fuzz.sh
