@@ -13,6 +13,7 @@ hack/tool.sh libfaketime >/dev/null
 hack/tool.sh alertmanager >/dev/null
 hack/tool.sh helm >/dev/null
 hack/tool.sh otelcol >/dev/null
+PROMTOOL="$(hack/tool.sh promtool | tail -n 1)"
 # The container image (a release build for musl, reusing target/; the image
 # and Knative tests run its entrypoint from the unpacked layers).
 SIGNAL_GATEWAY_IMAGE="$(hack/image.sh | tail -n 1)"
@@ -20,6 +21,10 @@ export SIGNAL_GATEWAY_IMAGE
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The chart's alert rules: valid, and each alert fires and stays silent as its
+# unit tests say (tests/rules).
+"$PROMTOOL" check rules chart/files/gateway.rules.yaml
+"$PROMTOOL" test rules tests/rules/gateway.rules.test.yaml
 # The end-to-end tests are one binary (tests/e2e); its chaos tests need the
 # test-only switches, which only a build with the `chaos` feature accepts.
 cargo test --workspace --features chaos "$@"

@@ -6,8 +6,10 @@
 #   hack/tool.sh alertmanager  Debian's prometheus-alertmanager
 #   hack/tool.sh helm          Helm, built from the Go module proxy (hack/helm)
 #   hack/tool.sh otelcol       a minimal OpenTelemetry Collector (OTLP receiver,
-#                              file exporter), built from the Go module proxy
-#                              (hack/otelcol)
+#                              file and Prometheus exporters), built from the Go
+#                              module proxy (hack/otelcol)
+#   hack/tool.sh promtool      Debian's promtool (package prometheus), which
+#                              checks and unit-tests the chart's alert rules
 #   hack/tool.sh ocibuild      assembles the container image archive with
 #                              go-containerregistry, built from the Go module
 #                              proxy (hack/ocibuild)
@@ -79,12 +81,16 @@ case "${1:-}" in
     pin otelcol go.opentelemetry.io/collector/otelcol v0.161.0
     go_tool otelcol v0.161.0 .
     ;;
+  promtool)
+    apt_install prometheus 2.42.0+ds-5+deb12u1
+    command -v promtool
+    ;;
   ocibuild)
     pin ocibuild github.com/google/go-containerregistry v0.22.1
     go_tool ocibuild v0.22.1 .
     ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|ocibuild" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|ocibuild" >&2
     exit 2
     ;;
 esac

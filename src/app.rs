@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use axum::{middleware, routing::get};
 use tokio::sync::watch;
 
 use crate::{
@@ -14,6 +15,7 @@ use crate::{
     config::Config,
     kube::{self, ApiCalls, Records, Rrs},
     pipeline::{Pipeline, Settings, Writer},
+    telemetry::{self, Telemetry},
     web::{self, AppState, Auth, router},
 };
 
@@ -100,22 +102,72 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
 }
 
 impl App {
-    /// router is the HTTP API of this app.
+    /// router is the HTTP API of this app, with the HTTP server's telemetry around it
+    /// (`http.server.request.duration`, the request's span under the caller's `traceparent`).
     pub fn router(&self) -> axum::Router {
-        router(self.state.clone())
+        router(self.state.clone()).layer(middleware::from_fn(telemetry::http_server))
     }
 }
 
 /// run picks the serve mode: Lambda when `AWS_LAMBDA_RUNTIME_API` is set, HTTP otherwise.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let app = build(&config).await?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving as an AWS Lambda function");
-        return lambda_http::run(app.router())
+        if config.metrics_addr.is_some() {
+            tracing::warn!("GATEWAY_METRICS_ADDR is ignored under Lambda: nothing can scrape it");
+        }
+        return lambda_http::run(lambda_router(&app, telemetry))
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
+    if let Some(addr) = config.metrics_addr {
+        serve_metrics(addr, telemetry).await?;
+    }
     http_server(config, app).await
+}
+
+/// lambda_router is the router that flushes telemetry at the end of every invocation,
+/// before the answer goes back: Lambda may freeze the instance right after it.
+pub fn lambda_router(app: &App, telemetry: Telemetry) -> axum::Router {
+    app.router()
+        .layer(middleware::from_fn(move |req, next: middleware::Next| {
+            let telemetry = telemetry.clone();
+            async move {
+                let res = next.run(req).await;
+                telemetry.flush().await;
+                res
+            }
+        }))
+}
+
+/// serve_metrics serves `GET /metrics` (Prometheus text format) on its own port.
+async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding GATEWAY_METRICS_ADDR {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = telemetry.prometheus_text().unwrap_or_default();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics).await {
+            tracing::warn!(error = %e, "serving metrics failed");
+        }
+    });
+    Ok(())
 }
 
 async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
@@ -172,7 +224,10 @@ async fn sweep_records(records: Records, rrs: Rrs, lease: Duration, api_timeout:
         tick.tick().await;
         match kube::sweep(&records, &rrs, SWEEP_MIN_AGE, &ApiCalls::new(api_timeout)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed fence records that fence nothing"),
+            Ok(n) => {
+                telemetry::metrics().sweep_removals.add(n as u64, &[]);
+                tracing::info!(removed = n, "removed fence records that fence nothing");
+            }
             Err(e) => tracing::warn!(error = %e, "sweeping fence records failed"),
         }
     }

@@ -9,6 +9,8 @@ use serde::{Deserialize, de::DeserializeOwned};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// metrics_addr serves the instruments in the Prometheus text format; None is off.
+    pub metrics_addr: Option<SocketAddr>,
     pub namespace: String,
     pub lock_namespace: String,
     pub distributed_locking: bool,
@@ -121,6 +123,7 @@ enum AuthKind {
 struct Env {
     #[serde(default = "defaults::listen_addr")]
     listen_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     namespace: Option<String>,
     lock_namespace: Option<String>,
     #[serde(default = "defaults::yes")]
@@ -372,8 +375,18 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         .or(platform.hostname)
         .unwrap_or_else(|| "signal-gateway".into());
 
+    if env
+        .metrics_addr
+        .is_some_and(|m| m == listen_addr && m.port() != 0)
+    {
+        return Err(problem(
+            "GATEWAY_METRICS_ADDR",
+            "must differ from the listen address".into(),
+        ));
+    }
     Ok(Config {
         listen_addr,
+        metrics_addr: env.metrics_addr,
         namespace,
         lock_namespace,
         distributed_locking: env.enable_distributed_locking,
@@ -684,6 +697,24 @@ mod tests {
             (r.resource.as_str(), r.group.as_str(), r.audience.as_str()),
             ("signals", "gateway.example.com", "alerts")
         );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_unless_set() {
+        let c = Config::from_vars([("GATEWAY_NAMESPACE", "a")]).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        let c = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_METRICS_ADDR", "0.0.0.0:9090"),
+        ])
+        .unwrap();
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        for bad in ["nine", "0.0.0.0:8080"] {
+            let err =
+                Config::from_vars([("GATEWAY_NAMESPACE", "a"), ("GATEWAY_METRICS_ADDR", bad)])
+                    .unwrap_err();
+            assert_eq!(err.var, "GATEWAY_METRICS_ADDR", "{err}");
+        }
     }
 
     #[test]

@@ -45,27 +45,22 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
-    let meters = match telemetry::init_metrics() {
-        Ok(m) => m,
+    let telemetry = match telemetry::init(config.log_format, config.metrics_addr.is_some()) {
+        Ok(t) => t,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "signal-gateway failed");
-            return ExitCode::FAILURE;
+            // An unusable OTEL_* variable is a configuration error like any other.
+            eprintln!("signal-gateway: {e:#}");
+            return ExitCode::from(2);
         }
     };
-    let code = match app::run(config).await {
+    let code = match app::run(config, telemetry.clone()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "signal-gateway failed");
             ExitCode::FAILURE
         }
     };
-    if let Some(provider) = meters {
-        // Exports what was recorded since the last period.
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            tracing::warn!("flushing metrics at exit failed");
-        }
-    }
+    // Exports what was recorded since the last period.
+    telemetry.shutdown().await;
     code
 }

@@ -1,74 +1,360 @@
-//! Telemetry sets up logging and OTLP metrics once per process.
+//! Telemetry sets up logs, metrics and traces once per process.
 //!
-//! Metrics leave the process over OTLP/HTTP (protobuf) because instances are
-//! short-lived and many: nothing waits to be scraped. Export is on when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` is
-//! set (and `OTEL_SDK_DISABLED` is not `true`); the other standard `OTEL_*`
-//! variables (headers, timeout, `OTEL_METRIC_EXPORT_INTERVAL`,
-//! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) apply as usual. Without
-//! an endpoint the instruments are no-ops.
+//! Metrics leave the process over OTLP because instances are short-lived and many, and,
+//! when `GATEWAY_METRICS_ADDR` is set, are also served in the Prometheus text format for a
+//! scraper. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the signal's own
+//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_ENDPOINT`) is set, unless `OTEL_SDK_DISABLED=true`
+//! or `OTEL_{METRICS,TRACES}_EXPORTER=none`. `OTEL_EXPORTER_OTLP_PROTOCOL` selects
+//! `http/protobuf` (default) or `grpc`; `https://` endpoints use rustls. Every export runs
+//! on the SDK's own thread with the exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! default 10 s), so a slow or absent collector never slows a request; spans wait in a
+//! bounded queue that drops when full.
 
-use std::sync::OnceLock;
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
+use axum::{
+    extract::{MatchedPath, Request},
+    middleware::Next,
+    response::Response,
+};
 use opentelemetry::{
     KeyValue, global,
-    metrics::{Counter, Histogram},
+    metrics::{Counter, Histogram, Meter},
+    propagation::{Extractor, TextMapPropagator as _},
+    trace::{TraceContextExt as _, TracerProvider as _},
 };
-use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider};
-use tracing_subscriber::{EnvFilter, fmt};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::SdkMeterProvider,
+    propagation::TraceContextPropagator,
+    resource::{ResourceDetector as _, TelemetryResourceDetector},
+    trace::SdkTracerProvider,
+};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, layer::SubscriberExt as _};
 
-use crate::config::LogFormat;
+use crate::config::{ConfigError, LogFormat};
 
-/// init installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+/// SERVICE_NAME is `service.name` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`
+/// names the service.
+pub const SERVICE_NAME: &str = "signal-gateway";
+
+/// FLUSH_TIMEOUT bounds a flush at the end of a Lambda invocation.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Telemetry holds the providers of one process; `shutdown` flushes them at exit.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    meters: Option<SdkMeterProvider>,
+    tracer: Option<SdkTracerProvider>,
+    /// registry holds the instruments served on `GATEWAY_METRICS_ADDR`.
+    registry: Option<prometheus::Registry>,
+}
+
+/// Protocol is the OTLP transport of one signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+/// Env is how telemetry reads the environment: the process' own, or a map in tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// process_env reads a variable of this process; an empty value counts as unset.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Signal names an OTLP signal and its variables.
+#[derive(Clone, Copy)]
+struct Signal {
+    /// upper is the signal's part of `OTEL_EXPORTER_OTLP_<upper>_*`.
+    upper: &'static str,
+    /// exporter is its `OTEL_<...>_EXPORTER` variable.
+    exporter: &'static str,
+}
+
+const METRICS: Signal = Signal {
+    upper: "METRICS",
+    exporter: "OTEL_METRICS_EXPORTER",
+};
+const TRACES: Signal = Signal {
+    upper: "TRACES",
+    exporter: "OTEL_TRACES_EXPORTER",
+};
+
+/// otlp_protocol says whether `signal` is exported over OTLP and how; an unknown protocol
+/// is a configuration error naming its variable.
+fn otlp_protocol(env: Env<'_>, signal: Signal) -> Result<Option<Protocol>, ConfigError> {
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let off = env(signal.exporter).is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || env(&format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.upper)).is_some();
+    if disabled || off || !endpoint {
+        return Ok(None);
+    }
+    let own = format!("OTEL_EXPORTER_OTLP_{}_PROTOCOL", signal.upper);
+    let (var, value) = match env(&own) {
+        Some(v) => (own, v),
+        None => (
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+            env("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into()),
+        ),
+    };
+    match value.trim() {
+        "http/protobuf" => Ok(Some(Protocol::HttpProtobuf)),
+        "grpc" => Ok(Some(Protocol::Grpc)),
+        other => Err(ConfigError {
+            var,
+            problem: format!("'{other}' is not supported: use http/protobuf or grpc"),
+        }),
+    }
+}
+
+/// resource_attributes are the attributes of this process' telemetry, lowest precedence
+/// first: the gateway's defaults (`service.name`, a `service.instance.id` unique to the
+/// process, `k8s.pod.name` and `k8s.namespace.name` from `POD_NAME` (or, in a pod,
+/// `HOSTNAME`) and `POD_NAMESPACE`),
+/// then `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME`.
+#[must_use]
+pub fn resource_attributes(env: Env<'_>, instance_id: &str) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new("service.name", SERVICE_NAME),
+        KeyValue::new("service.instance.id", instance_id.to_owned()),
+    ];
+    // In a pod, HOSTNAME is the pod's name (Knative cannot set POD_NAME from a fieldRef).
+    let in_pod = env("KUBERNETES_SERVICE_HOST").is_some();
+    let pod = env("POD_NAME").or_else(|| env("HOSTNAME").filter(|_| in_pod));
+    if let Some(pod) = pod {
+        attrs.push(KeyValue::new("k8s.pod.name", pod));
+    }
+    if let Some(ns) = env("POD_NAMESPACE") {
+        attrs.push(KeyValue::new("k8s.namespace.name", ns));
+    }
+    for pair in env("OTEL_RESOURCE_ATTRIBUTES")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = pair.split_once('=')
+            && !k.trim().is_empty()
+        {
+            attrs.push(KeyValue::new(k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    if let Some(name) = env("OTEL_SERVICE_NAME") {
+        attrs.push(KeyValue::new("service.name", name));
+    }
+    // Later entries win.
+    let mut out: Vec<KeyValue> = Vec::with_capacity(attrs.len());
+    for kv in attrs {
+        out.retain(|o| o.key != kv.key);
+        out.push(kv);
+    }
+    out
+}
+
+/// instance_id is a random UUID (version 4) naming this process.
+fn instance_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let n = u128::from_be_bytes(b) & !(0xf000 << 64) & !(0xc000 << 48);
+    let n = n | (0x4000 << 64) | (0x8000 << 48);
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn resource(env: Env<'_>) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(
+            TelemetryResourceDetector
+                .detect()
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attributes(resource_attributes(env, &instance_id()))
+        .build()
+}
+
+fn exporter_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("building the OTLP {what} exporter: {e}")
+}
+
+/// init installs the global log subscriber, the meter provider and, when traces are
+/// exported, the tracer; `prometheus` also serves the instruments for a scraper.
+/// `RUST_LOG` overrides the default `info` level.
+pub fn init(format: LogFormat, prometheus: bool) -> anyhow::Result<Telemetry> {
+    init_with(format, prometheus, &process_env)
+}
+
+fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Result<Telemetry> {
+    // rustls needs a process-wide crypto provider for the exporter's https client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics_protocol = otlp_protocol(env, METRICS)?;
+    let traces_protocol = otlp_protocol(env, TRACES)?;
+    let resource = resource(env);
+
+    let tracer = match traces_protocol {
+        None => None,
+        Some(protocol) => {
+            let exporter = match protocol {
+                Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .build(),
+                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .build(),
+            }
+            .map_err(|e| exporter_error("span", e))?;
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource.clone())
+                .with_batch_exporter(exporter)
+                .build();
+            global::set_text_map_propagator(TraceContextPropagator::new());
+            global::set_tracer_provider(provider.clone());
+            Some(provider)
+        }
+    };
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
+    let logs = fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => logs.boxed(),
     };
+    let traces = tracer.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("signal-gateway"))
+            .with_location(false)
+    });
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+
+    let mut builder = SdkMeterProvider::builder().with_resource(resource);
+    let mut any = false;
+    if let Some(protocol) = metrics_protocol {
+        let exporter = match protocol {
+            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .build(),
+            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build(),
+        }
+        .map_err(|e| exporter_error("metric", e))?;
+        builder = builder.with_periodic_exporter(exporter);
+        any = true;
+    }
+    let registry = if prometheus {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the Prometheus exporter: {e}"))?;
+        builder = builder.with_reader(exporter);
+        any = true;
+        Some(registry)
+    } else {
+        None
+    };
+    let meters = any.then(|| builder.build());
+    if let Some(provider) = &meters {
+        global::set_meter_provider(provider.clone());
+    }
+    if let Some(protocol) = metrics_protocol {
+        tracing::info!(protocol = ?protocol, "exporting metrics over OTLP");
+    }
+    if let Some(protocol) = traces_protocol {
+        tracing::info!(protocol = ?protocol, "exporting traces over OTLP");
+    }
+    Ok(Telemetry {
+        meters,
+        tracer,
+        registry,
+    })
 }
 
-/// init_metrics installs the OTLP meter provider when an endpoint is configured.
-/// Keep the returned provider and shut it down at exit to flush the last values.
-pub fn init_metrics() -> anyhow::Result<Option<SdkMeterProvider>> {
-    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.trim().is_empty());
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    if disabled
-        || !(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
-    {
-        return Ok(None);
+impl Telemetry {
+    /// prometheus_text encodes every instrument in the Prometheus text format.
+    #[must_use]
+    pub fn prometheus_text(&self) -> Option<String> {
+        let registry = self.registry.as_ref()?;
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut out,
+        )
+        .ok()?;
+        String::from_utf8(out).ok()
     }
-    let exporter = opentelemetry_otlp::MetricExporter::builder()
-        .with_http()
-        .build()
-        .map_err(|e| anyhow::anyhow!("building the OTLP metric exporter: {e}"))?;
-    let mut resource = Resource::builder();
-    if !set("OTEL_SERVICE_NAME") {
-        resource = resource.with_service_name("signal-gateway");
+
+    /// flush pushes what was recorded so far, bounded by a timeout, off the async threads.
+    /// Lambda calls it at the end of every invocation: the instance may freeze right after.
+    pub async fn flush(&self) {
+        if self.meters.is_none() && self.tracer.is_none() {
+            return;
+        }
+        let this = self.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            if let Some(t) = &this.tracer {
+                let _ = t.force_flush();
+            }
+            if let Some(m) = &this.meters {
+                let _ = m.force_flush();
+            }
+        });
+        if tokio::time::timeout(FLUSH_TIMEOUT, work).await.is_err() {
+            tracing::warn!(timeout = ?FLUSH_TIMEOUT, "flushing telemetry timed out");
+        }
     }
-    let provider = SdkMeterProvider::builder()
-        .with_resource(resource.build())
-        .with_periodic_exporter(exporter)
-        .build();
-    global::set_meter_provider(provider.clone());
-    tracing::info!("exporting metrics over OTLP");
-    Ok(Some(provider))
+
+    /// shutdown exports what was recorded since the last period and stops the exporters.
+    pub async fn shutdown(self) {
+        let done = tokio::task::spawn_blocking(move || {
+            let traces = self.tracer.as_ref().map(SdkTracerProvider::shutdown);
+            let metrics = self.meters.as_ref().map(SdkMeterProvider::shutdown);
+            !matches!(traces, Some(Err(_))) && !matches!(metrics, Some(Err(_)))
+        })
+        .await;
+        if !matches!(done, Ok(true)) {
+            tracing::warn!("flushing telemetry at exit failed");
+        }
+    }
 }
 
-/// Metrics are the instruments the gateway records.
+/// Metrics are the instruments the gateway records. Their Prometheus names (after an
+/// OTLP collector's Prometheus exporter, or on `GATEWAY_METRICS_ADDR`) are in the README.
 pub struct Metrics {
-    /// signals counts signals by `source` and result `status`
-    /// (created, duplicate, ignored, rejected, failed).
+    /// signals counts signals by `source` (alertmanager, kubernetes-event) and result
+    /// `status` (created, duplicate, ignored, rejected, failed).
     pub signals: Counter<u64>,
-    /// kube_api_requests counts Kubernetes API requests by the `path` of
-    /// the batch that made them (created, duplicate, failed).
+    /// kube_api_requests counts Kubernetes API requests by `verb`, `resource` and
+    /// `outcome` (`ok`, `conflict`, `not_found`, `client_error`, `server_error`,
+    /// `timeout`, `transport`).
     pub kube_api_requests: Counter<u64>,
-    /// request_duration is the HTTP request latency by route and status code.
+    /// request_duration is the HTTP server duration by `http.request.method`,
+    /// `http.route` and `http.response.status_code`.
     pub request_duration: Histogram<f64>,
     /// lock_attempts counts claims of a fence record with locking on
     /// (`gateway_lock_acquisition_attempts_total` in Prometheus).
@@ -85,6 +371,13 @@ pub struct Metrics {
     pub lock_wait: Histogram<f64>,
     /// lock_hold is the time from a won claim to its release.
     pub lock_hold: Histogram<f64>,
+    /// lock_takeovers counts claims that took over a holder's expired lease.
+    pub lock_takeovers: Counter<u64>,
+    /// fence_collisions counts RR creates that found the claimed name already created by
+    /// another writer (the batch is then counted on that RR).
+    pub fence_collisions: Counter<u64>,
+    /// sweep_removals counts fence records deleted by the sweep.
+    pub sweep_removals: Counter<u64>,
 }
 
 /// LOCK_BUCKETS resolve a lock that costs one API round trip (about a millisecond).
@@ -92,62 +385,351 @@ const LOCK_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// HTTP_BUCKETS are the semantic conventions' advice for `http.server.request.duration`.
+const HTTP_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+impl Metrics {
+    /// new creates the instruments from `meter`.
+    #[must_use]
+    pub fn new(meter: &Meter) -> Metrics {
+        let counter = |name: &'static str, description: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
+        };
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Metrics {
+            signals: counter("gateway.signals", "Signals received, by source and result"),
+            kube_api_requests: counter(
+                "gateway.kube.api.requests",
+                "Kubernetes API requests, by verb, resource and outcome",
+            ),
+            request_duration: seconds(
+                "http.server.request.duration",
+                "Duration of HTTP server requests",
+                &HTTP_BUCKETS,
+            ),
+            lock_attempts: counter(
+                "gateway.lock.acquisition.attempts",
+                "Claims of a fence record with locking on",
+            ),
+            lock_success: counter(
+                "gateway.lock.acquisition.success",
+                "Claims that took the lock",
+            ),
+            lock_failures: counter(
+                "gateway.lock.acquisition.failures",
+                "Claims that did not take the lock, by reason",
+            ),
+            lock_contention: counter(
+                "gateway.lock.contention",
+                "Claims that found the record held by another writer",
+            ),
+            lock_wait: seconds(
+                "gateway.lock.wait.duration",
+                "Time from the start of a claim to its outcome",
+                &LOCK_BUCKETS,
+            ),
+            lock_hold: seconds(
+                "gateway.lock.hold.duration",
+                "Time from a won claim to its release",
+                &LOCK_BUCKETS,
+            ),
+            lock_takeovers: counter(
+                "gateway.lock.takeovers",
+                "Claims that took over an expired lease of another holder",
+            ),
+            fence_collisions: counter(
+                "gateway.fence.collisions",
+                "RR creates that lost to another writer of the same claimed name",
+            ),
+            sweep_removals: counter(
+                "gateway.sweep.removals",
+                "Fence records deleted by the sweep",
+            ),
+        }
+    }
+}
+
 /// metrics returns the instruments, created on first use from the global meter.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let meter = global::meter("signal-gateway");
-        Metrics {
-            signals: meter
-                .u64_counter("signal_gateway.signals")
-                .with_description("Signals received, by source and result")
-                .build(),
-            kube_api_requests: meter
-                .u64_counter("signal_gateway.kube_api.requests")
-                .with_description("Kubernetes API requests made for signals, by path")
-                .build(),
-            request_duration: meter
-                .f64_histogram("http.server.request.duration")
-                .with_unit("s")
-                .with_description("Duration of HTTP requests")
-                .with_boundaries(vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
-                .build(),
-            lock_attempts: meter
-                .u64_counter("gateway.lock.acquisition.attempts")
-                .with_description("Claims of a fence record with locking on")
-                .build(),
-            lock_success: meter
-                .u64_counter("gateway.lock.acquisition.success")
-                .with_description("Claims that took the lock")
-                .build(),
-            lock_failures: meter
-                .u64_counter("gateway.lock.acquisition.failures")
-                .with_description("Claims that did not take the lock, by reason")
-                .build(),
-            lock_contention: meter
-                .u64_counter("gateway.lock.contention")
-                .with_description("Claims that found the record held by another writer")
-                .build(),
-            lock_wait: meter
-                .f64_histogram("gateway.lock.wait.duration")
-                .with_unit("s")
-                .with_description("Time from the start of a claim to its outcome")
-                .with_boundaries(LOCK_BUCKETS.to_vec())
-                .build(),
-            lock_hold: meter
-                .f64_histogram("gateway.lock.hold.duration")
-                .with_unit("s")
-                .with_description("Time from a won claim to its release")
-                .with_boundaries(LOCK_BUCKETS.to_vec())
-                .build(),
-        }
-    })
+    METRICS.get_or_init(|| Metrics::new(&global::meter("signal-gateway")))
 }
 
 /// kv is a short constructor for one attribute.
 #[must_use]
 pub fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
     KeyValue::new(key, value)
+}
+
+/// trace_id is the OpenTelemetry trace id of `span`, when traces are exported.
+#[must_use]
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// method is `http.request.method`: a known method, or `_OTHER` (a bounded label set).
+fn method(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// http_server is the middleware around the router: it records `http.server.request.duration`
+/// and, for the signal endpoints, opens the request's server span under the caller's W3C
+/// `traceparent`, if any.
+pub async fn http_server(req: Request, next: Next) -> Response {
+    let method = method(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let traced = route.as_deref().is_some_and(|r| r.starts_with("/api/"));
+    let start = Instant::now();
+    let res = if traced {
+        let route = route.as_deref().unwrap_or_default();
+        let span = tracing::info_span!(
+            "http request",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+        let res = next.run(req).instrument(span.clone()).await;
+        span.record("http.response.status_code", res.status().as_u16());
+        res
+    } else {
+        next.run(req).await
+    };
+    let mut attrs = vec![
+        kv("http.request.method", method),
+        kv(
+            "http.response.status_code",
+            i64::from(res.status().as_u16()),
+        ),
+    ];
+    if let Some(route) = route {
+        attrs.push(kv("http.route", route));
+    }
+    metrics()
+        .request_duration
+        .record(start.elapsed().as_secs_f64(), &attrs);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+        attrs
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    #[test]
+    fn resource_has_instance_pod_and_namespace() {
+        let e = env(&[("POD_NAME", "gw-1"), ("POD_NAMESPACE", "ops")]);
+        let a = resource_attributes(&e, "id-1");
+        assert_eq!(attr(&a, "service.name").as_deref(), Some(SERVICE_NAME));
+        assert_eq!(attr(&a, "service.instance.id").as_deref(), Some("id-1"));
+        assert_eq!(attr(&a, "k8s.pod.name").as_deref(), Some("gw-1"));
+        assert_eq!(attr(&a, "k8s.namespace.name").as_deref(), Some("ops"));
+        let knative = env(&[
+            ("HOSTNAME", "sg-00001-x"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ]);
+        let a = resource_attributes(&knative, "id-2");
+        assert_eq!(attr(&a, "k8s.pod.name").as_deref(), Some("sg-00001-x"));
+        let laptop = env(&[("HOSTNAME", "laptop")]);
+        assert_eq!(
+            attr(&resource_attributes(&laptop, "id-3"), "k8s.pod.name"),
+            None
+        );
+        assert_ne!(instance_id(), instance_id());
+        let id = instance_id();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(&id[14..15], "4", "a version 4 UUID: {id}");
+    }
+
+    #[test]
+    fn service_name_from_the_environment_is_never_overwritten() {
+        let e = env(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=billing,team=ops")]);
+        let a = resource_attributes(&e, "x");
+        assert_eq!(attr(&a, "service.name").as_deref(), Some("billing"));
+        assert_eq!(attr(&a, "team").as_deref(), Some("ops"));
+        let e = env(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=billing"),
+            ("OTEL_SERVICE_NAME", "alerts"),
+        ]);
+        let a = resource_attributes(&e, "x");
+        assert_eq!(attr(&a, "service.name").as_deref(), Some("alerts"));
+        assert_eq!(
+            a.iter()
+                .filter(|kv| kv.key.as_str() == "service.name")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn protocol_is_chosen_per_signal_and_unknown_ones_are_refused() {
+        let none = env(&[]);
+        assert_eq!(otlp_protocol(&none, METRICS).unwrap(), None);
+        let e = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]);
+        assert_eq!(
+            otlp_protocol(&e, TRACES).unwrap(),
+            Some(Protocol::HttpProtobuf)
+        );
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!(otlp_protocol(&e, TRACES).unwrap(), Some(Protocol::Grpc));
+        assert_eq!(otlp_protocol(&e, METRICS).unwrap(), None);
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json"),
+        ]);
+        let err = otlp_protocol(&e, METRICS).unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL");
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ]);
+        assert_eq!(otlp_protocol(&e, TRACES).unwrap(), None);
+        assert!(otlp_protocol(&e, METRICS).unwrap().is_some());
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
+        assert_eq!(otlp_protocol(&e, METRICS).unwrap(), None);
+    }
+
+    /// The Prometheus names are part of the contract (DESIGN.md, the original plan).
+    #[test]
+    fn prometheus_names_are_exactly_the_contracts() {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .unwrap();
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let m = Metrics::new(&provider.meter("test"));
+        m.lock_attempts.add(1, &[]);
+        m.lock_success.add(1, &[]);
+        m.lock_failures.add(1, &[kv("reason", "timeout")]);
+        m.lock_contention.add(1, &[]);
+        m.lock_wait.record(0.0007, &[]);
+        m.lock_hold.record(0.002, &[]);
+        m.lock_takeovers.add(1, &[]);
+        m.fence_collisions.add(1, &[]);
+        m.sweep_removals.add(1, &[]);
+        m.signals
+            .add(1, &[kv("source", "alertmanager"), kv("status", "created")]);
+        m.kube_api_requests.add(
+            1,
+            &[
+                kv("verb", "get"),
+                kv("resource", "leases"),
+                kv("outcome", "ok"),
+            ],
+        );
+        m.request_duration.record(
+            0.01,
+            &[
+                kv("http.request.method", "POST"),
+                kv("http.route", "/api/v1/signals/prometheus"),
+                kv("http.response.status_code", 201),
+            ],
+        );
+        let text = Telemetry {
+            registry: Some(registry),
+            ..Telemetry::default()
+        }
+        .prometheus_text()
+        .unwrap();
+        for line in [
+            "gateway_lock_acquisition_attempts_total 1",
+            "gateway_lock_acquisition_success_total 1",
+            "gateway_lock_acquisition_failures_total{reason=\"timeout\"} 1",
+            "gateway_lock_contention_total 1",
+            "gateway_lock_wait_duration_seconds_bucket{le=\"0.001\"} 1",
+            "gateway_lock_wait_duration_seconds_bucket{le=\"0.0005\"} 0",
+            "gateway_lock_wait_duration_seconds_count 1",
+            "gateway_lock_hold_duration_seconds_bucket{le=\"0.0025\"} 1",
+            "gateway_lock_hold_duration_seconds_count 1",
+            "gateway_lock_takeovers_total 1",
+            "gateway_fence_collisions_total 1",
+            "gateway_sweep_removals_total 1",
+            "gateway_signals_total{source=\"alertmanager\",status=\"created\"} 1",
+            "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"leases\",verb=\"get\"} 1",
+            "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_response_status_code=\"201\",http_route=\"/api/v1/signals/prometheus\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_methods_are_one_label() {
+        assert_eq!(method(&http::Method::POST), "POST");
+        assert_eq!(
+            method(&http::Method::from_bytes(b"BREW").unwrap()),
+            "_OTHER"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 // Command otelcol is a minimal OpenTelemetry Collector distribution for the
-// tests: the OTLP receiver and contrib's file exporter, nothing else. Built
-// and cached by `hack/tool.sh otelcol`.
+// tests: the OTLP receiver, contrib's file exporter (metrics and traces as JSON
+// lines) and contrib's Prometheus exporter (a scrape endpoint with the names a
+// Prometheus server would see), nothing else. Built and cached by
+// `hack/tool.sh otelcol`.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
 )
 
 // release is the collector release every module in go.mod is pinned to;
@@ -30,7 +33,10 @@ func components() (otelcol.Factories, error) {
 	if f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory()); err != nil {
 		return f, err
 	}
-	if f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory()); err != nil {
+	if f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
+		fileexporter.NewFactory(),
+		prometheusexporter.NewFactory(),
+	); err != nil {
 		return f, err
 	}
 	return f, nil
@@ -40,7 +46,7 @@ func main() {
 	set := otelcol.CollectorSettings{
 		BuildInfo: component.BuildInfo{
 			Command:     "otelcol",
-			Description: "signal-gateway test collector (OTLP receiver, file exporter)",
+			Description: "signal-gateway test collector (OTLP receiver, file and Prometheus exporters)",
 			Version:     release,
 		},
 		Factories: components,

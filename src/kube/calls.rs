@@ -1,6 +1,7 @@
 //! Calls is the call budget of one batch: a timeout on every Kubernetes request, a count of
 //! them, the one retry policy, and the error type of this module.
 
+use opentelemetry::KeyValue;
 use std::{
     future::Future,
     sync::{
@@ -104,7 +105,8 @@ impl ApiCalls {
     }
 
     /// run sends one request bounded by the timeout; the inner result keeps the
-    /// API error so that callers can tell 404 and 409 apart.
+    /// API error so that callers can tell 404 and 409 apart. Every request is counted
+    /// in `gateway.kube.api.requests` by verb, resource and outcome.
     pub(crate) async fn run<T>(
         &self,
         op: &'static str,
@@ -112,13 +114,26 @@ impl ApiCalls {
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<Result<T, kube::Error>, KubeError> {
         self.count.fetch_add(1, Ordering::Relaxed);
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| KubeError::Timeout {
-                op,
-                name: name.to_owned(),
-                after: self.timeout,
-            })
+        let sent = tokio::time::timeout(self.timeout, fut).await;
+        let outcome = match &sent {
+            Err(_) => "timeout",
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) => outcome(code(e)),
+        };
+        let (verb, resource) = verb_and_resource(op);
+        crate::telemetry::metrics().kube_api_requests.add(
+            1,
+            &[
+                KeyValue::new("verb", verb),
+                KeyValue::new("resource", resource),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+        sent.map_err(|_| KubeError::Timeout {
+            op,
+            name: name.to_owned(),
+            after: self.timeout,
+        })
     }
 
     /// read sends an idempotent read; a transport failure (connection reset or
@@ -145,6 +160,45 @@ impl ApiCalls {
             }
         }
     }
+}
+
+/// outcome names the answer of a failed request: a bounded label set.
+fn outcome(code: Option<u16>) -> &'static str {
+    match code {
+        None => "transport",
+        Some(404) => "not_found",
+        Some(409) => "conflict",
+        Some(400..=499) => "client_error",
+        Some(_) => "server_error",
+    }
+}
+
+/// verb_and_resource maps an operation's name (`op`) to the request's verb and resource.
+fn verb_and_resource(op: &str) -> (&'static str, &'static str) {
+    let verb = match op.split(' ').next() {
+        Some("reading") => "get",
+        Some("listing") => "list",
+        Some("creating" | "reviewing") => "create",
+        Some("claiming" | "releasing" | "updating") => "patch",
+        Some("deleting") => "delete",
+        _ => "other",
+    };
+    let resource = if op.ends_with("status") {
+        "remediationrequests/status"
+    } else if op.contains("remediationrequest") {
+        "remediationrequests"
+    } else if op.contains("lease") {
+        "leases"
+    } else if op.contains("token") {
+        "tokenreviews"
+    } else if op.contains("access") {
+        "subjectaccessreviews"
+    } else if op.contains("version") {
+        "version"
+    } else {
+        "other"
+    };
+    (verb, resource)
 }
 
 /// backoff is the one retry policy: jittered exponential, uniform in [d/2, d]
@@ -183,6 +237,39 @@ mod tests {
             assert!(e.needs_operator(), "{code}: {e:?}");
             assert!(e.to_string().contains("creating x"), "{e}");
         }
+    }
+
+    #[test]
+    fn every_operation_has_its_verb_and_resource() {
+        for (op, want) in [
+            ("reading lease", ("get", "leases")),
+            ("listing leases", ("list", "leases")),
+            ("creating lease", ("create", "leases")),
+            ("claiming lease", ("patch", "leases")),
+            ("releasing lease", ("patch", "leases")),
+            ("deleting lease", ("delete", "leases")),
+            ("reading remediationrequest", ("get", "remediationrequests")),
+            (
+                "listing remediationrequests",
+                ("list", "remediationrequests"),
+            ),
+            (
+                "creating remediationrequest",
+                ("create", "remediationrequests"),
+            ),
+            (
+                "updating remediationrequest status",
+                ("patch", "remediationrequests/status"),
+            ),
+            ("reviewing token", ("create", "tokenreviews")),
+            ("reviewing access", ("create", "subjectaccessreviews")),
+            ("reading version", ("get", "version")),
+        ] {
+            assert_eq!(verb_and_resource(op), want, "{op}");
+        }
+        assert_eq!(outcome(Some(409)), "conflict");
+        assert_eq!(outcome(Some(503)), "server_error");
+        assert_eq!(outcome(None), "transport");
     }
 
     #[test]

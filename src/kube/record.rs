@@ -263,6 +263,7 @@ impl Records {
             {
                 Ok(Some(lease)) => {
                     if let Some(previous) = view.holder.as_deref().filter(|_| self.locking) {
+                        telemetry::metrics().lock_takeovers.add(1, &[]);
                         tracing::info!(lease = %lease_name(fp), previous, holder = ?holder, "took over expired lease");
                     }
                     return Ok(Claimed::Won(Claim {

@@ -16,6 +16,8 @@ mod writer;
 
 use std::{sync::Arc, time::Duration};
 
+use tracing::Instrument as _;
+
 use crate::{
     kube::{ApiCalls, KubeError},
     signal::{Fingerprint, Signal},
@@ -91,9 +93,15 @@ pub struct Settings {
 
 type Answer = Result<Outcome, Error>;
 
+/// Traced is a signal with its span, under which its batch's work is traced.
+struct Traced {
+    signal: Signal,
+    span: tracing::Span,
+}
+
 /// Pipeline is shared by all requests of one process.
 pub struct Pipeline {
-    coalescer: Arc<Coalescer<Fingerprint, Signal, Answer>>,
+    coalescer: Arc<Coalescer<Fingerprint, Traced, Answer>>,
 }
 
 impl Pipeline {
@@ -102,7 +110,7 @@ impl Pipeline {
     pub(crate) fn new(writer: Writer, settings: Settings) -> Pipeline {
         let writer = Arc::new(writer);
         let limit = settings.max_in_flight;
-        let run = move |fp: Fingerprint, batch: Batch<Signal, Answer>| {
+        let run = move |fp: Fingerprint, batch: Batch<Traced, Answer>| {
             let writer = Arc::clone(&writer);
             let settings = settings.clone();
             async move { run_batch(&writer, &settings, fp, batch).await }
@@ -112,11 +120,22 @@ impl Pipeline {
         }
     }
 
-    /// submit processes one signal and returns once its effect is durable.
+    /// submit processes one signal and returns once its effect is durable; its span
+    /// (`signal`) is a child of the caller's current span.
     pub async fn submit(&self, signal: Signal) -> Answer {
+        let span = tracing::info_span!(
+            "signal",
+            fingerprint = %signal.fingerprint,
+            signal.name = %signal.name,
+        );
+        let traced = Traced {
+            span: span.clone(),
+            signal,
+        };
         match self
             .coalescer
-            .submit(signal.fingerprint.clone(), signal)
+            .submit(traced.signal.fingerprint.clone(), traced)
+            .instrument(span)
             .await
         {
             Ok(answer) => answer,
@@ -127,20 +146,32 @@ impl Pipeline {
 }
 
 /// run_batch writes one batch, answers its callers, then releases the claim: the release
-/// is bookkeeping that no answer depends on.
+/// is bookkeeping that no answer depends on. Its span (`batch`) is a child of the first
+/// signal's span and follows from the others'.
 async fn run_batch(
     writer: &Writer,
     settings: &Settings,
     fp: Fingerprint,
-    batch: Batch<Signal, Answer>,
+    batch: Batch<Traced, Answer>,
 ) {
     let calls = ApiCalls::new(settings.api_timeout);
     let signals = batch.len();
+    let span = match batch.items().next() {
+        Some(first) => {
+            tracing::info_span!(parent: &first.span, "batch", fingerprint = %fp, signals)
+        }
+        None => tracing::info_span!("batch", fingerprint = %fp, signals),
+    };
+    for other in batch.items().skip(1) {
+        span.follows_from(&other.span);
+    }
+    let trace_id = telemetry::trace_id(&span);
     let written = match batch.items().next() {
         Some(first) if !batch.cancelled() => {
             let cancelled = || batch.cancelled();
-            let work = writer.write(first, signals as i64, &calls, &cancelled);
+            let work = writer.write(&first.signal, signals as i64, &calls, &cancelled);
             tokio::time::timeout(settings.batch_timeout, work)
+                .instrument(span.clone())
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::Timeout {
@@ -177,24 +208,20 @@ async fn run_batch(
             })
     });
     if let Some(claim) = claim {
-        writer.release(fp.as_str(), claim, &calls).await;
+        writer
+            .release(fp.as_str(), claim, &calls)
+            .instrument(tracing::info_span!(parent: &span, "release"))
+            .await;
     }
-    let path = match &answer {
-        Ok((true, ..)) => "created",
-        Ok(_) => "duplicate",
-        Err(_) => "failed",
-    };
-    telemetry::metrics()
-        .kube_api_requests
-        .add(u64::from(calls.count()), &[telemetry::kv("path", path)]);
+    let trace_id = trace_id.as_deref();
     match &answer {
         Ok((created, rr, count)) => tracing::info!(
             fingerprint = %fp, rr = %rr, created, signals,
-            occurrence_count = count, api_calls = calls.count(), "batch processed"
+            occurrence_count = count, api_calls = calls.count(), trace_id, "batch processed"
         ),
         Err(e) => tracing::warn!(
             fingerprint = %fp, signals, api_calls = calls.count(), error = %e,
-            kind = e.metric_label(), "batch failed"
+            kind = e.metric_label(), trace_id, "batch failed"
         ),
     }
 }

@@ -15,6 +15,7 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tracing::{Instrument as _, info_span};
 
 use super::Error;
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
     crd::RemediationRequest,
     kube::{ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rrs, View, lease_name},
     signal::Signal,
+    telemetry,
 };
 
 /// MAX_ROUNDS bounds how often one batch starts over after losing a race.
@@ -76,7 +78,12 @@ impl Writer {
         let fp = signal.fingerprint.as_str();
         let mut view = match self.cached(fp) {
             Some(view) => view,
-            None => self.records.read(fp, calls).await?,
+            None => {
+                self.records
+                    .read(fp, calls)
+                    .instrument(info_span!("record read"))
+                    .await?
+            }
         };
         for _ in 0..MAX_ROUNDS {
             let next = match view.rr.clone() {
@@ -104,6 +111,7 @@ impl Writer {
             match self
                 .records
                 .claim(fp, &view, next, &name, cancelled, calls)
+                .instrument(info_span!("lock wait", generation = next))
                 .await?
             {
                 Claimed::Changed(fresh) => view = fresh,
@@ -139,7 +147,11 @@ impl Writer {
                         }
                         Ok(None) => {
                             self.release(fp, claim, calls).await;
-                            view = self.records.read(fp, calls).await?;
+                            view = self
+                                .records
+                                .read(fp, calls)
+                                .instrument(info_span!("record read"))
+                                .await?;
                         }
                         Err(e) => {
                             self.release(fp, claim, calls).await;
@@ -156,10 +168,30 @@ impl Writer {
 
     /// count_on adds `k` to the RR `name` if it exists and is active.
     async fn count_on(&self, name: &str, k: i64, calls: &ApiCalls) -> Result<Counted, Error> {
-        Ok(match self.rrs.get(name, calls).await? {
-            Some(rr) => self.rrs.add_occurrences(rr, k, calls).await?,
+        let read = self
+            .rrs
+            .get(name, calls)
+            .instrument(info_span!("dedup read", rr = name))
+            .await?;
+        Ok(match read {
+            Some(rr) => self.status_write(rr, k, calls).await?,
             None => Counted::Missing,
         })
+    }
+
+    /// status_write adds `k` to the count of `rr` (traced as `status write`).
+    async fn status_write(
+        &self,
+        rr: RemediationRequest,
+        k: i64,
+        calls: &ApiCalls,
+    ) -> Result<Counted, Error> {
+        let name = rr.metadata.name.clone().unwrap_or_default();
+        Ok(self
+            .rrs
+            .add_occurrences(rr, k, calls)
+            .instrument(info_span!("status write", rr = name))
+            .await?)
     }
 
     /// create makes the claimed RR and counts the batch on it, or counts on the RR another
@@ -187,15 +219,29 @@ impl Writer {
             spec: signal.into(),
             status: None,
         };
-        let (created, rr) = match self.rrs.create(&rr, calls).await? {
+        let made = self
+            .rrs
+            .create(&rr, calls)
+            .instrument(info_span!("create", rr = %claim.rr))
+            .await?;
+        let (created, rr) = match made {
             Some(created) => (true, created),
             // The writer we collided with won: count on its RR.
-            None => match self.rrs.get(&claim.rr, calls).await? {
-                Some(winner) => (false, winner),
-                None => return Ok(None),
-            },
+            None => {
+                telemetry::metrics().fence_collisions.add(1, &[]);
+                tracing::info!(rr = %claim.rr, "create collided with another writer of the claimed name");
+                let winner = self
+                    .rrs
+                    .get(&claim.rr, calls)
+                    .instrument(info_span!("dedup read", rr = %claim.rr))
+                    .await?;
+                match winner {
+                    Some(winner) => (false, winner),
+                    None => return Ok(None),
+                }
+            }
         };
-        match self.rrs.add_occurrences(rr, k, calls).await? {
+        match self.status_write(rr, k, calls).await? {
             Counted::Yes { occurrence_count } => Ok(Some((created, occurrence_count))),
             Counted::Terminal | Counted::Missing => Ok(None),
             Counted::Contended => Err(contended(&claim.rr)),

@@ -1,38 +1,75 @@
-//! End-to-end: a gateway process exports its metrics over OTLP/HTTP to a real
-//! OpenTelemetry Collector (built pinned by `hack/tool.sh otelcol`).
+//! End-to-end: gateway processes export metrics and traces over OTLP to a real
+//! OpenTelemetry Collector (built pinned by `hack/tool.sh otelcol`), whose
+//! Prometheus exporter shows the names a Prometheus server would store; and a
+//! gateway serves the same instruments on `GATEWAY_METRICS_ADDR`.
 
 use std::{
-    collections::BTreeMap,
-    net::{TcpListener, TcpStream},
+    collections::{BTreeMap, BTreeSet},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::support::{firing, http, post, setup, spawn};
+use crate::support::{Http, PROMETHEUS, firing, http, post, setup, spawn, webhook};
 
-/// Collector is one otelcol process writing received metrics to a JSON-lines file.
+/// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics and traces
+/// out to JSON-lines files, and metrics on a Prometheus scrape endpoint.
 struct Collector {
     child: Child,
     port: u16,
+    grpc_port: u16,
+    prometheus_port: u16,
     dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Collector {
     fn start() -> Collector {
         let bin = testenv::tool("otelcol");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let (port, grpc_port, prometheus_port) = (free_port(), free_port(), free_port());
+        let path = |f: &str| dir.path().join(f).display().to_string();
         let config = format!(
-            "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{port}\n\
-             exporters:\n  file:\n    path: {}\n\
-             service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [file]\n",
-            dir.path().join("metrics.jsonl").display()
+            "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+exporters:
+  file/metrics:
+    path: {metrics}
+  file/traces:
+    path: {traces}
+  prometheus:
+    endpoint: 127.0.0.1:{prometheus_port}
+    resource_to_telemetry_conversion:
+      enabled: true
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [file/metrics, prometheus]
+    traces:
+      receivers: [otlp]
+      exporters: [file/traces]
+",
+            metrics = path("metrics.jsonl"),
+            traces = path("traces.jsonl"),
         );
         let config_path = dir.path().join("otelcol.yaml");
         std::fs::write(&config_path, config).expect("writing the config");
@@ -43,66 +80,70 @@ impl Collector {
             .stderr(std::fs::File::create(dir.path().join("otelcol.log")).expect("a log file"));
         let child = testenv::spawn_tied(cmd).expect("starting otelcol");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "otelcol did not open its port: {}",
-                log(dir.path())
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for p in [port, grpc_port, prometheus_port] {
+            while TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "otelcol did not open port {p}: {}",
+                    log(dir.path())
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        Collector { child, port, dir }
+        Collector {
+            child,
+            port,
+            grpc_port,
+            prometheus_port,
+            dir,
+        }
     }
 
-    /// latest reads the newest value of every (metric, attributes) series
-    /// received so far: sums as their value, histograms as their count.
-    fn latest(&self) -> BTreeMap<String, f64> {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// spans reads every span received so far.
+    fn spans(&self) -> Vec<Value> {
         let text =
-            std::fs::read_to_string(self.dir.path().join("metrics.jsonl")).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            for rm in v["resourceMetrics"].as_array().into_iter().flatten() {
-                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-                    for m in sm["metrics"].as_array().into_iter().flatten() {
-                        let name = m["name"].as_str().unwrap_or_default();
-                        let (points, field) = if m["sum"].is_object() {
-                            (&m["sum"]["dataPoints"], "asInt")
-                        } else {
-                            (&m["histogram"]["dataPoints"], "count")
-                        };
-                        for p in points.as_array().into_iter().flatten() {
-                            let mut attrs: Vec<String> = p["attributes"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .map(|a| {
-                                    format!(
-                                        "{}={}",
-                                        a["key"].as_str().unwrap_or(""),
-                                        scalar(&a["value"])
-                                    )
-                                })
-                                .collect();
-                            attrs.sort();
-                            let value = scalar(&p[field]).parse::<f64>().unwrap_or(f64::NAN);
-                            out.insert(format!("{name}{{{}}}", attrs.join(",")), value);
-                        }
-                    }
+            std::fs::read_to_string(self.dir.path().join("traces.jsonl")).unwrap_or_default();
+        let mut out = Vec::new();
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
                 }
             }
         }
         out
     }
-}
 
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o.values().next().map(scalar).unwrap_or_default(),
-        other => other.to_string(),
+    /// otlp_names are the OTLP metric names received so far.
+    fn otlp_names(&self) -> BTreeSet<String> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("metrics.jsonl")).unwrap_or_default();
+        let mut out = BTreeSet::new();
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            for rm in v["resourceMetrics"].as_array().into_iter().flatten() {
+                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                    for m in sm["metrics"].as_array().into_iter().flatten() {
+                        out.insert(m["name"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -112,75 +153,490 @@ fn log(dir: &Path) -> String {
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
+/// Sample is one line of the Prometheus text format.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// parse reads the samples of a Prometheus text exposition.
+fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(p) => p,
+            None => continue,
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        // Label values here never hold `",`.
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once("=\"") {
+                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+            }
+        }
+        out.push(Sample {
+            name: name.to_owned(),
+            labels: map,
+            value: value.parse().unwrap_or(f64::NAN),
+        });
+    }
+    out
+}
+
+/// sum adds the samples of `name` whose labels include `with`.
+fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && with
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+async fn get(http: &Http, url: &str) -> Option<String> {
+    let req = axum::http::Request::get(url)
+        .body(Full::new(axum::body::Bytes::new()))
+        .ok()?;
+    let res = http.request(req).await.ok()?;
+    let bytes = res.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// post_traced sends a webhook with a W3C `traceparent`.
+async fn post_traced(http: &Http, to: SocketAddr, body: String, traceparent: &str) -> u16 {
+    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json")
+        .header("traceparent", traceparent)
+        .body(Full::new(body.into()))
+        .expect("a request");
+    http.request(req)
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
+/// post_raw sends `body` as it is and returns the status.
+async fn post_raw(http: &Http, to: SocketAddr, body: &str) -> u16 {
+    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.to_owned().into()))
+        .expect("a request");
+    http.request(req)
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
+/// metrics_addr is where a gateway serves `/metrics`, from its log.
+fn metrics_addr(gw: &testenv::gateway::Gateway) -> SocketAddr {
+    gw.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "serving metrics")
+        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+        .expect("a `serving metrics` line with its address")
+}
+
+/// Want is a metric name, labels, and its value from gw-a and from gw-b.
+type Want<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64, f64);
+
+/// LOCK_NAMES are the original plan's six metrics, as Prometheus stores them.
+const LOCK_NAMES: [&str; 6] = [
+    "gateway_lock_acquisition_attempts_total",
+    "gateway_lock_acquisition_success_total",
+    "gateway_lock_acquisition_failures_total",
+    "gateway_lock_contention_total",
+    "gateway_lock_wait_duration_seconds_count",
+    "gateway_lock_hold_duration_seconds_count",
+];
+
 #[tokio::test]
-async fn metrics_reach_a_real_collector_over_otlp() {
+async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
-    let endpoint = format!("http://127.0.0.1:{}", collector.port);
-    let gw = spawn(
-        cp,
-        ns.name(),
-        "gw-otlp",
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
-        ],
-    );
+    let endpoint = collector.endpoint();
+    let grpc = format!("http://127.0.0.1:{}", collector.grpc_port);
+    // gw-a pauses its first claim while it holds the lock; gw-b exports over gRPC and
+    // serves /metrics as well. Export periods are never reached: SIGTERM flushes.
+    let a_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+        ("GATEWAY_TEST_PAUSE_AT", "after-lock"),
+    ];
+    let b_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+        ("GATEWAY_METRICS_ADDR", "127.0.0.1:0"),
+    ];
+    let mut gw_a = spawn(cp, ns.name(), "gw-a", &a_env);
+    let mut gw_b = spawn(cp, ns.name(), "gw-b", &b_env);
     let http = http();
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(
-            post(&http, gw.addr(), firing("otlp-0"))
-                .await
-                .expect("an answer")
-                .0,
-        );
-    }
-    assert_eq!(statuses, [201, 202, 202]);
+    let scrape_b = format!("http://{}/metrics", metrics_addr(&gw_b));
 
-    let want = [
+    // Contended: gw-a holds the lock of pod "held" while paused; gw-b waits for it.
+    let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
+    let first = tokio::spawn({
+        let http = http.clone();
+        async move { post(&http, a_addr, firing("held")).await }
+    });
+    gw_a.wait_logged("paused").await;
+    let second = tokio::spawn({
+        let http = http.clone();
+        async move { post(&http, b_addr, firing("held")).await }
+    });
+    // gw-b waits once it re-reads the held record: its second GET of the Lease (the
+    // first is its cold read), counted on its own /metrics.
+    let lease_gets = [("verb", "get"), ("resource", "leases")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = get(&http, &scrape_b).await.unwrap_or_default();
+        if sum(
+            &parse(&text),
+            "gateway_kube_api_requests_total",
+            &lease_gets,
+        ) >= 2.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gw-b never waited for the lock:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw_a.thaw();
+    let (first, second) = (first.await.expect("a join"), second.await.expect("a join"));
+    assert_eq!(
+        (first.as_ref().map(|r| r.0), second.as_ref().map(|r| r.0)),
+        (Some(201), Some(202)),
+        "{first:?} {second:?}\n{}\n{}",
+        gw_a.logs().join("\n"),
+        gw_b.logs().join("\n")
+    );
+
+    // New (with a caller's trace), duplicate, and invalid signals.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    assert_eq!(
+        post_traced(&http, a_addr, firing("fresh"), &traceparent).await,
+        201
+    );
+    assert_eq!(
+        post(&http, b_addr, firing("fresh")).await.map(|r| r.0),
+        Some(202)
+    );
+    let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
+    assert_eq!(
+        post_raw(&http, a_addr, &webhook(vec![no_target])).await,
+        400
+    );
+    assert_eq!(post_raw(&http, b_addr, "{not json").await, 400);
+
+    // The batch line of the traced request carries the caller's trace id.
+    gw_a.wait_logged(&format!("\"trace_id\":\"{trace}\"")).await;
+
+    // gw-b's own endpoint already shows the lock metrics with their exact values.
+    let local = parse(&get(&http, &scrape_b).await.unwrap_or_default());
+    assert_eq!(
+        sum(&local, "gateway_lock_acquisition_attempts_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        sum(&local, "gateway_lock_acquisition_success_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        sum(
+            &local,
+            "gateway_lock_acquisition_failures_total",
+            &[("reason", "superseded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(&local, "gateway_lock_wait_duration_seconds_count", &[]),
+        1.0
+    );
+
+    // SIGTERM flushes what was recorded since the last (never reached) export period.
+    for gw in [&mut gw_a, &mut gw_b] {
+        gw.signal(libc::SIGTERM);
+        let status = gw.wait().expect("the gateway exits");
+        assert!(status.success(), "{} exited with {status}", gw.name());
+    }
+
+    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
+    let pod = |p: &'static str| [("k8s_pod_name", p)];
+    // (name, labels, gw-a, gw-b)
+    let want: Vec<Want<'_>> = vec![
+        (LOCK_NAMES[0], vec![], 2.0, 1.0),
+        (LOCK_NAMES[1], vec![], 2.0, 0.0),
+        (LOCK_NAMES[2], vec![("reason", "superseded")], 0.0, 1.0),
+        (LOCK_NAMES[3], vec![], 0.0, 1.0),
+        (LOCK_NAMES[4], vec![], 2.0, 1.0),
+        (LOCK_NAMES[5], vec![], 2.0, 0.0),
         (
-            "signal_gateway.signals{source=alertmanager,status=created}",
+            "gateway_signals_total",
+            vec![("status", "created")],
+            2.0,
+            0.0,
+        ),
+        (
+            "gateway_signals_total",
+            vec![("status", "duplicate")],
+            0.0,
+            2.0,
+        ),
+        (
+            "gateway_signals_total",
+            vec![("status", "rejected")],
+            1.0,
+            0.0,
+        ),
+        (
+            "http_server_request_duration_seconds_count",
+            vec![
+                ("http_response_status_code", "400"),
+                ("http_request_method", "POST"),
+            ],
+            1.0,
             1.0,
         ),
         (
-            "signal_gateway.signals{source=alertmanager,status=duplicate}",
+            "gateway_kube_api_requests_total",
+            vec![
+                ("verb", "create"),
+                ("resource", "remediationrequests"),
+                ("outcome", "ok"),
+            ],
             2.0,
-        ),
-        // One new RR with the lock (5 requests), two duplicates (2 each).
-        ("signal_gateway.kube_api.requests{path=created}", 5.0),
-        ("signal_gateway.kube_api.requests{path=duplicate}", 4.0),
-        (
-            "http.server.request.duration{http.response.status_code=201,http.route=/api/v1/signals/prometheus}",
-            1.0,
-        ),
-        (
-            "http.server.request.duration{http.response.status_code=202,http.route=/api/v1/signals/prometheus}",
-            2.0,
+            0.0,
         ),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
+    let samples = loop {
+        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+        let ok = want.iter().all(|(name, labels, a, b)| {
+            let with = |p| labels.iter().copied().chain(pod(p)).collect::<Vec<_>>();
+            sum(&samples, name, &with("gw-a")) == *a && sum(&samples, name, &with("gw-b")) == *b
+        });
+        if ok {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector's Prometheus endpoint never showed {want:#?}; it has:\n{:#?}\n{}",
+            samples
+                .iter()
+                .filter(|s| s.name.starts_with("gateway_"))
+                .collect::<Vec<_>>(),
+            log(collector.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in LOCK_NAMES {
+        assert!(samples.iter().any(|s| s.name == name), "{name} is missing");
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "gateway_lock_wait_duration_seconds_bucket"
+                && s.labels.get("le").map(String::as_str) == Some("0.001")),
+        "the lock histograms resolve 1 ms"
+    );
+    let instances: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == LOCK_NAMES[0])
+        .filter_map(|s| s.labels.get("service_instance_id").map(String::as_str))
+        .collect();
+    assert_eq!(
+        instances.len(),
+        2,
+        "two processes, two instance ids: {instances:?}"
+    );
+    assert!(
+        samples.iter().filter(|s| s.name == LOCK_NAMES[0]).all(|s| s
+            .labels
+            .get("job")
+            .map(String::as_str)
+            == Some("signal-gateway")
+            && s.labels
+                .get("k8s_namespace_name")
+                .is_none_or(|n| n == ns.name())),
+        "service.name is the job"
+    );
+    // The names the dashboard and the alert rules query were all received.
+    for name in dashboard_and_rule_metrics() {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "{name} is queried by chart/dashboards or chart/files but never arrived"
+        );
+    }
+    let names = collector.otlp_names();
+    assert!(
+        names.contains("gateway.lock.acquisition.attempts"),
+        "{names:?}"
+    );
+
+    // Spans: the signal, its batch and the batch's steps, in the caller's trace. The
+    // gRPC exporter of gw-b sent its spans too (the duplicates' dedup reads).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = collector.latest();
-        if want.iter().all(|(k, v)| got.get(*k) == Some(v)) {
-            let service = std::fs::read_to_string(collector.dir.path().join("metrics.jsonl"))
-                .unwrap_or_default();
-            assert!(
-                service.contains("\"signal-gateway\""),
-                "service.name is set"
+        let spans = collector.spans();
+        let in_trace: BTreeSet<String> = spans
+            .iter()
+            .filter(|s| s["traceId"].as_str() == Some(trace))
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        let all: BTreeSet<String> = spans
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        let traced = [
+            "POST /api/v1/signals/prometheus",
+            "signal",
+            "batch",
+            "record read",
+            "lock wait",
+            "create",
+            "status write",
+        ];
+        // A new fingerprint has no RR to read; the duplicates' batches have.
+        if traced.iter().all(|n| in_trace.contains(*n)) && all.contains("dedup read") {
+            let http_span = spans
+                .iter()
+                .find(|s| {
+                    s["traceId"].as_str() == Some(trace)
+                        && s["name"] == "POST /api/v1/signals/prometheus"
+                })
+                .expect("the server span");
+            assert_eq!(
+                http_span["parentSpanId"].as_str(),
+                Some("00f067aa0ba902b7"),
+                "the caller's span is the parent"
             );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "metrics never arrived as expected; got {got:#?}\n{}",
-            log(collector.dir.path())
+            "spans never arrived: in the trace {in_trace:?}, all {all:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// dashboard_and_rule_metrics are the metric names the chart's dashboard and alert rules
+/// query: every `gateway_*` or `http_server_*` word in them, with histogram suffixes kept.
+fn dashboard_and_rule_metrics() -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("chart");
+    let mut text = String::new();
+    for dir in ["dashboards", "files"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("the chart's directory") {
+            let path = entry.expect("an entry").path();
+            if path.extension().is_some_and(|e| e == "json")
+                || path.to_string_lossy().ends_with(".rules.yaml")
+            {
+                text.push_str(&std::fs::read_to_string(&path).expect("a readable file"));
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    let mut word = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            if word.starts_with("gateway_") || word.starts_with("http_server_") {
+                out.insert(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+    }
+    assert!(
+        out.len() >= 8,
+        "the dashboard and rules query metrics: {out:?}"
+    );
+    out
+}
+
+#[tokio::test]
+async fn requests_keep_their_latency_when_the_collector_hangs() {
+    let (cp, ns) = setup().await;
+    let mut collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let gw = spawn(
+        cp,
+        ns.name(),
+        "gw-hang",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10000"),
+        ],
+    );
+    let http = http();
+    let mut statuses = Vec::new();
+    let mut before = Vec::new();
+    for i in 0..5 {
+        let start = Instant::now();
+        statuses.push(
+            post(&http, gw.addr(), firing(&format!("up-{i}")))
+                .await
+                .map(|r| r.0),
+        );
+        before.push(start.elapsed());
+    }
+    // The collector goes; a listener that accepts and never answers takes its port, so
+    // every export waits for its whole timeout (10 s).
+    collector.stop();
+    let hung = TcpListener::bind(("127.0.0.1", collector.port)).expect("taking the port");
+    let mut after = Vec::new();
+    for i in 0..20 {
+        let start = Instant::now();
+        statuses.push(
+            post(&http, gw.addr(), firing(&format!("down-{}", i % 5)))
+                .await
+                .map(|r| r.0),
+        );
+        after.push(start.elapsed());
+    }
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(201 | 202))),
+        "{statuses:?}"
+    );
+    // An export is in flight against the hung port the whole time (one per 100 ms, 10 s each).
+    let connected = hung.set_nonblocking(true).is_ok() && hung.accept().is_ok();
+    assert!(connected, "the gateway kept trying to export");
+    let worst = after.iter().max().copied().unwrap_or_default();
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mb, ma) = (median(&mut before), median(&mut after));
+    eprintln!("median before {mb:?}, after {ma:?}, worst after {worst:?}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "a request took {worst:?} while exports hung: exports must not block requests"
+    );
 }
