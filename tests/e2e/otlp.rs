@@ -640,3 +640,119 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
         "a request took {worst:?} while exports hung: exports must not block requests"
     );
 }
+
+/// Answered receives the body of every answer the fake Lambda runtime API gets.
+type Answered = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// lambda_runtime_api serves one invocation carrying `event`, then holds every later
+/// `next` open, as Lambda does while the instance is frozen; answers go to `answered`.
+async fn lambda_runtime_api(event: String, answered: Answered) -> SocketAddr {
+    use axum::{
+        Router,
+        extract::State,
+        http::HeaderMap,
+        routing::{get, post},
+    };
+    use std::sync::{Arc, atomic::AtomicBool};
+    let served = Arc::new(AtomicBool::new(false));
+    let next = move |State(served): State<Arc<AtomicBool>>| {
+        let event = event.clone();
+        async move {
+            if served.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let mut h = HeaderMap::new();
+            h.insert(
+                "lambda-runtime-aws-request-id",
+                "req-1".parse().expect("a header"),
+            );
+            h.insert(
+                "lambda-runtime-deadline-ms",
+                "99999999999999".parse().expect("a header"),
+            );
+            h.insert(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:eu-west-1:000000000000:function:sg"
+                    .parse()
+                    .expect("a header"),
+            );
+            (h, event)
+        }
+    };
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(move |body: String| {
+                let _ = answered.send(body);
+                async { "" }
+            }),
+        )
+        .with_state(served);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn under_lambda_every_invocation_is_flushed_before_its_answer() {
+    let (cp, ns) = setup().await;
+    let collector = Collector::start();
+    let payload = firing("lambda-flush");
+    let event = include_str!("../fixtures/lambda/apigw-v2-template.json").replace(
+        "\"BODY\"",
+        &serde_json::to_string(&payload).expect("a string"),
+    );
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = lambda_runtime_api(event, tx).await;
+    let log = collector.dir.path().join("gateway.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-gateway"));
+    cmd.env_clear()
+        .env("KUBECONFIG", cp.kubeconfig_path(testenv::Identity::Gateway))
+        .env("GATEWAY_NAMESPACE", ns.name())
+        .env("GATEWAY_AUTH", "none")
+        .env("POD_NAME", "gw-lambda")
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "sg")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        // No period would export within the test: only the flush can.
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"));
+    let mut child = testenv::spawn_tied(cmd).expect("starting the gateway");
+    let answer = tokio::time::timeout(Duration::from_secs(30), answers.recv())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!(
+                "no answer; the gateway's log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert!(answer.contains("\"statusCode\":201"), "{answer}");
+    // The instance now waits for its next invocation (frozen, on Lambda); the metrics
+    // of the one it served have left already. The file exporter writes within 1 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !collector.otlp_names().contains("gateway.signals") {
+        assert!(
+            Instant::now() < deadline,
+            "the invocation's metrics were not flushed: {:?}",
+            collector.otlp_names()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        child.try_wait().ok().flatten(),
+        None,
+        "the gateway still runs"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
