@@ -270,11 +270,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_sees_when_all_its_callers_left() {
-        let (tx, rx) = oneshot::channel::<()>();
+        let (started_tx, mut started) = mpsc::unbounded_channel();
         let (cancelled_tx, mut cancelled) = mpsc::unbounded_channel();
         let c = Coalescer::new(4, move |_key: u8, batch: Batch<(), ()>| {
-            let cancelled_tx = cancelled_tx.clone();
+            let (started_tx, cancelled_tx) = (started_tx.clone(), cancelled_tx.clone());
             async move {
+                let _ = started_tx.send(());
                 while !batch.cancelled() {
                     tokio::task::yield_now().await;
                 }
@@ -283,15 +284,15 @@ mod tests {
         });
         let caller = tokio::spawn({
             let c = Arc::clone(&c);
-            async move {
-                tokio::select! {
-                    _ = c.submit(7, ()) => {}
-                    _ = rx => {}
-                }
-            }
+            async move { c.submit(7, ()).await }
         });
-        drop(tx);
-        caller.await.unwrap();
-        assert_eq!(cancelled.recv().await, Some(()));
+        assert_eq!(started.recv().await, Some(()), "the batch starts");
+        caller.abort();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), cancelled.recv()).await;
+        assert_eq!(
+            seen,
+            Ok(Some(())),
+            "the batch must see that its caller left"
+        );
     }
 }
