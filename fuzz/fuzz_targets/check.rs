@@ -1,4 +1,5 @@
 //! Check holds the invariants the fuzz targets assert.
+#![allow(dead_code, reason = "each target uses a part of it")]
 
 use signal_gateway::{kube::lease_name, pipeline::rr_name};
 
