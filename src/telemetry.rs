@@ -5,7 +5,11 @@
 //! scraper. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the signal's own
 //! `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_ENDPOINT`) is set, unless `OTEL_SDK_DISABLED=true`
 //! or `OTEL_{METRICS,TRACES}_EXPORTER=none`. `OTEL_EXPORTER_OTLP_PROTOCOL` selects
-//! `http/protobuf` (default) or `grpc`; `https://` endpoints use rustls. Every export runs
+//! `http/protobuf` (default) or `grpc`; `https://` endpoints use rustls with the system
+//! roots and, when `OTEL_EXPORTER_OTLP_CERTIFICATE` (or the signal's own
+//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_CERTIFICATE`) names a PEM file, its CAs too
+//! (opentelemetry-otlp reads neither that variable nor, for gRPC, the system roots, so the
+//! gateway configures its clients). Every export runs
 //! on the SDK's own thread with the exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! default 10 s), so a slow or absent collector never slows a request; spans wait in a
 //! bounded queue that drops when full.
@@ -25,6 +29,10 @@ use opentelemetry::{
     metrics::{Counter, Histogram, Meter},
     propagation::{Extractor, TextMapPropagator as _},
     trace::{TraceContextExt as _, TracerProvider as _},
+};
+use opentelemetry_otlp::{
+    WithHttpConfig as _, WithTonicConfig as _,
+    tonic_types::transport::{Certificate, ClientTlsConfig},
 };
 use opentelemetry_sdk::{
     Resource,
@@ -114,6 +122,67 @@ fn otlp_protocol(env: Env<'_>, signal: Signal) -> Result<Option<Protocol>, Confi
             problem: format!("'{other}' is not supported: use http/protobuf or grpc"),
         }),
     }
+}
+
+/// otlp_timeout is the bound on one export of `signal`, as the exporter library reads it.
+fn otlp_timeout(env: Env<'_>, signal: Signal) -> Duration {
+    env(&format!("OTEL_EXPORTER_OTLP_{}_TIMEOUT", signal.upper))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// otlp_certificate reads the PEM file of CA certificates that `signal`'s exporter trusts
+/// besides the system roots: `OTEL_EXPORTER_OTLP_<SIGNAL>_CERTIFICATE`, else
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`. An unreadable file, or one without a certificate, is
+/// a configuration error naming its variable.
+fn otlp_certificate(env: Env<'_>, signal: Signal) -> Result<Option<Vec<u8>>, ConfigError> {
+    let own = format!("OTEL_EXPORTER_OTLP_{}_CERTIFICATE", signal.upper);
+    let (var, path) = match env(&own) {
+        Some(p) => (own, p),
+        None => match env("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_CERTIFICATE".to_owned(), p),
+            None => return Ok(None),
+        },
+    };
+    let path = path.trim();
+    let problem = match std::fs::read(path) {
+        Err(e) => format!("reading {path}: {e}"),
+        Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => return Ok(Some(pem)),
+            Ok(_) => format!("{path} holds no PEM certificate"),
+            Err(e) => format!("{path}: {e}"),
+        },
+    };
+    Err(ConfigError { var, problem })
+}
+
+/// http_client is the exporter's blocking client with the CAs of `pem` trusted besides the
+/// system roots; the library builds the same one, without them, when none is given.
+fn http_client(pem: &[u8], timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)?;
+    // A blocking client must not be built on an async thread (it starts a runtime of its own).
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .tls_certs_merge(certs)
+            .build()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("building the OTLP http client panicked"))?
+    .map_err(Into::into)
+}
+
+/// grpc_tls is the TLS of a gRPC exporter (used for `https://` endpoints only): the CAs of
+/// `pem` and, with `native`, the system roots. The library's own default trusts no root at
+/// all, so a collector behind a public CA would fail without it.
+fn grpc_tls(pem: Option<&[u8]>, native: bool) -> ClientTlsConfig {
+    let tls = ClientTlsConfig::new();
+    let tls = match pem {
+        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+        None => tls,
+    };
+    if native { tls.with_native_roots() } else { tls }
 }
 
 /// resource_attributes are the attributes of this process' telemetry, lowest precedence
@@ -207,13 +276,26 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     let tracer = match traces_protocol {
         None => None,
         Some(protocol) => {
+            let pem = otlp_certificate(env, TRACES)?;
+            let otlp = opentelemetry_otlp::SpanExporter::builder;
             let exporter = match protocol {
-                Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .build(),
-                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build(),
+                Protocol::HttpProtobuf => match &pem {
+                    Some(pem) => otlp()
+                        .with_http()
+                        .with_http_client(http_client(pem, otlp_timeout(env, TRACES))?)
+                        .build(),
+                    None => otlp().with_http().build(),
+                },
+                Protocol::Grpc => {
+                    let build = |native| {
+                        otlp()
+                            .with_tonic()
+                            .with_tls_config(grpc_tls(pem.as_deref(), native))
+                            .build()
+                    };
+                    // tonic refuses the system roots where there are none (a bare image).
+                    build(true).or_else(|_| build(false))
+                }
             }
             .map_err(|e| exporter_error("span", e))?;
             let provider = SdkTracerProvider::builder()
@@ -251,13 +333,25 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     let mut builder = SdkMeterProvider::builder().with_resource(resource);
     let mut any = false;
     if let Some(protocol) = metrics_protocol {
+        let pem = otlp_certificate(env, METRICS)?;
+        let otlp = opentelemetry_otlp::MetricExporter::builder;
         let exporter = match protocol {
-            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .build(),
-            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .build(),
+            Protocol::HttpProtobuf => match &pem {
+                Some(pem) => otlp()
+                    .with_http()
+                    .with_http_client(http_client(pem, otlp_timeout(env, METRICS))?)
+                    .build(),
+                None => otlp().with_http().build(),
+            },
+            Protocol::Grpc => {
+                let build = |native| {
+                    otlp()
+                        .with_tonic()
+                        .with_tls_config(grpc_tls(pem.as_deref(), native))
+                        .build()
+                };
+                build(true).or_else(|_| build(false))
+            }
         }
         .map_err(|e| exporter_error("metric", e))?;
         builder = builder.with_periodic_exporter(exporter);
@@ -653,6 +747,36 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
         ]);
         assert_eq!(otlp_protocol(&e, METRICS).unwrap(), None);
+    }
+
+    #[test]
+    fn certificate_is_read_per_signal_and_a_bad_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let (good, empty) = (good.display().to_string(), empty.display().to_string());
+        assert_eq!(otlp_certificate(&env(&[]), METRICS).unwrap(), None);
+        let pairs = [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", empty.as_str()),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", good.as_str()),
+        ];
+        let e = env(&pairs);
+        assert_eq!(
+            otlp_certificate(&e, TRACES).unwrap(),
+            Some(ca.pem().into_bytes())
+        );
+        let err = otlp_certificate(&e, METRICS).unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+        let e = env(&[("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/nonexistent.pem")]);
+        let err = otlp_certificate(&e, METRICS).unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE");
     }
 
     /// The Prometheus names are part of the contract (DESIGN.md, the original plan).

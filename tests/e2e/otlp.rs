@@ -35,18 +35,34 @@ fn free_port() -> u16 {
 
 impl Collector {
     fn start() -> Collector {
+        Collector::start_with(None)
+    }
+
+    /// start_with starts the collector; with `tls` (a PEM certificate and key file) its
+    /// OTLP receivers, HTTP and gRPC, serve TLS only.
+    fn start_with(tls: Option<(&Path, &Path)>) -> Collector {
         let bin = testenv::tool("otelcol");
         let dir = tempfile::tempdir().expect("a temp dir");
         let (port, grpc_port, prometheus_port) = (free_port(), free_port(), free_port());
         let path = |f: &str| dir.path().join(f).display().to_string();
+        let tls = tls.map_or_else(String::new, |(cert, key)| {
+            format!(
+                "
+        tls:
+          cert_file: {}
+          key_file: {}",
+                cert.display(),
+                key.display()
+            )
+        });
         let config = format!(
             "receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{port}
+        endpoint: 127.0.0.1:{port}{tls}
       grpc:
-        endpoint: 127.0.0.1:{grpc_port}
+        endpoint: 127.0.0.1:{grpc_port}{tls}
 exporters:
   file/metrics:
     path: {metrics}
@@ -120,6 +136,30 @@ service:
             for rs in v["resourceSpans"].as_array().into_iter().flatten() {
                 for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                     out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+        }
+        out
+    }
+
+    /// span_pods are the `k8s.pod.name`s of the resources whose spans were received.
+    fn span_pods(&self) -> BTreeSet<String> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("traces.jsonl")).unwrap_or_default();
+        let mut out = BTreeSet::new();
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for a in rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if a["key"] == "k8s.pod.name" {
+                        out.extend(a["value"]["stringValue"].as_str().map(str::to_owned));
+                    }
                 }
             }
         }
@@ -755,4 +795,179 @@ async fn under_lambda_every_invocation_is_flushed_before_its_answer() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Pki is a CA and a server certificate for `localhost` signed by it, in PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "signal-gateway test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("a CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("a server key");
+        let server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+        let cert = server
+            .signed_by(&key, &issuer)
+            .expect("a server certificate");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("writing a PEM file");
+        };
+        write("ca.pem", ca_cert.pem());
+        write("server.pem", cert.pem());
+        write("server.key", key.serialize_pem());
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// TlsCase is a gateway's pod name, its protocol's variables, and how it trusts the
+/// collector's CA (empty: it does not).
+type TlsCase<'a> = (&'a str, &'a [(&'a str, &'a str)], Vec<(&'a str, &'a str)>);
+
+/// FLUSH_FAILED is what a gateway logs when its exit flush did not reach the collector.
+const FLUSH_FAILED: &str = "flushing telemetry at exit failed";
+
+#[tokio::test]
+async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
+    let (cp, ns) = setup().await;
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let collector = Collector::start_with(Some((Path::new(&cert), Path::new(&key))));
+    let https = format!("https://localhost:{}", collector.port);
+    let grpcs = format!("https://localhost:{}", collector.grpc_port);
+    let ca = pki.path("ca.pem");
+    let common = [("OTEL_METRIC_EXPORT_INTERVAL", "60000")];
+    let http_proto = [("OTEL_EXPORTER_OTLP_ENDPOINT", https.as_str())];
+    let grpc = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpcs.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let cases: Vec<TlsCase<'_>> = vec![
+        // The standard variable, for both signals.
+        (
+            "gw-https",
+            &http_proto,
+            vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())],
+        ),
+        // The per-signal variables.
+        (
+            "gw-grpcs",
+            &grpc,
+            vec![
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", ca.as_str()),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca.as_str()),
+            ],
+        ),
+        // The system roots (rustls-native-certs reads SSL_CERT_FILE, as the image sets it).
+        (
+            "gw-https-system",
+            &http_proto,
+            vec![("SSL_CERT_FILE", ca.as_str())],
+        ),
+        (
+            "gw-grpcs-system",
+            &grpc,
+            vec![("SSL_CERT_FILE", ca.as_str())],
+        ),
+        // Not trusted at all: nothing may arrive.
+        ("gw-https-untrusted", &http_proto, vec![]),
+        ("gw-grpcs-untrusted", &grpc, vec![]),
+    ];
+    let http = http();
+    // Each gateway creates one RR and sees it once more: created 1, duplicate 1.
+    let mut gateways = Vec::new();
+    for (pod, protocol, trust) in &cases {
+        let env: Vec<(&str, &str)> = common
+            .iter()
+            .chain(protocol.iter())
+            .chain(trust.iter())
+            .copied()
+            .collect();
+        let gw = spawn(cp, ns.name(), pod, &env);
+        let target = format!("{pod}-target");
+        for want in [201, 202] {
+            let got = post(&http, gw.addr(), firing(&target)).await.map(|r| r.0);
+            assert_eq!(got, Some(want), "{pod}: {}", gw.logs().join("\n"));
+        }
+        gateways.push(gw);
+    }
+    // SIGTERM flushes: a trusted collector takes the flush, an untrusted one fails it.
+    for (gw, (pod, _, trust)) in gateways.iter_mut().zip(&cases) {
+        gw.signal(libc::SIGTERM);
+        let status = gw.wait().expect("the gateway exits");
+        assert!(status.success(), "{pod} exited with {status}");
+        let failed = gw.logs().iter().any(|l| l.contains(FLUSH_FAILED));
+        assert_eq!(
+            failed,
+            trust.is_empty(),
+            "{pod}: the exit flush failed: {failed}; its log:\n{}\ncollector:\n{}",
+            gw.logs().join("\n"),
+            log(collector.dir.path())
+        );
+    }
+
+    // Every trusted gateway's counts arrive exactly, and its spans.
+    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
+    let trusted: Vec<&str> = cases
+        .iter()
+        .filter(|c| !c.2.is_empty())
+        .map(|c| c.0)
+        .collect();
+    let count = |samples: &[Sample], pod: &str, status: &str| {
+        sum(
+            samples,
+            "gateway_signals_total",
+            &[("k8s_pod_name", pod), ("status", status)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let samples = loop {
+        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+        let spans = collector.span_pods();
+        let arrived = trusted.iter().all(|pod| {
+            count(&samples, pod, "created") == 1.0
+                && count(&samples, pod, "duplicate") == 1.0
+                && spans.contains(*pod)
+        });
+        if arrived {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trusted gateways' telemetry never arrived: spans from {spans:?}; samples:\n{:#?}\n{}",
+            samples
+                .iter()
+                .filter(|s| s.name == "gateway_signals_total")
+                .collect::<Vec<_>>(),
+            log(collector.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The untrusted gateways' flushes had failed before (they exited first), and the
+    // trusted ones' went through the same pipeline: nothing of theirs is there.
+    let spans = collector.span_pods();
+    for (pod, _, _) in cases.iter().filter(|c| c.2.is_empty()) {
+        assert!(
+            !samples
+                .iter()
+                .any(|s| s.labels.get("k8s_pod_name").map(String::as_str) == Some(*pod)),
+            "{pod} does not trust the collector's CA, yet its metrics arrived"
+        );
+        assert!(!spans.contains(*pod), "{pod}'s spans arrived: {spans:?}");
+    }
 }
