@@ -51,15 +51,19 @@ use crate::signal::{Signal, Source};
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRequestSpec {
     /// Lowercase hex SHA-256 of the target resource identity.
-    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"), length(max = 64))]
     pub signal_fingerprint: String,
-    /// The kind of system the target lives in; always `kubernetes` here.
+    /// The kind of system the target lives in; this gateway writes `kubernetes`.
     pub target_type: TargetType,
     /// Alert name or event reason.
+    #[schemars(length(max = SIGNAL_NAME_MAX))]
     pub signal_name: String,
+    /// The sender's severity (`unknown` when it gave none).
+    #[schemars(length(min = 1, max = SEVERITY_MAX))]
     pub severity: String,
     pub signal_type: SignalType,
     /// The adapter that received the signal (`alertmanager`, `kubernetes-event`).
+    #[schemars(length(max = 63))]
     pub signal_source: String,
     pub target_resource: TargetResource,
     pub firing_time: Time,
@@ -78,12 +82,23 @@ pub enum SignalType {
     Event,
 }
 
-/// TargetType is the kind of system a target lives in.
+/// TargetType is the kind of system a target lives in: kubernaut's enum, of
+/// which this gateway writes only `kubernetes`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetType {
     Kubernetes,
+    Aws,
+    Azure,
+    Gcp,
+    Datadog,
 }
+
+/// SEVERITY_MAX is the longest `spec.severity` kubernaut's CRD accepts, in characters.
+pub const SEVERITY_MAX: usize = 50;
+
+/// SIGNAL_NAME_MAX is the longest `spec.signalName` kubernaut's CRD accepts, in characters.
+pub const SIGNAL_NAME_MAX: usize = 253;
 
 impl From<Source> for SignalType {
     fn from(source: Source) -> SignalType {
@@ -117,6 +132,8 @@ impl From<&Signal> for RemediationRequestSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRequestStatus {
+    /// The phase kubernaut's controllers move the RR through.
+    #[schemars(extend("enum" = PHASES))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overall_phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,8 +146,34 @@ pub struct RemediationRequestStatus {
 pub struct Deduplication {
     pub first_seen_at: Time,
     pub last_seen_at: Time,
+    /// How many signals were counted on this RR.
+    // An int32 in the schema, as in kubernaut's CRD; the Rust field is wider so
+    // that sums cannot overflow, and it is written saturated at `i32::MAX`.
+    #[schemars(with = "i32")]
+    #[serde(serialize_with = "saturating_i32")]
     pub occurrence_count: i64,
 }
+
+/// saturating_i32 writes a count as the nearest int32.
+fn saturating_i32<S: serde::Serializer>(count: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    let clamped = i32::try_from(*count).unwrap_or(if *count < 0 { i32::MIN } else { i32::MAX });
+    serializer.serialize_i32(clamped)
+}
+
+/// PHASES are the values of `status.overallPhase` in kubernaut's CRD.
+pub const PHASES: [&str; 11] = [
+    "Pending",
+    "Processing",
+    "Analyzing",
+    "AwaitingApproval",
+    "Executing",
+    "Blocked",
+    "Completed",
+    "Failed",
+    "TimedOut",
+    "Skipped",
+    "Cancelled",
+];
 
 /// TERMINAL_PHASES are the phases after which a new signal opens a new RR.
 pub const TERMINAL_PHASES: [&str; 5] = ["Completed", "Failed", "TimedOut", "Skipped", "Cancelled"];
@@ -171,12 +214,12 @@ mod tests {
     fn checked_in_crd_is_current() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/chart/crds/remediationrequests.yaml"
+            "/chart/files/remediationrequests.yaml"
         );
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             on_disk == crd_yaml(),
-            "{path} is stale: run `cargo run -- crd > chart/crds/remediationrequests.yaml`"
+            "{path} is stale: run `cargo run -- crd > chart/files/remediationrequests.yaml`"
         );
     }
 
@@ -198,6 +241,54 @@ mod tests {
             });
             assert!(!rr.is_active(), "{phase} must count as terminal");
         }
+    }
+
+    #[test]
+    fn counts_are_written_as_int32_saturated() {
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let dedup = |count| Deduplication {
+            first_seen_at: now.clone(),
+            last_seen_at: now.clone(),
+            occurrence_count: count,
+        };
+        let written = |count| {
+            serde_json::to_value(dedup(count)).unwrap_or_default()["occurrenceCount"].clone()
+        };
+        assert_eq!(written(7), 7);
+        assert_eq!(written(i64::from(i32::MAX)), i32::MAX);
+        assert_eq!(written(i64::from(i32::MAX) + 1), i32::MAX);
+        assert_eq!(written(i64::MAX), i32::MAX);
+        let read: Deduplication = serde_json::from_value(serde_json::json!({
+            "firstSeenAt": "2025-01-01T00:00:00Z",
+            "lastSeenAt": "2025-01-01T00:00:00Z",
+            "occurrenceCount": i32::MAX,
+        }))
+        .unwrap_or_else(|_| dedup(0));
+        assert_eq!(
+            read.occurrence_count.saturating_add(1),
+            i64::from(i32::MAX) + 1
+        );
+    }
+
+    #[test]
+    fn the_schema_carries_kubernauts_constraints() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(RemediationRequest::crd()).unwrap_or_default();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &schema["spec"]["properties"];
+        assert_eq!(spec["severity"]["minLength"], 1);
+        assert_eq!(spec["severity"]["maxLength"], SEVERITY_MAX);
+        assert_eq!(spec["signalName"]["maxLength"], SIGNAL_NAME_MAX);
+        assert_eq!(spec["signalSource"]["maxLength"], 63);
+        assert_eq!(
+            spec["targetType"]["enum"],
+            serde_json::json!(["kubernetes", "aws", "azure", "gcp", "datadog"])
+        );
+        let status = &schema["status"]["properties"];
+        assert_eq!(status["overallPhase"]["enum"], serde_json::json!(PHASES));
+        let count = &status["deduplication"]["properties"]["occurrenceCount"];
+        assert_eq!(count["type"], "integer");
+        assert_eq!(count["format"], "int32");
     }
 
     fn sample_spec() -> RemediationRequestSpec {

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::crd::{SEVERITY_MAX, SIGNAL_NAME_MAX};
+
 use super::{
     Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
     opt_str, parse_object, parse_timestamp, short, shown, string_map,
@@ -158,6 +160,7 @@ fn firing_signal(
         }
     }
     let name = alertname.ok_or("no alertname label")?;
+    within("alertname", &name, SIGNAL_NAME_MAX)?;
     let target = target_from_labels(&labels)?;
     let annotations = string_map(alert, "annotations", "annotations").map_err(|e| e.to_string())?;
     let starts_at = opt_str(alert, "startsAt", "startsAt").map_err(|e| e.to_string())?;
@@ -171,6 +174,7 @@ fn firing_signal(
         .get("severity")
         .filter(|s| !s.is_empty())
         .map_or(SEVERITY_DEFAULT, String::as_str);
+    within("severity", severity, SEVERITY_MAX)?;
     Ok(Item::Signal(Signal {
         fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
         name,
@@ -182,6 +186,18 @@ fn firing_signal(
         firing_time: firing_time.unwrap_or(ctx.received_time),
         received_time: ctx.received_time,
     }))
+}
+
+/// within refuses a label value longer than the RR field it fills allows, in
+/// characters as the API server counts them: the RR would be refused with 422.
+fn within(label: &str, value: &str, max: usize) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(format!(
+            "label `{label}` is {chars} characters; a RemediationRequest allows at most {max}"
+        ));
+    }
+    Ok(())
 }
 
 /// target_from_labels picks the target resource from alert labels by the priority in the module docs.
@@ -527,6 +543,51 @@ mod tests {
                  label; Pod is namespaced"
                 .into())
         );
+    }
+
+    #[test]
+    fn values_longer_than_the_rr_allows_are_rejected_per_alert() {
+        let alert = |name: &str, severity: Option<&str>| {
+            let mut labels =
+                serde_json::json!({"alertname": name, "namespace": "prod", "pod": "web-0"});
+            if let Some(severity) = severity {
+                labels["severity"] = severity.into();
+            }
+            serde_json::json!({"status": "firing", "labels": labels})
+        };
+        let body = serde_json::json!({"version": "4", "alerts": [
+            alert("X", Some(&"s".repeat(50))),
+            alert("X", Some(&"s".repeat(51))),
+            alert(&"N".repeat(253), Some("critical")),
+            alert(&"N".repeat(254), Some("critical")),
+            // Characters, not bytes, as the API server counts: 50 of 2 bytes each.
+            alert("X", Some(&"é".repeat(50))),
+            alert("X", Some("")),
+            alert("X", None),
+        ]});
+        let items = parse(&body.to_string());
+        assert_eq!(signal(&items[0]).severity.len(), 50);
+        assert_eq!(
+            rejected(&items[1]),
+            "alerts[1] (X): label `severity` is 51 characters; a RemediationRequest allows at most 50"
+        );
+        assert_eq!(signal(&items[2]).name.len(), 253);
+        let reason = rejected(&items[3]);
+        assert!(
+            reason.starts_with("alerts[3] (NNNN")
+                && reason.ends_with(
+                    "(254 bytes)): label `alertname` is 254 characters; a RemediationRequest \
+                     allows at most 253"
+                ),
+            "{reason}"
+        );
+        assert_eq!(signal(&items[4]).severity.chars().count(), 50);
+        assert_eq!(
+            signal(&items[5]).severity,
+            "unknown",
+            "empty counts as absent"
+        );
+        assert_eq!(signal(&items[6]).severity, "unknown");
     }
 
     #[test]

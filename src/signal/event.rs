@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::crd::SIGNAL_NAME_MAX;
+
 use super::{
     Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
     opt_object, opt_str, parse_object, parse_timestamp, shown, string_map,
@@ -143,6 +145,19 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
             ),
         });
     };
+
+    let chars = reason.chars().count();
+    if chars > SIGNAL_NAME_MAX {
+        // The RR's signalName would be refused with 422.
+        return Ok(Item::Rejected {
+            reason: format!(
+                "event about {} {}: reason is {chars} characters; a RemediationRequest allows \
+                 at most {SIGNAL_NAME_MAX}",
+                target.kind,
+                shown(&target.name)
+            ),
+        });
+    }
 
     labels.insert("reason".into(), reason.to_owned());
     labels.insert("type".into(), event_type.to_owned());
@@ -515,6 +530,14 @@ mod tests {
         assert!(r.contains("is not a valid DNS-1123 label"), "{r}");
         let r = reason(&edited("/reason", None));
         assert_eq!(r, "event about Pod \"web-0\": no reason");
+        let r = reason(&edited("/reason", Some("B".repeat(254).into())));
+        assert_eq!(
+            r,
+            "event about Pod \"web-0\": reason is 254 characters; a RemediationRequest allows \
+             at most 253"
+        );
+        let s = signal(&edited("/reason", Some("é".repeat(253).into())));
+        assert_eq!(s.name.chars().count(), 253, "characters, not bytes");
         let no_ns = {
             let mut v: Value = serde_json::from_str(&edited("/involvedObject/namespace", None))
                 .unwrap_or_default();

@@ -38,7 +38,7 @@ fn helm_path() -> &'static Path {
 
 /// run_helm runs helm with `args` from the repository root, with its own
 /// empty configuration and no cluster; it returns success, stdout and stderr.
-fn run_helm(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn run_helm(args: &[&str]) -> (bool, String, String) {
     let home = tempfile::tempdir().expect("a temporary HELM home");
     let mut args = args.to_vec();
     if args.first() == Some(&"template") {
@@ -63,7 +63,7 @@ fn run_helm(args: &[&str]) -> (bool, String, String) {
 
 /// helm runs helm (see [`run_helm`]) and returns stdout and stderr; it fails
 /// the test when helm fails.
-fn helm(args: &[&str]) -> (String, String) {
+pub(crate) fn helm(args: &[&str]) -> (String, String) {
     let (ok, stdout, stderr) = run_helm(args);
     assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
@@ -77,14 +77,7 @@ pub(crate) fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
 
 /// render_release is [`render`] for release `release`.
 pub(crate) fn render_release(release: &str, ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
-    let mut args = vec![
-        "template",
-        release,
-        "chart/",
-        "--namespace",
-        ns,
-        "--include-crds",
-    ];
+    let mut args = vec!["template", release, "chart/", "--namespace", ns];
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -640,10 +633,7 @@ fn every_object_carries_the_standard_labels_and_selectors_stay_stable() {
         Some(">=1.32.0-0"),
         "selectable fields are GA in 1.32"
     );
-    for obj in objects
-        .iter()
-        .filter(|o| kind(o) != "CustomResourceDefinition")
-    {
+    for obj in &objects {
         let labels = obj.metadata.labels.clone().unwrap_or_default();
         let want = [
             ("app.kubernetes.io/name", "signal-gateway"),
@@ -937,4 +927,98 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             Some(url.as_str())
         );
     }
+}
+
+/// crd_of reads the RemediationRequest CRD from the API server.
+async fn crd_of(
+    admin: &kube::Client,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    Api::all(admin.clone())
+        .get("remediationrequests.kubernaut.ai")
+        .await
+        .expect("the RemediationRequest CRD exists")
+}
+
+#[tokio::test]
+async fn helm_installs_and_upgrades_the_crd_and_keeps_it_on_uninstall() {
+    // A private control plane: the shared one's CRD was installed without Helm.
+    let cp = ControlPlane::start()
+        .await
+        .expect("starting a private control plane");
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let kubeconfig = cp.kubeconfig_path(Identity::Admin);
+    let kubeconfig = kubeconfig.to_str().expect("UTF-8");
+    let admin = cp.admin_client();
+    let base = [
+        RELEASE,
+        "chart/",
+        "--namespace",
+        ns.name(),
+        "--kubeconfig",
+        kubeconfig,
+    ];
+    helm(&[&["install"][..], &base].concat());
+    let crd = crd_of(&admin).await;
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("helm.sh/resource-policy")
+            .map(String::as_str),
+        Some("keep"),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        annotations
+            .get("meta.helm.sh/release-name")
+            .map(String::as_str),
+        Some(RELEASE),
+        "the release owns the CRD: {annotations:?}"
+    );
+    let generated: Value = serde_json::to_value(
+        testenv::read_crd(&testenv::repo_root().join("chart/files/remediationrequests.yaml"))
+            .expect("the generated CRD"),
+    )
+    .expect("CRD as JSON");
+    let stored = serde_json::to_value(&crd).expect("CRD as JSON");
+    assert_eq!(
+        stored["spec"]["versions"][0]["schema"], generated["spec"]["versions"][0]["schema"],
+        "the template carries the generated schema unchanged"
+    );
+    // An upgrade that turns the CRD off neither deletes nor changes it.
+    helm(&[&["upgrade"][..], &base, &["--set", "crds.install=false"]].concat());
+    assert_eq!(crd_of(&admin).await.metadata.uid, crd.metadata.uid);
+    helm(&[&["upgrade"][..], &base].concat());
+    helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        ns.name(),
+        "--kubeconfig",
+        kubeconfig,
+    ]);
+    assert_eq!(
+        crd_of(&admin).await.metadata.uid,
+        crd.metadata.uid,
+        "helm uninstall keeps the CRD, and with it every RR"
+    );
+    let deployments = Api::<Deployment>::namespaced(admin, ns.name())
+        .list(&ListParams::default())
+        .await
+        .expect("listing Deployments");
+    assert!(deployments.items.is_empty(), "uninstalled");
+}
+
+#[test]
+fn crds_install_false_renders_no_crd_and_the_default_renders_the_generated_one() {
+    let crds = |sets: &[&str]| {
+        render("sg-render", sets)
+            .into_iter()
+            .filter(|o| kind(o) == "CustomResourceDefinition")
+            .count()
+    };
+    assert_eq!(crds(&[]), 1);
+    assert_eq!(crds(&["crds.install=false"]), 0);
+    assert_eq!(crds(&["crds.install=false", "deployment.enabled=false"]), 0);
+    let (ok, stdout, _) = run_helm(&["template", RELEASE, "chart/", "--set", "crds.install=maybe"]);
+    assert!(!ok, "the schema takes only a boolean:\n{stdout}");
 }

@@ -4,14 +4,18 @@
 //! fields, lengths, enums, `occurrenceCount` as int32, no selectable field),
 //! installed on a private control plane (the shared one has this project's
 //! CRD under the same name), and a gateway process runs the signal flow
-//! against it: a create, then a duplicate counted on the status.
+//! against it: a create, then a duplicate counted on the status. Values at
+//! kubernaut's bounds make an RR; values beyond them are rejected per alert
+//! before any write. The chart installs beside that CRD with
+//! `crds.install=false`, and refuses to take it over otherwise.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::json;
 use testenv::ControlPlane;
 
-use crate::support::{firing, http, post, spawn};
+use crate::chart::{helm, run_helm};
+use crate::support::{alert, firing, http, post, spawn, webhook};
 
 /// kubernaut_crd is kubernaut's RemediationRequest CRD, reduced to what it
 /// validates.
@@ -82,8 +86,73 @@ async fn rrs_written_by_the_gateway_are_valid_under_kubernauts_crd() {
         .await
         .expect("installing kubernaut's CRD");
     let ns = cp.new_namespace().await.expect("a test namespace");
+    let crds: Api<CustomResourceDefinition> = Api::all(cp.admin_client());
+    let before = crds
+        .get("remediationrequests.kubernaut.ai")
+        .await
+        .expect("kubernaut's CRD");
+    let kubeconfig = cp.kubeconfig_path(testenv::Identity::Admin);
+    let kubeconfig = kubeconfig.to_str().expect("UTF-8");
+    let install = [
+        "install",
+        "sg",
+        "chart/",
+        "--namespace",
+        ns.name(),
+        "--kubeconfig",
+        kubeconfig,
+    ];
+    let (ok, stdout, stderr) = run_helm(&install);
+    assert!(
+        !ok && stderr.contains("remediationrequests.kubernaut.ai")
+            && stderr.contains("cannot be imported"),
+        "Helm must refuse to take over kubernaut's CRD:\n{stdout}\n{stderr}"
+    );
+    helm(&[&install[..], &["--set", "crds.install=false"]].concat());
+    let after = crds
+        .get("remediationrequests.kubernaut.ai")
+        .await
+        .expect("kubernaut's CRD");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "crds.install=false leaves kubernaut's CRD untouched"
+    );
+
     let gw = spawn(&cp, ns.name(), "kubernaut-0", &[]);
     let http = http();
+    // At kubernaut's bounds (counted in characters), beside alerts beyond them.
+    let labelled = |pod: &str, name: String, severity: String| {
+        let mut a = alert(pod, "firing");
+        a["labels"]["alertname"] = name.into();
+        a["labels"]["severity"] = severity.into();
+        a
+    };
+    let (status, body) = post(
+        &http,
+        gw.addr(),
+        webhook(vec![
+            labelled("edge-pod", "N".repeat(253), "é".repeat(50)),
+            labelled("long-severity-pod", "X".into(), "s".repeat(51)),
+            labelled("long-name-pod", "N".repeat(254), "critical".into()),
+        ]),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(status, 201, "{body}\n{}", gw.logs().join("\n"));
+    let statuses: Vec<_> = body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(statuses, ["created", "rejected", "rejected"], "{body}");
+    assert!(
+        body["results"][1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("label `severity` is 51 characters")),
+        "{body}"
+    );
+
     let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
         .await
         .expect("an answer");
@@ -103,8 +172,18 @@ async fn rrs_written_by_the_gateway_are_valid_under_kubernauts_crd() {
     };
     let rrs: Api<DynamicObject> = Api::namespaced_with(cp.admin_client(), ns.name(), &resource);
     let list = rrs.list(&ListParams::default()).await.expect("listing RRs");
-    assert_eq!(list.items.len(), 1, "{list:?}");
-    let rr = &list.items[0];
+    assert_eq!(list.items.len(), 2, "{list:?}");
+    let edge = list
+        .items
+        .iter()
+        .find(|rr| rr.data["spec"]["targetResource"]["name"] == "edge-pod")
+        .expect("the RR at kubernaut's bounds");
+    assert_eq!(edge.data["spec"]["severity"], "é".repeat(50));
+    let rr = list
+        .items
+        .iter()
+        .find(|rr| rr.data["spec"]["targetResource"]["name"] == "kubernaut-pod")
+        .expect("the RR of kubernaut-pod");
     assert_eq!(rr.data["spec"]["targetType"], "kubernetes", "{rr:?}");
     assert_eq!(rr.data["spec"]["targetResource"]["name"], "kubernaut-pod");
     assert_eq!(rr.data["status"]["deduplication"]["occurrenceCount"], 2);
