@@ -819,7 +819,10 @@ async fn restricted(admin: &kube::Client, ns: &str) {
 }
 
 /// pod_from_template is a Pod made from the stored Deployment's template.
-fn pod_from_template(deployment: &Deployment, name: &str) -> k8s_openapi::api::core::v1::Pod {
+pub(crate) fn pod_from_template(
+    deployment: &Deployment,
+    name: &str,
+) -> k8s_openapi::api::core::v1::Pod {
     let template = deployment.spec.template.clone();
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.name = Some(name.to_owned());
@@ -903,6 +906,9 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             ns.name(),
             "--kubeconfig",
             kubeconfig,
+            // The shared control plane has the CRD, installed without Helm.
+            "--set",
+            "crds.install=false",
         ];
         for s in &sets {
             args.extend(["--set", s]);
