@@ -284,10 +284,49 @@ fn default_values_render_locking_on_in_the_release_namespace() {
     assert_eq!(env["GATEWAY_LOCK_DURATION_SECONDS"], "30", "{env:?}");
     assert_eq!(env["GATEWAY_LOCK_WAIT_MS"], "5000", "{env:?}");
     assert_eq!(env["GATEWAY_AUTH"], "tokenreview", "{env:?}");
-    assert!(!env.contains_key("GATEWAY_AUTH_TOKEN"), "{env:?}");
+    assert!(!env.contains_key("GATEWAY_AUTH_TOKEN_FILE"), "{env:?}");
+    assert_eq!(env["GATEWAY_AUTH_AUDIENCE"], "signal-gateway", "{env:?}");
+    assert_eq!(
+        env["GATEWAY_AUTH_RESOURCE"], "remediationrequests.kubernaut.ai",
+        "{env:?}"
+    );
     assert!(!env.contains_key("GATEWAY_CLUSTER_ID"), "{env:?}");
     let roles: Vec<_> = objects.iter().filter(|o| kind(o) == "Role").collect();
     assert_eq!(roles.len(), 1, "one Role: {:?}", summary(&objects));
+}
+
+#[test]
+fn the_senders_role_grants_exactly_what_the_gateway_checks() {
+    let objects = render(
+        "sg-render",
+        &[
+            "senders.audience=alerts",
+            "senders.group=signals.example.com",
+            "senders.resource=webhooks",
+            "senders.serviceAccounts[0].name=alertmanager-main",
+            "senders.serviceAccounts[0].namespace=monitoring",
+        ],
+    );
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_AUTH_AUDIENCE"], "alerts", "{env:?}");
+    assert_eq!(
+        env["GATEWAY_AUTH_RESOURCE"], "webhooks.signals.example.com",
+        "{env:?}"
+    );
+    let sender = format!("{RELEASE}-sender");
+    let rules = rules_of(find(&objects, "Role", Some("sg-render"), &sender));
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0].api_groups,
+        Some(vec!["signals.example.com".to_owned()])
+    );
+    assert_eq!(rules[0].resources, Some(vec!["webhooks".to_owned()]));
+    assert_eq!(rules[0].verbs, vec!["create".to_owned()]);
+    let binding = find(&objects, "RoleBinding", Some("sg-render"), &sender);
+    assert_eq!(
+        binding.data["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "alertmanager-main", "namespace": "monitoring"}])
+    );
 }
 
 #[test]
@@ -314,8 +353,21 @@ fn set_values_reach_the_gateway_environment_and_rbac() {
     assert_eq!(env["GATEWAY_AUTH"], "bearer", "{env:?}");
     assert_eq!(env["GATEWAY_CLUSTER_ID"], "eu-1", "{env:?}");
     assert_eq!(
-        env["GATEWAY_AUTH_TOKEN"], "secretKeyRef:sg-token/token",
+        env["GATEWAY_AUTH_TOKEN_FILE"], "/var/run/secrets/signal-gateway/bearer/token",
         "{env:?}"
+    );
+    assert!(!env.contains_key("GATEWAY_AUTH_AUDIENCE"), "{env:?}");
+    let deployment = serde_json::to_value(find(&objects, "Deployment", Some("sg-render"), RELEASE))
+        .expect("Deployment as JSON");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"], "sg-token",
+        "{pod}"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/signal-gateway/bearer",
+        "{pod}"
     );
     assert_eq!(
         rules_of(find(&objects, "Role", Some("sg-locks"), RELEASE)),
