@@ -14,6 +14,10 @@ use super::{
 };
 use crate::crd::{Deduplication, RemediationRequest};
 
+/// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
+/// and the count answered stop there alike.
+const MAX_COUNT: i64 = i32::MAX as i64;
+
 /// MAX_STATUS_ATTEMPTS bounds the status writes of one count that lose to concurrent writers.
 const MAX_STATUS_ATTEMPTS: u32 = 10;
 
@@ -115,12 +119,12 @@ impl Rrs {
                 Some(d) => Deduplication {
                     first_seen_at: d.first_seen_at.clone(),
                     last_seen_at: now,
-                    occurrence_count: d.occurrence_count.saturating_add(k),
+                    occurrence_count: d.occurrence_count.saturating_add(k).min(MAX_COUNT),
                 },
                 None => Deduplication {
                     first_seen_at: now.clone(),
                     last_seen_at: now,
-                    occurrence_count: k,
+                    occurrence_count: k.min(MAX_COUNT),
                 },
             };
             let occurrence_count = dedup.occurrence_count;
