@@ -9,7 +9,7 @@
 # What goes into the image, each from a pinned source:
 #   - the gateway, a static musl binary (`cargo build --release --locked`,
 #     Rust pinned by rust-toolchain.toml, C parts compiled by Debian's
-#     musl-tools $MUSL_TOOLS_VERSION);
+#     musl-tools, pinned in hack/tool.sh);
 #   - /etc/ssl/certs/ca-certificates.crt, the Mozilla roots of Debian's
 #     ca-certificates $CA_CERTIFICATES_VERSION (checked against its SHA-256);
 #   - /etc/passwd and /etc/group naming the numeric user $IMAGE_UID.
@@ -27,7 +27,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 
 TARGET=x86_64-unknown-linux-musl
-MUSL_TOOLS_VERSION=1.2.3-1
 CA_CERTIFICATES_VERSION=20250419~deb12u2
 CA_CERTIFICATES_SHA256=b9f76b5271a7ac373fd5e7e1b5b826a71ddd702b42a0d104955ecb1acfffc94b
 IMAGE_UID=65532
@@ -38,25 +37,12 @@ repository="${IMAGE_REPOSITORY:-$chart_repository}"
 tag="${IMAGE_TAG:-$app_version}"
 [[ -n "$repository" && -n "$tag" ]] || { echo "no image repository or tag in chart/" >&2; exit 1; }
 
-apt_install() {
-  local pkg="$1" version="$2"
-  if ! dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null | grep -qx "install ok installed $version"; then
-    echo "installing $pkg=$version from Debian" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    local sudo=""
-    [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    if ! $sudo apt-get install -y --no-install-recommends "$pkg=$version" >&2; then
-      $sudo apt-get update >&2
-      $sudo apt-get install -y --no-install-recommends "$pkg=$version" >&2
-    fi
-  fi
-}
 
 start=$SECONDS
 if ! rustup target list --installed | grep -qx "$TARGET"; then
   rustup target add "$TARGET" >&2
 fi
-apt_install musl-tools "$MUSL_TOOLS_VERSION"
+hack/tool.sh musl-tools >/dev/null
 profile="${IMAGE_PROFILE:-release}"
 case "$profile" in
   release) profile_dir=release ;;

@@ -17,7 +17,7 @@ set -euo pipefail
 
 apt_install() {
   local pkg="$1" version="$2"
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+  if ! dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null | grep -qx "install ok installed $version"; then
     echo "installing $pkg=$version from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
     local sudo=""
@@ -85,12 +85,16 @@ case "${1:-}" in
     apt_install prometheus 2.42.0+ds-5+deb12u1
     command -v promtool
     ;;
+  musl-tools)
+    apt_install musl-tools 1.2.3-1
+    command -v musl-gcc
+    ;;
   ocibuild)
     pin ocibuild github.com/google/go-containerregistry v0.22.1
     go_tool ocibuild v0.22.1 .
     ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|ocibuild" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild" >&2
     exit 2
     ;;
 esac
