@@ -8,7 +8,9 @@
 //! `PatchStatusAfterCreate` are the status patches carrying the RR's resourceVersion.
 //! `ClaimRecord` is the create-if-absent of the Lease or the update carrying its
 //! resourceVersion (in the old protocol, the Lease acquisition). `CreateRr` is the create of the RR the claim named; `GiveUp` is the fit
-//! check failing just before it. `Release` is the update that clears the holder. The
+//! check failing just before it. `Release` is the update that clears the holder, sent only by a
+//! writer whose claim produced no RR: a claim whose RR exists is over without a write, and a
+//! writer that reads that RR (`settled`) may claim the record whatever its holder. The
 //! environment steps are `LeaseExpire` (the API server's clock passes the lease), `Complete`
 //! (kubernaut ends a remediation), `Delete` (retention or an operator) and `Sweep` (the record
 //! sweep deleting a record that fences nothing).
@@ -143,6 +145,7 @@ enum Action {
 const COLLIDED: u8 = 1;
 const TOOK_OVER: u8 = 2;
 const CREATED: u8 = 4;
+const CLAIMED_SETTLED: u8 = 8;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Writer {
@@ -156,6 +159,9 @@ struct Writer {
     /// The RR state read is still current: a status patch carrying it would succeed.
     fresh_read: bool,
     claimed: bool,
+    /// The RR the view names was read existing (terminal): its claim is over, so the
+    /// view's holder does not block.
+    settled: bool,
     /// No write to R since our claim: the release would succeed.
     fresh_claim: bool,
     /// The (name, incarnation) this writer's signal was acknowledged on.
@@ -216,9 +222,10 @@ impl Fence {
     }
 
     /// blocked: with locking on, a holder in the view whose lease has not expired on the
-    /// server's clock makes the writer wait, re-reading R.
+    /// server's clock, and whose RR the writer has not read existing, makes the writer wait,
+    /// re-reading R (and then the RR it names).
     fn blocked(&self, s: &State, w: &Writer) -> bool {
-        self.cfg.locking && w.view.holder.is_some() && !(w.fresh_view && s.expired)
+        self.cfg.locking && w.view.holder.is_some() && !(w.fresh_view && s.expired) && !w.settled
     }
 
     /// step2 goes on from a new view: read its RR, or claim generation 1 if it names none.
@@ -234,11 +241,14 @@ impl Fence {
     /// to collide with a writer that claimed it and may still create it).
     fn decide(&self, w: &mut Writer, terminal: bool) {
         (w.next, w.pc) = (w.view.generation + u8::from(terminal), Pc::ClaimRecord);
+        w.settled = terminal;
     }
 
-    /// finish ends a round: release a claim, then stop, or start over with a fresh GET.
+    /// finish ends a round: release a claim that produced no RR (the old protocol releases
+    /// every claim), then stop, or start over with a fresh GET.
     fn finish(&self, w: &mut Writer) {
-        if self.cfg.locking && w.claimed && w.pc != Pc::Release {
+        let produced = w.acked.is_some() && !self.cfg.old_protocol;
+        if self.cfg.locking && w.claimed && !produced && w.pc != Pc::Release {
             w.pc = Pc::Release;
             return;
         }
@@ -266,6 +276,7 @@ impl Fence {
                     Read::Stale(i) => s.past[i as usize],
                 };
                 w.fresh_view = read == Read::Fresh;
+                w.settled = false;
                 self.step2(w);
             }
             Pc::GetRr if self.cfg.old_protocol && !w.claimed => {
@@ -310,7 +321,7 @@ impl Fence {
                     !s.record.present
                 };
                 if !ok {
-                    (w.view, w.fresh_view) = (s.record, true); // 409: GET R
+                    (w.view, w.fresh_view, w.settled) = (s.record, true, false); // 409: GET R
                     self.step2(w);
                     return;
                 }
@@ -320,7 +331,9 @@ impl Fence {
                     s.fresh_names += 1;
                     s.fresh_names
                 };
-                if s.record.holder.is_some() {
+                if s.record.holder.is_some() && w.settled && !s.expired {
+                    w.flags |= CLAIMED_SETTLED;
+                } else if s.record.holder.is_some() && !w.settled {
                     w.flags |= TOOK_OVER;
                 }
                 let fenced = !self.cfg.old_protocol;
@@ -330,7 +343,7 @@ impl Fence {
                     name: if fenced { w.name } else { 0 },
                     holder: self.cfg.locking.then_some(id),
                 });
-                (w.claimed, w.fresh_claim, w.pc) = (true, true, Pc::CreateRr);
+                (w.claimed, w.fresh_claim, w.settled, w.pc) = (true, true, false, Pc::CreateRr);
             }
             Pc::CreateRr if kind(now) == MISSING => {
                 s.write_rr(w.name, Rr::Active(0));
@@ -372,6 +385,7 @@ fn canon(w: &mut Writer) {
     w.next *= u8::from(next);
     w.name *= u8::from(name);
     w.fresh_read &= read;
+    w.settled &= w.pc == Pc::ClaimRecord;
     w.rounds *= u8::from(w.pc != Pc::Done);
 }
 
@@ -393,8 +407,15 @@ const COUNTED: &str = "every acknowledged signal is counted";
 const ACK_AFTER_COLLISION: &str = "a writer acknowledges after an AlreadyExists collision";
 const SECOND_GENERATION: &str = "a second generation RR is created after a Complete";
 const TAKEOVER_CREATES: &str = "a takeover after LeaseExpire leads to a create";
+const SETTLED_CREATES: &str =
+    "a claim over an unexpired holder whose RR exists (no release) leads to a create";
 const SWEPT_AND_CLAIMED: &str = "a swept record is claimed again";
-const SOMETIMES: [&str; 3] = [ACK_AFTER_COLLISION, SECOND_GENERATION, TAKEOVER_CREATES];
+const SOMETIMES: [&str; 4] = [
+    ACK_AFTER_COLLISION,
+    SECOND_GENERATION,
+    TAKEOVER_CREATES,
+    SETTLED_CREATES,
+];
 
 impl Model for Fence {
     type State = State;
@@ -518,6 +539,10 @@ impl Model for Fence {
             }),
             Property::sometimes(TAKEOVER_CREATES, |_, s: &State| {
                 let both = TOOK_OVER | CREATED;
+                s.writers.iter().any(|w| w.flags & both == both)
+            }),
+            Property::sometimes(SETTLED_CREATES, |_, s: &State| {
+                let both = CLAIMED_SETTLED | CREATED;
                 s.writers.iter().any(|w| w.flags & both == both)
             }),
         ];
@@ -805,7 +830,6 @@ fn a_stale_terminal_read_duplicates() {
         "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, Complete rr-1,
          w0 PatchStatusAfterCreate, w0 GetRr, w0 Release, Delete rr-1,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
-         w1 Release,
          w0 GetRecord, w0 GetRr stale terminal, w0 ClaimRecord, w0 CreateRr",
     );
 }

@@ -5,9 +5,11 @@
 //! name it first wrote into the record by compare-and-swap (a write carrying the
 //! resourceVersion it read). Its `holderIdentity` is the lock: with locking on, a writer
 //! claims the record only when nobody holds it or the holder's lease has expired, judged on
-//! the API server's clock (`clock`). Release clears the holder with the same
-//! compare-and-swap, so it never clears someone else's claim. The README argues why this
-//! keeps one active RR per fingerprint; `model` checks it.
+//! the API server's clock (`clock`). A hold ends without a write once the RR it names
+//! exists: whoever reads that RR may claim the record. Only a claim that produced no RR is
+//! released, by the same compare-and-swap clearing the holder, so a release never clears
+//! someone else's claim. The README argues why this keeps one active RR per fingerprint;
+//! `model` checks it.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use super::{
     FIELD_MANAGER, MANAGED_BY,
     calls::{ApiCalls, KubeError, backoff, code},
     clock,
+    rrs::Rrs,
 };
 
 /// GENERATION annotates the record with the generation of the fingerprint's current RR.
@@ -103,6 +106,14 @@ pub enum Claimed {
     Cancelled,
 }
 
+/// Target is what a claim writes into the record: the generation and the RR name.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    fp: &'a str,
+    generation: u64,
+    rr: &'a str,
+}
+
 /// Records reads, claims and releases the fence records in one namespace.
 #[derive(Clone)]
 pub struct Records {
@@ -112,6 +123,8 @@ pub struct Records {
     instance: String,
     pub(super) duration: Duration,
     wait_budget: Duration,
+    /// rrs reads the RR a held record names: once it exists, the hold is over.
+    rrs: Rrs,
     /// locking says whether claims take the lock; off is the rollback switch.
     locking: bool,
 }
@@ -143,6 +156,7 @@ impl Records {
     ) -> Records {
         Records {
             api: Api::namespaced(client.clone(), namespace),
+            rrs: Rrs::new(client.clone(), namespace),
             client,
             namespace: namespace.to_owned(),
             instance: instance.to_owned(),
@@ -177,12 +191,19 @@ impl Records {
     }
 
     /// claim compare-and-swaps the record from `view` to (`generation`, `rr`), holding it when
-    /// locking is on. While another writer holds it, claim waits (jittered backoff within
-    /// the wait budget, re-reading the record) and then reports the fresh view.
+    /// locking is on. `settled` says the caller read the RR the view names, consistently,
+    /// and found it: that RR's claim is over, so the view's holder does not block. While
+    /// another writer holds the record, claim waits (jittered backoff within the wait
+    /// budget, re-reading the record and the RR it names) and then reports the fresh view.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the claim's target, the caller's knowledge of it, and the request's context"
+    )]
     pub async fn claim(
         &self,
         fp: &str,
         view: &View,
+        settled: bool,
         generation: u64,
         rr: &str,
         cancelled: &(dyn Fn() -> bool + Sync),
@@ -190,8 +211,9 @@ impl Records {
     ) -> Result<Claimed, KubeError> {
         let start = Instant::now();
         let mut contended = false;
+        let target = Target { fp, generation, rr };
         let claimed = self
-            .attempt(fp, view, generation, rr, cancelled, calls, &mut contended)
+            .attempt(&target, view, settled, cancelled, calls, &mut contended)
             .await;
         if self.locking {
             let m = telemetry::metrics();
@@ -211,43 +233,51 @@ impl Records {
         claimed
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "claim's arguments plus its contention flag"
-    )]
     async fn attempt(
         &self,
-        fp: &str,
+        target: &Target<'_>,
         view: &View,
-        generation: u64,
-        rr: &str,
+        settled: bool,
         cancelled: &(dyn Fn() -> bool + Sync),
         calls: &ApiCalls,
         contended: &mut bool,
     ) -> Result<Claimed, KubeError> {
+        let Target { fp, generation, rr } = *target;
         let start = Instant::now();
         let deadline = start + self.wait_budget;
         let mut view = view.clone();
+        let mut settled = settled;
+        // seen: the view is a read of this claim's, not the caller's (maybe cached) view.
+        let mut seen = false;
         let mut attempt = 0;
         loop {
             let mut waited = false;
-            while self.locking && view.held() {
+            while self.locking && view.held() && !settled {
                 waited = true;
-                *contended = true;
-                if cancelled() {
-                    return Ok(Claimed::Cancelled);
+                if seen {
+                    *contended = true;
+                    if cancelled() {
+                        return Ok(Claimed::Cancelled);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Claimed::Busy {
+                            view,
+                            waited: now - start,
+                        });
+                    }
+                    let pause = backoff(attempt, Duration::from_millis(25)).min(deadline - now);
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
                 }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(Claimed::Busy {
-                        view,
-                        waited: now - start,
-                    });
-                }
-                tokio::time::sleep(backoff(attempt, Duration::from_millis(25)).min(deadline - now))
-                    .await;
-                attempt += 1;
                 view = self.read(fp, calls).await?;
+                seen = true;
+                if view.held()
+                    && let Some(name) = &view.rr
+                {
+                    // The holder's RR exists: its hold is over, though it wrote nothing.
+                    settled = self.rrs.get(name, calls).await?.is_some();
+                }
             }
             if waited {
                 // The holder finished: what it did decides whether anything is left to create.
@@ -262,7 +292,8 @@ impl Records {
                 .await
             {
                 Ok(Some(lease)) => {
-                    if let Some(previous) = view.holder.as_deref().filter(|_| self.locking) {
+                    let expired = self.locking && !settled;
+                    if let Some(previous) = view.holder.as_deref().filter(|_| expired) {
                         telemetry::metrics().lock_takeovers.add(1, &[]);
                         tracing::info!(lease = %lease_name(fp), previous, holder = ?holder, "took over expired lease");
                     }
@@ -277,6 +308,7 @@ impl Records {
                 }
                 Ok(None) => {
                     view = self.read(fp, calls).await?;
+                    (settled, seen) = (false, true);
                     if !(self.locking && view.held()) {
                         return Ok(Claimed::Changed(view));
                     }
@@ -371,8 +403,25 @@ impl Records {
         }
     }
 
-    /// release clears the holder if the record is still as our claim left it, and returns
-    /// the record's new view. A record taken over meanwhile is left alone (None).
+    /// finish ends a claim whose RR exists, without a write: whoever reads that RR may
+    /// claim the record. It returns the record as the claim left it.
+    #[must_use]
+    pub fn finish(&self, claim: Claim) -> View {
+        self.record_hold(&claim);
+        claim.view
+    }
+
+    fn record_hold(&self, claim: &Claim) {
+        if claim.holder.is_some() {
+            telemetry::metrics()
+                .lock_hold
+                .record(claim.sent.elapsed().as_secs_f64(), &[]);
+        }
+    }
+
+    /// release clears the holder of a claim that produced no RR, if the record is still as
+    /// the claim left it, and returns the record's new view. A record taken over meanwhile
+    /// is left alone (None).
     pub async fn release(
         &self,
         claim: &Claim,
@@ -381,9 +430,7 @@ impl Records {
         if claim.holder.is_none() {
             return Ok(Some(claim.view.clone()));
         }
-        telemetry::metrics()
-            .lock_hold
-            .record(claim.sent.elapsed().as_secs_f64(), &[]);
+        self.record_hold(claim);
         let Some(rv) = &claim.view.resource_version else {
             return Ok(None);
         };

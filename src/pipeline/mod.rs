@@ -8,8 +8,9 @@
 //! | path | requests |
 //! |---|---|
 //! | duplicate | get RR, status patch |
-//! | new RR, locking on | get RR (or record), claim record, create RR, status patch, release |
-//! | new RR, locking off | get RR (or record), claim record, create RR, status patch |
+//! | new RR (locking on or off) | get RR (or record), claim record, create RR, status patch |
+//!
+//! The lock adds no request: a claim whose RR exists needs no release (`writer`).
 
 mod coalescer;
 mod writer;
@@ -145,8 +146,7 @@ impl Pipeline {
     }
 }
 
-/// run_batch writes one batch, answers its callers, then releases the claim: the release
-/// is bookkeeping that no answer depends on. Its span (`batch`) is a child of the first
+/// run_batch writes one batch and answers its callers. Its span (`batch`) is a child of the first
 /// signal's span and follows from the others'.
 async fn run_batch(
     writer: &Writer,
@@ -183,17 +183,13 @@ async fn run_batch(
         _ => Err(Error::Cancelled),
     };
     let namespace = writer.rrs.namespace();
-    let (answer, claim) = match written {
-        Ok(w) => (
-            Ok((
-                w.created,
-                format!("{namespace}/{}", w.rr),
-                w.occurrence_count,
-            )),
-            w.claim,
-        ),
-        Err(e) => (Err(e), None),
-    };
+    let answer = written.map(|w| {
+        (
+            w.created,
+            format!("{namespace}/{}", w.rr),
+            w.occurrence_count,
+        )
+    });
     batch.reply(|i, _| {
         answer
             .clone()
@@ -207,12 +203,6 @@ async fn run_batch(
                 occurrence_count,
             })
     });
-    if let Some(claim) = claim {
-        writer
-            .release(fp.as_str(), claim, &calls)
-            .instrument(tracing::info_span!(parent: &span, "release"))
-            .await;
-    }
     let trace_id = trace_id.as_deref();
     match &answer {
         Ok((created, rr, count)) => tracing::info!(

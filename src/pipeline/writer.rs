@@ -8,6 +8,9 @@
 //! (a writer that claimed that name may still create it: collide with it rather than race
 //! it), and creates the RR of the claimed name. A name can only be created by a writer that
 //! claimed it, so two writers acting on different views cannot both create an active RR.
+//!
+//! A claim that produced its RR is not released: the RR existing ends the hold, so the lock
+//! adds no request to a new RR. Only a claim that produced nothing is released.
 
 use std::{
     collections::HashMap,
@@ -38,8 +41,6 @@ pub(crate) struct Written {
     pub created: bool,
     pub rr: String,
     pub occurrence_count: i64,
-    /// claim is still held; release it once the answer is sent.
-    pub claim: Option<Claim>,
 }
 
 /// Writer holds the clients and the per-process cache of record views.
@@ -86,8 +87,9 @@ impl Writer {
             }
         };
         for _ in 0..MAX_ROUNDS {
-            let next = match view.rr.clone() {
-                None => view.generation.max(1),
+            // settled: the view's RR exists, so whoever claimed it is done with the record.
+            let (next, settled) = match view.rr.clone() {
+                None => (view.generation.max(1), false),
                 Some(name) => match self.count_on(&name, k, calls).await? {
                     Counted::Yes { occurrence_count } => {
                         self.remember(fp, view);
@@ -95,11 +97,10 @@ impl Writer {
                             created: false,
                             rr: name,
                             occurrence_count,
-                            claim: None,
                         });
                     }
-                    Counted::Terminal => view.generation.saturating_add(1),
-                    Counted::Missing => view.generation.max(1),
+                    Counted::Terminal => (view.generation.saturating_add(1), true),
+                    Counted::Missing => (view.generation.max(1), false),
                     Counted::Contended => return Err(contended(&name)),
                 },
             };
@@ -110,7 +111,7 @@ impl Writer {
             };
             match self
                 .records
-                .claim(fp, &view, next, &name, cancelled, calls)
+                .claim(fp, &view, settled, next, &name, cancelled, calls)
                 .instrument(info_span!("lock wait", generation = next))
                 .await?
             {
@@ -126,7 +127,6 @@ impl Writer {
                             created: false,
                             rr: name,
                             occurrence_count,
-                            claim: None,
                         });
                     }
                     return Err(Error::LockBusy {
@@ -138,11 +138,13 @@ impl Writer {
                     self.pauser.pause(PausePoint::AfterLock).await;
                     match self.create(signal, k, &claim, calls).await {
                         Ok(Some((created, occurrence_count))) => {
+                            let rr = claim.rr.clone();
+                            let left = self.records.finish(claim);
+                            self.remember(fp, left);
                             return Ok(Written {
                                 created,
-                                rr: claim.rr.clone(),
+                                rr,
                                 occurrence_count,
-                                claim: Some(claim),
                             });
                         }
                         Ok(None) => {
@@ -248,8 +250,9 @@ impl Writer {
         }
     }
 
-    /// release gives the claim's lock back and remembers the record as it left it.
-    pub(crate) async fn release(&self, fp: &str, claim: Claim, calls: &ApiCalls) {
+    /// release gives back the lock of a claim that produced no RR, and remembers the record
+    /// as it left it.
+    async fn release(&self, fp: &str, claim: Claim, calls: &ApiCalls) {
         match self.records.release(&claim, calls).await {
             Ok(Some(view)) => self.remember(fp, view),
             Ok(None) => self.forget(fp),

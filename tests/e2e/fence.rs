@@ -83,6 +83,7 @@ async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gate
         .claim(
             fp,
             view,
+            false,
             generation,
             &rr_name(fp, generation),
             NOT_CANCELLED,
@@ -134,7 +135,15 @@ async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
     r.release(&next, &calls()).await.unwrap();
     // A claim from a view that is no longer current loses, and reports the current record.
     match r
-        .claim(&fp, &released, 3, &rr_name(&fp, 3), NOT_CANCELLED, &calls())
+        .claim(
+            &fp,
+            &released,
+            false,
+            3,
+            &rr_name(&fp, 3),
+            NOT_CANCELLED,
+            &calls(),
+        )
         .await
         .unwrap()
     {
@@ -157,6 +166,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
         .claim(
             &fp,
             &View::default(),
+            false,
             1,
             &rr_name(&fp, 1),
             NOT_CANCELLED,
@@ -181,7 +191,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
     let view = patient.read(&fp, &calls()).await.unwrap();
     assert!(view.held());
     let r2 = patient
-        .claim(&fp, &view, 2, &rr_name(&fp, 2), &cancelled, &calls())
+        .claim(&fp, &view, false, 2, &rr_name(&fp, 2), &cancelled, &calls())
         .await
         .unwrap();
     assert!(matches!(r2, Claimed::Cancelled), "{r2:?}");
@@ -189,6 +199,92 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
 
     let l = lease(cp, ns.name(), &fp).await.unwrap();
     assert_eq!(holder(&l).as_deref(), first.holder());
+}
+
+/// A claim whose RR exists is over without a write: a writer waiting on the holder stops
+/// when the RR appears, and a writer that read the RR terminal claims over the holder's
+/// unexpired lease at once. Without that read the hold still blocks.
+#[tokio::test]
+async fn a_hold_ends_without_a_write_once_its_rr_exists() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of("settled");
+    let a = paused_gateway(cp, ns.name(), &[]).await;
+    let a_app = a.app.clone();
+    let from_a = tokio::spawn(async move { post(&a_app, &firing("settled")).await });
+    await_record(cp, ns.name(), &fp, claimed(1)).await;
+    // A holds generation 1 and is frozen before its create; B waits on it.
+    let b = records(cp, ns.name(), "gw-b", 30, 20_000);
+    let view = b.read(&fp, &calls()).await.unwrap();
+    assert!(view.held(), "A holds the record while it creates");
+    let start = Instant::now();
+    let waiting = {
+        let (b, fp) = (b.clone(), fp.clone());
+        tokio::spawn(async move {
+            let name = rr_name(&fp, 1);
+            b.claim(&fp, &view, false, 1, &name, NOT_CANCELLED, &calls())
+                .await
+        })
+    };
+    std::fs::write(&a.resume, b"").expect("resuming A");
+    let (status, body) = from_a.await.expect("A's request");
+    assert_eq!(status, 201, "{body}");
+    let a_holder = holder(&lease(cp, ns.name(), &fp).await.unwrap());
+    assert!(
+        a_holder
+            .as_deref()
+            .is_some_and(|h| h.starts_with("paused/")),
+        "A's hold is not released: {a_holder:?}"
+    );
+    match waiting.await.expect("B's claim").expect("claiming") {
+        Claimed::Changed(fresh) => assert_eq!(fresh.rr, Some(rr_name(&fp, 1))),
+        other => panic!("B must stop waiting and decide again, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "B waited out its budget instead of seeing the RR: {waited:?}"
+    );
+
+    // rr-1 completes. B read it terminal: it claims generation 2 over A's unexpired hold.
+    complete(cp, ns.name(), &rr_name(&fp, 1)).await;
+    let view = b.read(&fp, &calls()).await.unwrap();
+    assert!(view.held(), "A's lease is still live");
+    let by_b = match b
+        .claim(
+            &fp,
+            &view,
+            true,
+            2,
+            &rr_name(&fp, 2),
+            NOT_CANCELLED,
+            &calls(),
+        )
+        .await
+        .unwrap()
+    {
+        Claimed::Won(claim) => claim,
+        other => panic!("a settled claim must win at once, got {other:?}"),
+    };
+    let l = lease(cp, ns.name(), &fp).await.unwrap();
+    assert_eq!(holder(&l).as_deref(), by_b.holder());
+    assert_eq!(annotation(&l, GENERATION).as_deref(), Some("2"));
+    // rr-2 does not exist yet: a writer that has not seen it waits on B, within its budget.
+    let c = records(cp, ns.name(), "gw-c", 30, 300);
+    let view = c.read(&fp, &calls()).await.unwrap();
+    let busy = c
+        .claim(
+            &fp,
+            &view,
+            false,
+            2,
+            &rr_name(&fp, 2),
+            NOT_CANCELLED,
+            &calls(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(busy, Claimed::Busy { .. }), "{busy:?}");
 }
 
 #[tokio::test]
@@ -205,7 +301,15 @@ async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() 
     let start = Instant::now();
     let view = b.read(&fp, &calls()).await.unwrap();
     let fresh = match b
-        .claim(&fp, &view, 1, &rr_name(&fp, 1), NOT_CANCELLED, &calls())
+        .claim(
+            &fp,
+            &view,
+            false,
+            1,
+            &rr_name(&fp, 1),
+            NOT_CANCELLED,
+            &calls(),
+        )
         .await
         .unwrap()
     {
@@ -248,6 +352,7 @@ async fn racing_claims_from_one_view_have_exactly_one_winner() {
                     .claim(
                         &fp,
                         &view,
+                        false,
                         round,
                         &rr_name(&fp, round),
                         NOT_CANCELLED,
@@ -278,10 +383,16 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let r = records(cp, ns.name(), "gw-a", 30, 0);
-    let app = gateway(cp, ns.name(), &[]).await;
-    // A record whose RR exists, a free record whose RR is gone, and a held record.
+    // A five-second lease: the gateway's holds lapse soon after its RRs exist.
+    let short = [
+        ("GATEWAY_LOCK_DURATION_SECONDS", "5"),
+        ("GATEWAY_API_TIMEOUT_MS", "4000"),
+    ];
+    let app = gateway(cp, ns.name(), &short).await;
+    // A record whose RR exists, a record whose RR is gone (its hold lapsed), and a held one.
     let kept = fp_of("kept");
-    assert_eq!(post(&app, &firing("kept")).await.0, 201);
+    let (status, body) = post(&app, &firing("kept")).await;
+    assert_eq!(status, 201, "{body}");
     let gone = fp_of("gone");
     assert_eq!(post(&app, &firing("gone")).await.0, 201);
     rr_api(cp, ns.name())
@@ -290,8 +401,12 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
         .unwrap();
     let held = fp_of("held");
     let _claim = won(&r, &held, &View::default(), 1).await;
-
+    // Until the gateway's hold lapses, the record of the deleted RR is left alone: its
+    // holder could still be about to create it.
     let rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), ns.name());
+    assert_eq!(sweep(&r, &rrs, Duration::ZERO, &calls()).await.unwrap(), 0);
+    await_expiry(&r, &gone).await;
+
     let young = sweep(&r, &rrs, Duration::from_secs(3600), &calls())
         .await
         .unwrap();
@@ -307,6 +422,21 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
         active(cp, ns.name(), &gone).await,
         vec![(rr_name(&gone, 1), 1)]
     );
+}
+
+/// await_expiry polls the record of `fp` until its holder's lease has expired on the API
+/// server's clock: expiry is the passing of time, not an event to watch for.
+async fn await_expiry(r: &Records, fp: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r
+        .read(fp, &calls())
+        .await
+        .expect("reading the record")
+        .held()
+    {
+        assert!(Instant::now() < deadline, "the lease of {fp} never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // The in-process gateway and its helpers.
@@ -643,24 +773,20 @@ async fn requests(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> 
     counts
 }
 
-/// cost runs `step`, waits until the record of `fp` is free again (the release follows
-/// the answer), and returns the requests the API server counted meanwhile. Two verbs the
-/// gateway never uses are left out: the API server renews its own identity Lease with
-/// PUT, and this test awaits the release with a WATCH.
+/// cost runs `step` and returns the requests the API server counted meanwhile: the gateway
+/// sends nothing after its answer. The API server renews its own identity Lease with PUT,
+/// a verb the gateway never uses; it is left out.
 async fn cost<F: std::future::Future<Output = (u16, Value)>>(
     cp: &ControlPlane,
-    ns: &str,
-    fp: &str,
     step: F,
 ) -> std::collections::BTreeMap<String, f64> {
     let before = requests(cp).await;
     let (status, body) = step.await;
     assert!((200..300).contains(&status), "{status} {body}");
-    await_record(cp, ns, fp, |l| holder(l).is_none()).await;
     let after = requests(cp).await;
     after
         .into_iter()
-        .filter(|(k, _)| k != "PUT leases" && k != "WATCH leases")
+        .filter(|(k, _)| k != "PUT leases")
         .filter_map(|(k, v)| {
             let d = v - before.get(&k).copied().unwrap_or(0.0);
             (d > 0.0).then_some((k, d))
@@ -680,22 +806,21 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     let (ns, fp) = (ns.name(), fp_of("hot"));
     let body = firing("hot");
     let app = gateway(&cp, ns, &[]).await;
-    let new = cost(&cp, ns, &fp, post(&app, &body)).await;
-    let dup = cost(&cp, ns, &fp, post(&app, &body)).await;
+    let new = cost(&cp, post(&app, &body)).await;
+    let dup = cost(&cp, post(&app, &body)).await;
     complete(&cp, ns, &rr_name(&fp, 1)).await;
-    let renew = cost(&cp, ns, &fp, post(&app, &body)).await;
+    let renew = cost(&cp, post(&app, &body)).await;
     let cold = gateway(&cp, ns, &[("POD_NAME", "cold")]).await;
-    let cold_dup = cost(&cp, ns, &fp, post(&cold, &body)).await;
+    let cold_dup = cost(&cp, post(&cold, &body)).await;
+    let new_rr = breakdown(&[
+        ("GET leases", 1.0),
+        ("POST leases", 1.0),
+        ("POST remediationrequests", 1.0),
+        ("PATCH remediationrequests/status", 1.0),
+    ]);
     assert_eq!(
-        new,
-        breakdown(&[
-            ("GET leases", 1.0),
-            ("POST leases", 1.0),
-            ("POST remediationrequests", 1.0),
-            ("PATCH remediationrequests/status", 1.0),
-            ("PATCH leases", 1.0),
-        ]),
-        "a new fingerprint: read the record, create it claimed, create the RR, count, release"
+        new, new_rr,
+        "a new fingerprint: read the record, create it claimed, create the RR, count; no release"
     );
     assert_eq!(
         dup,
@@ -709,11 +834,11 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
         renew,
         breakdown(&[
             ("GET remediationrequests", 1.0),
-            ("PATCH leases", 2.0),
+            ("PATCH leases", 1.0),
             ("POST remediationrequests", 1.0),
             ("PATCH remediationrequests/status", 1.0),
         ]),
-        "after a terminal RR: read it, claim, create, count, release"
+        "after a terminal RR: read it, claim over the unreleased hold, create, count"
     );
     assert_eq!(
         cold_dup,
@@ -726,15 +851,11 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     );
     let unlocked = gateway(&cp, ns, &[("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "false")]).await;
     let fresh = fp_of("hot-unlocked");
-    let new_unlocked = cost(&cp, ns, &fresh, post(&unlocked, &firing("hot-unlocked"))).await;
+    let new_unlocked = cost(&cp, post(&unlocked, &firing("hot-unlocked"))).await;
     assert_eq!(
-        new_unlocked,
-        breakdown(&[
-            ("GET leases", 1.0),
-            ("POST leases", 1.0),
-            ("POST remediationrequests", 1.0),
-            ("PATCH remediationrequests/status", 1.0),
-        ]),
-        "a new fingerprint without locking: no release"
+        new_unlocked, new_rr,
+        "the lock adds no request: a new fingerprint without locking costs the same"
     );
+    let lease = lease(&cp, ns, &fresh).await.expect("the record");
+    assert_eq!(holder(&lease), None, "without locking nothing is held");
 }
