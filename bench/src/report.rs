@@ -269,7 +269,11 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         met: s.overhead_p95_ratio <= 1.3,
         why: lock_round_trip.clone(),
     });
-    let added = per_signal(new_on) - per_signal(new_off);
+    // Both are estimates net of background traffic: do not print a rounding error as -0.00.
+    let added = match per_signal(new_on) - per_signal(new_off) {
+        d if d.abs() < 0.005 => 0.0,
+        d => d,
+    };
     g.push(Goal {
         figure: "API requests the lock adds to a new RR (`new`, on − off)".into(),
         value: format!("{added:.2}"),
@@ -336,7 +340,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         g.push(Goal {
             figure: "storm: API writes per signal (locking on)".into(),
             value: format!(
-                "{w:.3} ({:.0} writes: {})",
+                "{w:.3} ({:.0} writes; all requests: {})",
                 storm.phase.server.writes,
                 storm.phase.server.breakdown_text()
             ),
