@@ -146,7 +146,10 @@ pub struct Results {
     pub idle_rss_kib: Vec<u64>,
     pub peak_hwm_kib: u64,
     pub cold: Vec<Duration>,
-    pub binary_bytes: u64,
+    /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
+    /// `strip` failed); binary_bytes_benchmarked is the file the bench ran.
+    pub binary_bytes: Option<u64>,
+    pub binary_bytes_benchmarked: u64,
 }
 
 /// Bench is the shared state of one run.
@@ -263,7 +266,8 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         format!("{:.0} s", started.elapsed().as_secs_f64()),
     ));
     let results = Results {
-        binary_bytes: std::fs::metadata(&options.gateway).map_or(0, |m| m.len()),
+        binary_bytes: stripped_size(&options.gateway),
+        binary_bytes_benchmarked: std::fs::metadata(&options.gateway).map_or(0, |m| m.len()),
         options,
         facts,
         scrape_cost: b.api.scrape_cost,
@@ -542,6 +546,23 @@ fn facts(options: &Options) -> Vec<(&'static str, String)> {
         ("gateway binary", format!("`{}`", options.gateway.display())),
         ("gateway build profile", release_profile()),
     ]
+}
+
+/// stripped_size is the size of `binary` without symbols and debug information, measured
+/// on a stripped copy (binutils' `strip`, which the Rust toolchain's linking needs anyway).
+fn stripped_size(binary: &std::path::Path) -> Option<u64> {
+    let dir = tempfile::tempdir().ok()?;
+    let copy = dir.path().join("stripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&copy)
+        .arg(binary)
+        .status()
+        .ok()?;
+    status
+        .success()
+        .then(|| std::fs::metadata(&copy).ok().map(|m| m.len()))
+        .flatten()
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

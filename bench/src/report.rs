@@ -95,6 +95,7 @@ struct Summary {
     rss_peak: f64,
     cold_start_ms: f64,
     binary_mib: f64,
+    binary_mib_benchmarked: f64,
 }
 
 fn summary(r: &Results) -> Summary {
@@ -120,7 +121,10 @@ fn summary(r: &Results) -> Summary {
         rss_idle: median(r.idle_rss_kib.iter().map(|k| *k as f64 / 1024.0).collect()),
         rss_peak: r.peak_hwm_kib as f64 / 1024.0,
         cold_start_ms: median(r.cold.iter().map(|d| ms(*d)).collect()),
-        binary_mib: r.binary_bytes as f64 / (1024.0 * 1024.0),
+        binary_mib: r
+            .binary_bytes
+            .map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0)),
+        binary_mib_benchmarked: r.binary_bytes_benchmarked as f64 / (1024.0 * 1024.0),
     }
 }
 
@@ -152,6 +156,7 @@ fn to_json(r: &Results, s: &Summary) -> Value {
         "rss_mib_peak": round(s.rss_peak),
         "cold_start_ms": round(s.cold_start_ms),
         "binary_mib": round(s.binary_mib),
+        "binary_mib_benchmarked": round(s.binary_mib_benchmarked),
         "lock_counts": {
             "attempts": s.locks.attempts,
             "success": s.locks.success,
@@ -511,12 +516,14 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         out,
         "\nOther figures: RSS {:.1} MiB idle (median over every gateway after its warm-up), \
          {:.1} MiB peak (largest VmHWM of any gateway); cold start {:.1} ms (median of {}, \
-         spawn to the first `GET /readyz` 200); binary {:.1} MiB.",
+         spawn to the first `GET /readyz` 200); binary {:.1} MiB stripped, as the image \
+         ships it ({:.1} MiB as benchmarked, with line tables).",
         s.rss_idle,
         s.rss_peak,
         s.cold_start_ms,
         r.cold.len(),
-        s.binary_mib
+        s.binary_mib,
+        s.binary_mib_benchmarked
     );
 
     let _ = writeln!(
@@ -699,7 +706,7 @@ fn readme(r: &Results, s: &Summary, goals: &[Goal]) -> String {
     }
     let _ = writeln!(
         out,
-        "| RSS idle / peak | {:.1} / {:.1} MiB | | |\n| cold start (spawn to ready) | {:.1} ms | | |\n| binary | {:.1} MiB | | |",
+        "| RSS idle / peak | {:.1} / {:.1} MiB | | |\n| cold start (spawn to ready) | {:.1} ms | | |\n| binary (stripped, as in the image) | {:.1} MiB | | |",
         s.rss_idle, s.rss_peak, s.cold_start_ms, s.binary_mib
     );
     out
