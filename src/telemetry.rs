@@ -262,6 +262,33 @@ fn exporter_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
 /// init installs the global log subscriber, the meter provider and, when traces are
 /// exported, the tracer; `prometheus` also serves the instruments for a scraper.
 /// `RUST_LOG` overrides the default `info` level.
+/// otlp_exporter builds a span or metric exporter (distinct builder types with the same
+/// methods) for `protocol`, trusting the CA bundle `pem` when one is set. It uses `?` on
+/// the HTTP client's construction.
+macro_rules! otlp_exporter {
+    ($otlp:ident, $protocol:expr, $pem:ident, $timeout:expr) => {
+        match $protocol {
+            Protocol::HttpProtobuf => match &$pem {
+                Some(pem) => $otlp()
+                    .with_http()
+                    .with_http_client(http_client(pem, $timeout)?)
+                    .build(),
+                None => $otlp().with_http().build(),
+            },
+            Protocol::Grpc => {
+                let build = |native| {
+                    $otlp()
+                        .with_tonic()
+                        .with_tls_config(grpc_tls($pem.as_deref(), native))
+                        .build()
+                };
+                // tonic refuses the system roots where there are none (a bare image).
+                build(true).or_else(|_| build(false))
+            }
+        }
+    };
+}
+
 pub fn init(format: LogFormat, prometheus: bool) -> anyhow::Result<Telemetry> {
     init_with(format, prometheus, &process_env)
 }
@@ -277,27 +304,10 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
         None => None,
         Some(protocol) => {
             let pem = otlp_certificate(env, TRACES)?;
+            let timeout = otlp_timeout(env, TRACES);
             let otlp = opentelemetry_otlp::SpanExporter::builder;
-            let exporter = match protocol {
-                Protocol::HttpProtobuf => match &pem {
-                    Some(pem) => otlp()
-                        .with_http()
-                        .with_http_client(http_client(pem, otlp_timeout(env, TRACES))?)
-                        .build(),
-                    None => otlp().with_http().build(),
-                },
-                Protocol::Grpc => {
-                    let build = |native| {
-                        otlp()
-                            .with_tonic()
-                            .with_tls_config(grpc_tls(pem.as_deref(), native))
-                            .build()
-                    };
-                    // tonic refuses the system roots where there are none (a bare image).
-                    build(true).or_else(|_| build(false))
-                }
-            }
-            .map_err(|e| exporter_error("span", e))?;
+            let exporter = otlp_exporter!(otlp, protocol, pem, timeout)
+                .map_err(|e| exporter_error("span", e))?;
             let provider = SdkTracerProvider::builder()
                 .with_resource(resource.clone())
                 .with_batch_exporter(exporter)
@@ -334,26 +344,10 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     let mut any = false;
     if let Some(protocol) = metrics_protocol {
         let pem = otlp_certificate(env, METRICS)?;
+        let timeout = otlp_timeout(env, METRICS);
         let otlp = opentelemetry_otlp::MetricExporter::builder;
-        let exporter = match protocol {
-            Protocol::HttpProtobuf => match &pem {
-                Some(pem) => otlp()
-                    .with_http()
-                    .with_http_client(http_client(pem, otlp_timeout(env, METRICS))?)
-                    .build(),
-                None => otlp().with_http().build(),
-            },
-            Protocol::Grpc => {
-                let build = |native| {
-                    otlp()
-                        .with_tonic()
-                        .with_tls_config(grpc_tls(pem.as_deref(), native))
-                        .build()
-                };
-                build(true).or_else(|_| build(false))
-            }
-        }
-        .map_err(|e| exporter_error("metric", e))?;
+        let exporter = otlp_exporter!(otlp, protocol, pem, timeout)
+            .map_err(|e| exporter_error("metric", e))?;
         builder = builder.with_periodic_exporter(exporter);
         any = true;
     }
