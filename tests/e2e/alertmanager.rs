@@ -3,39 +3,29 @@
 //! gateway process.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use http_body_util::Full;
-use serde_json::json;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
 
-use crate::support::{Http, PROMETHEUS, active_per_target, http, rrs, setup, spawn};
+use crate::support::{Http, PROMETHEUS, active_per_target, free_port, http, rrs, setup, spawn};
 
-/// Alertmanager is one alertmanager process; it is killed when dropped.
-struct Alertmanager {
+/// Alertmanager is one alertmanager process with the given configuration.
+pub(crate) struct Alertmanager {
     child: Child,
     addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Alertmanager {
-    fn start(webhook: &str) -> Alertmanager {
-        let bin = testenv::tool("alertmanager");
+    pub(crate) fn start(config: &str) -> Alertmanager {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let config = format!(
-            "route:\n  receiver: gateway\n  group_by: ['namespace']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n- name: gateway\n  webhook_configs:\n  - url: '{webhook}'\n    send_resolved: true\n"
-        );
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config).expect("writing the config");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(bin);
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(testenv::tool("alertmanager"));
         cmd.arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.path={}",
@@ -45,39 +35,38 @@ impl Alertmanager {
             .arg("--cluster.listen-address=")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("alertmanager.log")).expect("a log file"),
-            );
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("a log file"));
         let child = testenv::spawn_tied(cmd).expect("starting alertmanager");
-        Alertmanager {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Alertmanager { child, addr, dir }
     }
 
-    async fn wait_ready(&self, http: &Http) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let req = axum::http::Request::get(format!("http://{}/-/ready", self.addr))
-                .body(Full::default())
-                .expect("a request");
-            if http
-                .request(req)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    pub(crate) async fn get(&self, http: &Http, path: &str) -> Option<(u16, String)> {
+        let req = axum::http::Request::get(format!("http://{}{path}", self.addr))
+            .body(Full::default())
+            .expect("a request");
+        let res = http.request(req).await.ok()?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub(crate) async fn wait_ready(&self, http: &Http) {
+        let deadline = Instant::now() + READY_WAIT;
+        while self.get(http, "/-/ready").await.map(|r| r.0) != Some(200) {
             assert!(
                 Instant::now() < deadline,
-                "alertmanager did not become ready"
+                "alertmanager not ready:\n{}",
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn fire(&self, http: &Http, alerts: serde_json::Value) {
+    pub(crate) async fn fire(&self, http: &Http, alerts: Value) {
         let req = axum::http::Request::post(format!("http://{}/api/v2/alerts", self.addr))
             .header("content-type", "application/json")
             .body(Full::new(alerts.to_string().into()))
@@ -85,9 +74,29 @@ impl Alertmanager {
         let res = http.request(req).await.expect("alertmanager answered");
         assert!(
             res.status().is_success(),
-            "alertmanager refused the alerts: {}",
+            "alertmanager refused: {}",
             res.status()
         );
+    }
+
+    /// notifications sums Alertmanager's webhook notification counters:
+    /// (sent, failed).
+    pub(crate) async fn notifications(&self, http: &Http) -> (u64, u64) {
+        let (_, metrics) = self.get(http, "/metrics").await.unwrap_or_default();
+        let sum = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{name}{{")) && l.contains("integration=\"webhook\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .sum()
+        };
+        (
+            sum("alertmanager_notifications_total"),
+            sum("alertmanager_notifications_failed_total"),
+        )
     }
 }
 
@@ -98,11 +107,25 @@ impl Drop for Alertmanager {
     }
 }
 
+/// READY_WAIT bounds how long an Alertmanager may take to become ready.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// webhook_config routes every alert to one webhook receiver at `url`, grouped by namespace.
+fn webhook_config(url: &str) -> String {
+    format!(
+        "route:\n  receiver: gateway\n  group_by: ['namespace']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n- name: gateway\n  webhook_configs:\n  - url: '{url}'\n    send_resolved: true\n"
+    )
+}
+
 #[tokio::test]
 async fn alertmanager_webhooks_become_one_rr_per_workload() {
     let (cp, ns) = setup().await;
     let gw = spawn(cp, ns.name(), "gw-am", &[]);
-    let am = Alertmanager::start(&format!("http://{}{PROMETHEUS}", gw.addr()));
+    let am = Alertmanager::start(&webhook_config(&format!(
+        "http://{}{PROMETHEUS}",
+        gw.addr()
+    )));
     let http = http();
     am.wait_ready(&http).await;
 

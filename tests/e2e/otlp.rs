@@ -14,7 +14,7 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::support::{Http, PROMETHEUS, firing, http, post, setup, spawn, webhook};
+use crate::support::{Http, PROMETHEUS, firing, free_port, http, post, setup, spawn, webhook};
 
 /// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics and traces
 /// out to JSON-lines files, and metrics on a Prometheus scrape endpoint.
@@ -24,13 +24,6 @@ struct Collector {
     grpc_port: u16,
     prometheus_port: u16,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl Collector {

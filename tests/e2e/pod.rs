@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,9 +53,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use testenv::{ControlPlane, Identity};
 
+use crate::alertmanager::Alertmanager;
 use crate::chart::{helm, pod_from_template};
 use crate::image::{Image, get_status, image};
-use crate::support::{Http, PROMETHEUS, http, plane, rrs, webhook};
+use crate::support::{Http, PROMETHEUS, free_port, http, plane, rrs, webhook};
 
 /// RELEASE is the Helm release name.
 const RELEASE: &str = "sg";
@@ -67,13 +68,6 @@ const AUDIENCE: &str = "signal-gateway";
 const WAIT: Duration = Duration::from_secs(60);
 /// POLL is the interval of bounded polling.
 const POLL: Duration = Duration::from_millis(50);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// token asks the TokenRequest API for a token of ServiceAccount `account`.
 async fn token(
@@ -610,101 +604,6 @@ impl Endpoints {
     fn pick(&self) -> Option<SocketAddr> {
         let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         (!ready.is_empty()).then(|| ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()])
-    }
-}
-
-/// Alertmanager is one alertmanager process with the given configuration.
-struct Alertmanager {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start(config: &str) -> Alertmanager {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, config).expect("writing the config");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(testenv::tool("alertmanager"));
-        cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).expect("a log file"));
-        let child = testenv::spawn_tied(cmd).expect("starting alertmanager");
-        Alertmanager { child, addr, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    async fn get(&self, http: &Http, path: &str) -> Option<(u16, String)> {
-        let req = axum::http::Request::get(format!("http://{}{path}", self.addr))
-            .body(Full::default())
-            .expect("a request");
-        let res = http.request(req).await.ok()?;
-        let status = res.status().as_u16();
-        let body = res.into_body().collect().await.ok()?.to_bytes();
-        Some((status, String::from_utf8_lossy(&body).into_owned()))
-    }
-
-    async fn wait_ready(&self, http: &Http) {
-        let deadline = Instant::now() + WAIT;
-        while self.get(http, "/-/ready").await.map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "alertmanager not ready:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn fire(&self, http: &Http, alerts: Value) {
-        let req = axum::http::Request::post(format!("http://{}/api/v2/alerts", self.addr))
-            .header("content-type", "application/json")
-            .body(Full::new(alerts.to_string().into()))
-            .expect("a request");
-        let res = http.request(req).await.expect("alertmanager answered");
-        assert!(
-            res.status().is_success(),
-            "alertmanager refused: {}",
-            res.status()
-        );
-    }
-
-    /// notifications sums Alertmanager's webhook notification counters:
-    /// (sent, failed).
-    async fn notifications(&self, http: &Http) -> (u64, u64) {
-        let (_, metrics) = self.get(http, "/metrics").await.unwrap_or_default();
-        let sum = |name: &str| -> u64 {
-            metrics
-                .lines()
-                .filter(|l| {
-                    l.starts_with(&format!("{name}{{")) && l.contains("integration=\"webhook\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .map(|v| v as u64)
-                .sum()
-        };
-        (
-            sum("alertmanager_notifications_total"),
-            sum("alertmanager_notifications_failed_total"),
-        )
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -150,3 +150,11 @@ pub fn active_per_target(
     }
     m
 }
+
+/// free_port is a loopback port nobody listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
