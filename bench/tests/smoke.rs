@@ -122,7 +122,10 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     for field in TOP_FIELDS {
         assert!(j[field].is_number(), "{field}: {}", j[field]);
     }
-    let (stripped, ran) = (j["binary_mib"].as_f64(), j["binary_mib_benchmarked"].as_f64());
+    let (stripped, ran) = (
+        j["binary_mib"].as_f64(),
+        j["binary_mib_benchmarked"].as_f64(),
+    );
     assert!(
         stripped > Some(0.0) && stripped <= ran,
         "the shipped (stripped) size is measured, and no larger than the binary run: {stripped:?} {ran:?}"

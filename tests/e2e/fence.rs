@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Body, http::Request};
+use axum::Router;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
@@ -16,17 +16,14 @@ use kube::{
 };
 use serde_json::{Value, json};
 use signal_gateway::{
-    app,
-    config::Config,
     crd::{RemediationRequest, TargetResource},
     kube::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
     pipeline::rr_name,
     signal::Fingerprint,
 };
 use testenv::ControlPlane;
-use tower::ServiceExt;
 
-use crate::support::{firing, plane, private_plane};
+use crate::support::{PROMETHEUS, firing, in_process, plane, private_plane, send};
 
 const NOT_CANCELLED: &(dyn Fn() -> bool + Sync) = &|| false;
 
@@ -442,39 +439,13 @@ async fn await_expiry(r: &Records, fp: &str) {
 // The in-process gateway and its helpers.
 
 async fn gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
-    let mut vars: std::collections::BTreeMap<&str, &str> = [
-        ("GATEWAY_NAMESPACE", ns),
-        ("GATEWAY_AUTH", "none"),
-        ("GATEWAY_LOCK_DURATION_SECONDS", "30"),
-        ("GATEWAY_LOCK_WAIT_MS", "20000"),
-        ("GATEWAY_API_TIMEOUT_MS", "5000"),
-        ("POD_NAME", "fence-test"),
-    ]
-    .into();
-    vars.extend(extra.iter().copied());
-    let config = Config::from_vars(vars).expect("a valid test configuration");
-    app::assemble(&config, cp.gateway_client()).await.router()
+    in_process(cp, ns, extra).await
 }
 
 /// post sends a webhook to the gateway.
 async fn post(app: &Router, body: &str) -> (u16, Value) {
-    let req = Request::post("/api/v1/signals/prometheus")
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .expect("a valid request");
-    let res = app
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("the router is infallible");
-    let status = res.status().as_u16();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, _, value) = send(app, PROMETHEUS, "application/json", body.to_owned()).await;
+    (status.as_u16(), value)
 }
 
 fn rr_api(cp: &ControlPlane, ns: &str) -> Api<RemediationRequest> {

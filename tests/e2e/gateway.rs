@@ -3,70 +3,25 @@
 use axum::{
     Router,
     body::Body,
-    http::{HeaderMap, Request, StatusCode},
+    http::{Request, StatusCode},
 };
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use signal_gateway::{
-    app,
-    config::Config,
-    crd::{RemediationRequest, SignalType},
-};
+use signal_gateway::crd::{RemediationRequest, SignalType};
 use testenv::{ControlPlane, Identity};
 use tower::ServiceExt;
 
 use crate::support::{
-    EVENTS, PROMETHEUS, active, alert, firing, plane, private_plane, rrs, webhook,
+    EVENTS, PROMETHEUS, active, alert, firing, in_process, plane, private_plane, rrs, send, webhook,
 };
-
-fn config(ns: &str, extra: &[(&str, &str)]) -> Config {
-    let mut vars: std::collections::BTreeMap<&str, &str> = [
-        ("GATEWAY_NAMESPACE", ns),
-        ("GATEWAY_AUTH", "none"),
-        ("GATEWAY_LOCK_DURATION_SECONDS", "15"),
-        ("GATEWAY_LOCK_WAIT_MS", "10000"),
-        ("GATEWAY_API_TIMEOUT_MS", "5000"),
-        ("POD_NAME", "test-instance"),
-    ]
-    .into();
-    vars.extend(extra.iter().copied());
-    Config::from_vars(vars).expect("valid test configuration")
-}
 
 /// gateway_with assembles an in-process gateway in `ns` and returns its router.
 async fn gateway_with(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
-    app::assemble(&config(ns, extra), cp.gateway_client())
-        .await
-        .router()
+    in_process(cp, ns, extra).await
 }
 
 async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
-    gateway_with(cp, ns, &[]).await
-}
-
-/// send hands one request to the router, in-process.
-async fn send(
-    app: &Router,
-    path: &str,
-    content_type: &str,
-    body: String,
-) -> (StatusCode, HeaderMap, Value) {
-    let req = Request::post(path)
-        .header("content-type", content_type)
-        .body(Body::from(body))
-        .expect("a valid request");
-    let res = app
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("the router is infallible");
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, headers, value)
+    in_process(cp, ns, &[]).await
 }
 
 /// call sends a JSON body to `path` in-process and returns status and body.

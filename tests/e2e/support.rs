@@ -158,3 +158,49 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// in_process assembles a gateway in this process, in `ns`: no auth, lock and API budgets
+/// generous for a loaded machine, and `extra` overriding any variable.
+pub async fn in_process(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> axum::Router {
+    let mut vars: BTreeMap<&str, &str> = [
+        ("GATEWAY_NAMESPACE", ns),
+        ("GATEWAY_AUTH", "none"),
+        ("GATEWAY_LOCK_DURATION_SECONDS", "30"),
+        ("GATEWAY_LOCK_WAIT_MS", "20000"),
+        ("GATEWAY_API_TIMEOUT_MS", "5000"),
+        ("POD_NAME", "in-process"),
+    ]
+    .into();
+    vars.extend(extra.iter().copied());
+    let config =
+        signal_gateway::config::Config::from_vars(vars).expect("a valid test configuration");
+    signal_gateway::app::assemble(&config, cp.gateway_client())
+        .await
+        .router()
+}
+
+/// send hands one POST to an in-process router and returns its status, headers and JSON
+/// body (Null when the body is not JSON).
+pub async fn send(
+    app: &axum::Router,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, Value) {
+    use tower::ServiceExt as _;
+    let req = axum::http::Request::post(path)
+        .header("content-type", content_type)
+        .body(axum::body::Body::from(body))
+        .expect("a valid request");
+    let res = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, value)
+}
