@@ -318,7 +318,7 @@ mod tests {
             jiff::Timestamp::from_second(1_700_000_100).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let firing =
             jiff::Timestamp::from_second(1_700_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let target = pod("prod", "web-0");
+        let target = TargetResource::pod("prod", "web-0");
         let signal = Signal {
             fingerprint: Fingerprint::of(None, &target),
             name: "KubePodCrashLooping".into(),
@@ -355,14 +355,5 @@ mod tests {
         assert_eq!(json["targetType"], "kubernetes");
         assert_eq!(json["firingTime"], "2023-11-14T22:13:20Z");
         assert_eq!(json["targetResource"]["apiVersion"], "v1");
-    }
-
-    fn pod(namespace: &str, name: &str) -> TargetResource {
-        TargetResource {
-            kind: "Pod".into(),
-            name: name.into(),
-            namespace: namespace.into(),
-            api_version: "v1".into(),
-        }
     }
 }

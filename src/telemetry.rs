@@ -457,7 +457,8 @@ pub struct Metrics {
     pub lock_contention: Counter<u64>,
     /// lock_wait is the time from the start of a claim to its outcome.
     pub lock_wait: Histogram<f64>,
-    /// lock_hold is the time from a won claim to its release.
+    /// lock_hold is the time from a won claim to the end of its hold: its RR created and
+    /// counted, or its release when it produced none.
     pub lock_hold: Histogram<f64>,
     /// lock_takeovers counts claims that took over a holder's expired lease.
     pub lock_takeovers: Counter<u64>,

@@ -80,25 +80,16 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn pod(namespace: &str, name: &str) -> TargetResource {
-        TargetResource {
-            kind: "Pod".into(),
-            name: name.into(),
-            namespace: namespace.into(),
-            api_version: "v1".into(),
-        }
-    }
-
     #[test]
     fn fingerprint_is_pinned_sha256_of_namespace_kind_name() {
         // printf 'prod:Pod:web-0' | sha256sum
-        let fp = Fingerprint::of(None, &pod("prod", "web-0"));
+        let fp = Fingerprint::of(None, &TargetResource::pod("prod", "web-0"));
         assert_eq!(
             fp.as_str(),
             "07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f"
         );
         // printf 'eu-1:prod:Pod:web-0' | sha256sum
-        let fp = Fingerprint::of(Some("eu-1"), &pod("prod", "web-0"));
+        let fp = Fingerprint::of(Some("eu-1"), &TargetResource::pod("prod", "web-0"));
         assert_eq!(
             fp.as_str(),
             "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb"
@@ -107,7 +98,7 @@ mod tests {
 
     #[test]
     fn fingerprint_is_64_lowercase_hex_and_round_trips() {
-        let fp = Fingerprint::of(Some("c"), &pod("ns", "p"));
+        let fp = Fingerprint::of(Some("c"), &TargetResource::pod("ns", "p"));
         assert_eq!(fp.as_str().len(), 64);
         assert!(
             fp.as_str()
@@ -124,18 +115,30 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_api_version_and_depends_on_identity() {
-        let base = Fingerprint::of(None, &pod("prod", "web-0"));
-        let mut other_version = pod("prod", "web-0");
+        let base = Fingerprint::of(None, &TargetResource::pod("prod", "web-0"));
+        let mut other_version = TargetResource::pod("prod", "web-0");
         other_version.api_version = String::new();
         assert_eq!(Fingerprint::of(None, &other_version), base);
-        assert_ne!(Fingerprint::of(None, &pod("prod", "web-1")), base);
-        assert_ne!(Fingerprint::of(None, &pod("staging", "web-0")), base);
-        assert_ne!(Fingerprint::of(Some("a"), &pod("prod", "web-0")), base);
         assert_ne!(
-            Fingerprint::of(Some("a"), &pod("prod", "web-0")),
-            Fingerprint::of(Some("b"), &pod("prod", "web-0"))
+            Fingerprint::of(None, &TargetResource::pod("prod", "web-1")),
+            base
         );
-        assert_eq!(Fingerprint::of(Some(""), &pod("prod", "web-0")), base);
+        assert_ne!(
+            Fingerprint::of(None, &TargetResource::pod("staging", "web-0")),
+            base
+        );
+        assert_ne!(
+            Fingerprint::of(Some("a"), &TargetResource::pod("prod", "web-0")),
+            base
+        );
+        assert_ne!(
+            Fingerprint::of(Some("a"), &TargetResource::pod("prod", "web-0")),
+            Fingerprint::of(Some("b"), &TargetResource::pod("prod", "web-0"))
+        );
+        assert_eq!(
+            Fingerprint::of(Some(""), &TargetResource::pod("prod", "web-0")),
+            base
+        );
     }
 
     #[test]

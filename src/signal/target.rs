@@ -18,6 +18,19 @@ pub struct TargetResource {
     pub api_version: String,
 }
 
+#[cfg(test)]
+impl TargetResource {
+    /// pod is the target of Pod `name` in `namespace`, for the unit tests.
+    pub(crate) fn pod(namespace: &str, name: &str) -> TargetResource {
+        TargetResource {
+            kind: "Pod".into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            api_version: "v1".into(),
+        }
+    }
+}
+
 /// Kind is a kind of resource the adapters know: its API version, its scope, and the
 /// Alertmanager label that names it.
 pub(crate) struct Kind {
@@ -139,15 +152,6 @@ mod tests {
         assert!(NAMESPACE.label.is_none() && !NAMESPACE.namespaced);
     }
 
-    fn pod(namespace: &str, name: &str) -> TargetResource {
-        TargetResource {
-            kind: "Pod".into(),
-            name: name.into(),
-            namespace: namespace.into(),
-            api_version: "v1".into(),
-        }
-    }
-
     #[test]
     fn dns1123_rules() {
         for ok in ["a", "web-0", "a.b-c.d", "0abc", &"a".repeat(63)] {
@@ -194,7 +198,7 @@ mod tests {
 
     #[test]
     fn validate_target_names_the_problem_without_echoing_huge_values() {
-        let mut t = pod("prod", &"x".repeat(10_000));
+        let mut t = TargetResource::pod("prod", &"x".repeat(10_000));
         let reason = validate_target(&t).err().unwrap_or_default();
         assert!(reason.contains("Pod name"), "{reason}");
         assert!(reason.contains("10000 bytes"), "{reason}");
