@@ -531,7 +531,7 @@ impl Metrics {
             ),
             lock_hold: seconds(
                 "gateway.lock.hold.duration",
-                "Time from a won claim to its release",
+                "Time from a won claim to the end of its hold (its RR counted, or its release)",
                 &LOCK_BUCKETS,
             ),
             lock_takeovers: counter(
