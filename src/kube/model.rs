@@ -182,6 +182,8 @@ struct State {
     completes: u8,
     deletes: u8,
     swept: bool,
+    /// A lease has expired at some point (a ghost, read only by `EXCLUSIVE`).
+    ever_expired: bool,
 }
 
 impl State {
@@ -393,6 +395,17 @@ fn one_active(s: &State) -> bool {
     s.rrs.iter().filter(|r| kind(r.now) == ACTIVE).count() <= 1
 }
 
+fn exclusive(s: &State) -> bool {
+    let missing = |w: &&Writer| kind(s.rrs[w.name as usize].now) == MISSING;
+    let creating = s
+        .writers
+        .iter()
+        .filter(|w| w.pc == Pc::CreateRr)
+        .filter(missing)
+        .count();
+    s.ever_expired || creating <= 1
+}
+
 /// all_counted: an existing RR counts at least the signals acknowledged on its incarnation.
 fn all_counted(s: &State) -> bool {
     s.rrs.iter().enumerate().all(|(n, r)| {
@@ -403,6 +416,11 @@ fn all_counted(s: &State) -> bool {
 }
 
 const ONE_ACTIVE: &str = "at most one active RR";
+/// EXCLUSIVE is what the lock is for: until a lease expires, one writer at a time is about
+/// to create an RR that does not exist, even though a hold whose RR exists ends without a
+/// release. (A writer that claimed on a stale "missing" and will collide does not count.)
+/// Without locking it fails, as `fenced_without_locking_holds` asserts.
+const EXCLUSIVE: &str = "until a lease expires, at most one writer is about to create a missing RR";
 const COUNTED: &str = "every acknowledged signal is counted";
 const ACK_AFTER_COLLISION: &str = "a writer acknowledges after an AlreadyExists collision";
 const SECOND_GENERATION: &str = "a second generation RR is created after a Complete";
@@ -502,7 +520,7 @@ impl Model for Fence {
                 self.finish(w);
                 canon(w);
             }
-            Action::LeaseExpire => s.expired = true,
+            Action::LeaseExpire => (s.expired, s.ever_expired) = (true, true),
             Action::Complete(n) => {
                 let count = count(s.rrs[n as usize].now);
                 s.write_rr(n, Rr::Terminal(count));
@@ -530,6 +548,7 @@ impl Model for Fence {
         let mut properties = vec![
             Property::always(ONE_ACTIVE, |_, s: &State| one_active(s)),
             Property::always(COUNTED, |_, s: &State| all_counted(s)),
+            Property::always(EXCLUSIVE, |_, s: &State| exclusive(s)),
             Property::sometimes(ACK_AFTER_COLLISION, |_, s: &State| {
                 let hit = |w: &Writer| w.acked.is_some() && w.flags & COLLIDED != 0;
                 s.writers.iter().any(hit)
@@ -689,6 +708,11 @@ fn holds(checker: &impl Checker<Fence>) {
             panic!("counterexample to {name:?}:\n{steps}");
         }
     }
+    let model = checker.model();
+    if let Some(path) = checker.discovery(EXCLUSIVE).filter(|_| model.cfg.locking) {
+        let steps = model.trace(path, exclusive).join("\n");
+        panic!("counterexample to {EXCLUSIVE:?}:\n{steps}");
+    }
 }
 
 /// duplicates asserts that the checker finds two active RRs (and prints its trace), and that
@@ -744,6 +768,8 @@ fn fenced_without_locking_holds() {
         collided,
         "without locking, collisions must still be reachable"
     );
+    let racing = checker.discovery(EXCLUSIVE).is_some();
+    assert!(racing, "without locking, two writers race to create");
 }
 
 #[test]
