@@ -381,6 +381,23 @@ fn set_values_reach_the_gateway_environment_and_rbac() {
     );
 }
 
+/// refused asserts that rendering with each case's `--set`s fails with an error that
+/// names the case's field.
+fn refused(cases: &[(&[&str], &str)]) {
+    for (sets, field) in cases {
+        let mut args = vec!["template", RELEASE, "chart/", "--namespace", "sg-render"];
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, stdout, stderr) = run_helm(&args);
+        assert!(!ok, "helm accepted {sets:?}:\n{stdout}");
+        assert!(
+            stderr.contains(field),
+            "the error for {sets:?} names {field}:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
     // Each of these would otherwise install a Deployment whose pods exit at
@@ -393,18 +410,7 @@ fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
         (&["lockWaitMs=60001"], "/lockWaitMs"),
         (&["distributedLocking=maybe"], "/distributedLocking"),
     ];
-    for (sets, field) in cases {
-        let mut args = vec!["template", RELEASE, "chart/", "--namespace", "sg-render"];
-        for s in sets {
-            args.extend(["--set", s]);
-        }
-        let (ok, stdout, stderr) = run_helm(&args);
-        assert!(!ok, "helm accepted {sets:?}:\n{stdout}");
-        assert!(
-            stderr.contains(field),
-            "the error for {sets:?} names {field}:\n{stderr}"
-        );
-    }
+    refused(&cases);
     // The boundaries themselves are accepted.
     render(
         "sg-render",
@@ -835,18 +841,7 @@ fn the_schema_rejects_unknown_values_and_what_the_gateway_refuses() {
         ),
         (&["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
     ];
-    for (sets, field) in cases {
-        let mut args = vec!["template", RELEASE, "chart/", "--namespace", "sg-render"];
-        for s in sets {
-            args.extend(["--set", s]);
-        }
-        let (ok, stdout, stderr) = run_helm(&args);
-        assert!(!ok, "helm accepted {sets:?}:\n{stdout}");
-        assert!(
-            stderr.contains(field),
-            "the error for {sets:?} names {field}:\n{stderr}"
-        );
-    }
+    refused(&cases);
     // The closest accepted neighbours.
     render(
         "sg-render",

@@ -117,15 +117,18 @@ service:
         let _ = self.child.wait();
     }
 
+    /// exported is every JSON line the collector's file exporter wrote to `file` so far.
+    fn exported(&self, file: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// spans reads every span received so far.
     fn spans(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("traces.jsonl")).unwrap_or_default();
         let mut out = Vec::new();
-        for v in text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        {
+        for v in self.exported("traces.jsonl") {
             for rs in v["resourceSpans"].as_array().into_iter().flatten() {
                 for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                     out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
@@ -137,13 +140,8 @@ service:
 
     /// span_pods are the `k8s.pod.name`s of the resources whose spans were received.
     fn span_pods(&self) -> BTreeSet<String> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("traces.jsonl")).unwrap_or_default();
         let mut out = BTreeSet::new();
-        for v in text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        {
+        for v in self.exported("traces.jsonl") {
             for rs in v["resourceSpans"].as_array().into_iter().flatten() {
                 for a in rs["resource"]["attributes"]
                     .as_array()
@@ -161,13 +159,8 @@ service:
 
     /// otlp_names are the OTLP metric names received so far.
     fn otlp_names(&self) -> BTreeSet<String> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("metrics.jsonl")).unwrap_or_default();
         let mut out = BTreeSet::new();
-        for v in text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        {
+        for v in self.exported("metrics.jsonl") {
             for rm in v["resourceMetrics"].as_array().into_iter().flatten() {
                 for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
                     for m in sm["metrics"].as_array().into_iter().flatten() {
