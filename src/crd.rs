@@ -300,12 +300,7 @@ mod tests {
             target_type: TargetType::Kubernetes,
             signal_type: SignalType::Alert,
             signal_source: "alertmanager".into(),
-            target_resource: TargetResource {
-                kind: "Pod".into(),
-                name: "web-0".into(),
-                namespace: "prod".into(),
-                api_version: "v1".into(),
-            },
+            target_resource: TargetResource::pod("prod", "web-0"),
             firing_time: now.clone(),
             received_time: now,
             signal_labels: BTreeMap::new(),
