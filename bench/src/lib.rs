@@ -559,10 +559,10 @@ fn stripped_size(binary: &std::path::Path) -> Option<u64> {
         .arg(binary)
         .status()
         .ok()?;
-    status
-        .success()
-        .then(|| std::fs::metadata(&copy).ok().map(|m| m.len()))
-        .flatten()
+    if !status.success() {
+        return None;
+    }
+    std::fs::metadata(&copy).ok().map(|m| m.len())
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

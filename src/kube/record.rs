@@ -106,14 +106,6 @@ pub enum Claimed {
     Cancelled,
 }
 
-/// Target is what a claim writes into the record: the generation and the RR name.
-#[derive(Clone, Copy)]
-struct Target<'a> {
-    fp: &'a str,
-    generation: u64,
-    rr: &'a str,
-}
-
 /// Records reads, claims and releases the fence records in one namespace.
 #[derive(Clone)]
 pub struct Records {
@@ -211,9 +203,17 @@ impl Records {
     ) -> Result<Claimed, KubeError> {
         let start = Instant::now();
         let mut contended = false;
-        let target = Target { fp, generation, rr };
         let claimed = self
-            .attempt(&target, view, settled, cancelled, calls, &mut contended)
+            .attempt(
+                fp,
+                view,
+                settled,
+                generation,
+                rr,
+                cancelled,
+                calls,
+                &mut contended,
+            )
             .await;
         if self.locking {
             let m = telemetry::metrics();
@@ -233,16 +233,21 @@ impl Records {
         claimed
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "claim's arguments plus its contention flag"
+    )]
     async fn attempt(
         &self,
-        target: &Target<'_>,
+        fp: &str,
         view: &View,
         settled: bool,
+        generation: u64,
+        rr: &str,
         cancelled: &(dyn Fn() -> bool + Sync),
         calls: &ApiCalls,
         contended: &mut bool,
     ) -> Result<Claimed, KubeError> {
-        let Target { fp, generation, rr } = *target;
         let start = Instant::now();
         let deadline = start + self.wait_budget;
         let mut view = view.clone();

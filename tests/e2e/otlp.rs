@@ -245,24 +245,14 @@ async fn get(http: &Http, url: &str) -> Option<String> {
     String::from_utf8(bytes.to_vec()).ok()
 }
 
-/// post_traced sends a webhook with a W3C `traceparent`.
-async fn post_traced(http: &Http, to: SocketAddr, body: String, traceparent: &str) -> u16 {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .header("traceparent", traceparent)
-        .body(Full::new(body.into()))
-        .expect("a request");
-    http.request(req)
-        .await
-        .expect("an answer")
-        .status()
-        .as_u16()
-}
-
-/// post_raw sends `body` as it is and returns the status.
-async fn post_raw(http: &Http, to: SocketAddr, body: &str) -> u16 {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
+/// post_raw sends `body` as it is, with a W3C `traceparent` if given, and returns the status.
+async fn post_raw(http: &Http, to: SocketAddr, body: &str, traceparent: Option<&str>) -> u16 {
+    let mut req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json");
+    if let Some(traceparent) = traceparent {
+        req = req.header("traceparent", traceparent);
+    }
+    let req = req
         .body(Full::new(body.to_owned().into()))
         .expect("a request");
     http.request(req)
@@ -365,7 +355,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     assert_eq!(
-        post_traced(&http, a_addr, firing("fresh"), &traceparent).await,
+        post_raw(&http, a_addr, &firing("fresh"), Some(&traceparent)).await,
         201
     );
     assert_eq!(
@@ -374,10 +364,10 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     );
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
     assert_eq!(
-        post_raw(&http, a_addr, &webhook(vec![no_target])).await,
+        post_raw(&http, a_addr, &webhook(vec![no_target]), None).await,
         400
     );
-    assert_eq!(post_raw(&http, b_addr, "{not json").await, 400);
+    assert_eq!(post_raw(&http, b_addr, "{not json", None).await, 400);
 
     // The batch line of the traced request carries the caller's trace id.
     gw_a.wait_logged(&format!("\"trace_id\":\"{trace}\"")).await;
