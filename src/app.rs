@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use crate::{
     chaos::Pauser,
-    config::Config,
-    kube::{self, ApiCalls, Records, Rrs},
-    pipeline::{Pipeline, Settings, Writer},
+    config::{Config, Scope},
+    kube::{self, ApiCalls, Owners, Records, Rrs},
+    pipeline::{Pipeline, Resolver, Settings, Writer},
     telemetry::{self, Telemetry},
     web::{self, AppState, Auth, router},
 };
@@ -67,7 +67,16 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
         batch_timeout: config.lock_wait + config.api_timeout * 12,
         max_in_flight: config.max_in_flight,
     };
-    let pipeline = Pipeline::new(Writer::new(records.clone(), rrs.clone(), pauser), settings);
+    let resolver = Resolver {
+        owners: config.owner_resolution.then(|| Owners::new(client.clone())),
+        scope: (config.scope == Scope::Managed).then(|| kube::Scope::new(client.clone())),
+        cluster_id: config.cluster_id.clone(),
+    };
+    let pipeline = Pipeline::new(
+        resolver,
+        Writer::new(records.clone(), rrs.clone(), pauser),
+        settings,
+    );
     // Opens the TLS connection now rather than on the first signal.
     match kube::reachable(&client, config.api_timeout).await {
         Ok(()) => tracing::info!("Kubernetes API reachable"),

@@ -18,6 +18,10 @@ pub struct Config {
     pub lock_wait: Duration,
     pub auth: AuthMode,
     pub cluster_id: Option<String>,
+    /// owner_resolution follows a Pod's (ReplicaSet's, Job's) controller owners to its workload.
+    pub owner_resolution: bool,
+    /// scope says which targets the gateway remediates.
+    pub scope: Scope,
     pub max_body_bytes: usize,
     pub max_alerts: usize,
     pub max_connections: usize,
@@ -64,6 +68,18 @@ pub enum SecretSource {
     File(PathBuf),
     /// Value is the secret itself (`GATEWAY_AUTH_TOKEN`), trimmed.
     Value(String),
+}
+
+/// Scope says which targets may get a RemediationRequest (`GATEWAY_SCOPE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every target.
+    #[default]
+    All,
+    /// Only targets kubernaut manages: labelled `kubernaut.ai/managed=true` on the
+    /// resource, else on its namespace.
+    Managed,
 }
 
 /// LogFormat selects JSON lines (default) or human-readable logs.
@@ -145,6 +161,10 @@ struct Env {
     #[serde(default = "defaults::auth_cache_seconds")]
     auth_cache_seconds: u64,
     cluster_id: Option<String>,
+    #[serde(default = "defaults::yes")]
+    owner_resolution: bool,
+    #[serde(default)]
+    scope: Scope,
     #[serde(default = "defaults::max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default = "defaults::max_in_flight")]
@@ -394,6 +414,8 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         lock_wait: Duration::from_millis(env.lock_wait_ms),
         auth,
         cluster_id: env.cluster_id,
+        owner_resolution: env.owner_resolution,
+        scope: env.scope,
         max_body_bytes: env.max_body_bytes,
         max_alerts: env.max_alerts,
         max_connections: env.max_connections,
@@ -515,6 +537,8 @@ mod tests {
         assert_eq!(c.namespace, "ops");
         assert_eq!(c.lock_namespace, "ops");
         assert!(c.distributed_locking);
+        assert!(c.owner_resolution);
+        assert_eq!(c.scope, Scope::All);
         assert!(!c.chaos.disable_fencing);
         assert_eq!(c.lock_duration, Duration::from_secs(30));
         assert_eq!(c.lock_wait, Duration::from_secs(5));
@@ -715,6 +739,22 @@ mod tests {
                     .unwrap_err();
             assert_eq!(err.var, "GATEWAY_METRICS_ADDR", "{err}");
         }
+    }
+
+    #[test]
+    fn owner_resolution_and_scope_are_switches() {
+        let c = Config::from_vars([
+            ("POD_NAMESPACE", "ops"),
+            ("GATEWAY_OWNER_RESOLUTION", "false"),
+            ("GATEWAY_SCOPE", "managed"),
+        ])
+        .unwrap();
+        assert!(!c.owner_resolution);
+        assert_eq!(c.scope, Scope::Managed);
+        let e = Config::from_vars([("POD_NAMESPACE", "ops"), ("GATEWAY_SCOPE", "some")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GATEWAY_SCOPE"), "{e}");
     }
 
     #[test]

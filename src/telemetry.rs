@@ -467,6 +467,12 @@ pub struct Metrics {
     pub fence_collisions: Counter<u64>,
     /// sweep_removals counts fence records deleted by the sweep.
     pub sweep_removals: Counter<u64>,
+    /// owner_resolutions counts target-to-workload resolutions by `outcome`: `cached` (no
+    /// request), `read`, `gone` (refused: the target no longer exists), `forbidden`, `error`.
+    pub owner_resolutions: Counter<u64>,
+    /// signals_refused counts signals given no RR by `reason` (`unmanaged_resource`,
+    /// `resource_not_found`).
+    pub signals_refused: Counter<u64>,
 }
 
 /// LOCK_BUCKETS resolve a lock that costs one API round trip (about a millisecond).
@@ -545,6 +551,14 @@ impl Metrics {
             sweep_removals: counter(
                 "gateway.sweep.removals",
                 "Fence records deleted by the sweep",
+            ),
+            owner_resolutions: counter(
+                "gateway.owner.resolutions",
+                "Resolutions of a signal's target to its workload, by outcome",
+            ),
+            signals_refused: counter(
+                "gateway.signals.refused",
+                "Signals given no RR because of scope or resolution, by reason",
             ),
         }
     }

@@ -40,3 +40,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- define "signal-gateway.url" -}}
 http://{{ .Release.Name }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}
 {{- end }}
+
+{{/* rules renders the PolicyRules of every file in .files (paths in the
+chart), in order, as one YAML list: the body of a Role's "rules:". */}}
+{{- define "signal-gateway.rules" -}}
+{{- range $f := .files }}
+{{ $.root.Files.Get $f | trim }}
+{{- end }}
+{{- end }}

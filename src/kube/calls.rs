@@ -195,6 +195,8 @@ fn verb_and_resource(op: &str) -> (&'static str, &'static str) {
         "subjectaccessreviews"
     } else if op.contains("version") {
         "version"
+    } else if let Some(kind) = crate::signal::KINDS.iter().find(|k| k.read_op == op) {
+        kind.plural
     } else {
         "other"
     };

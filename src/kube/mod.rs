@@ -1,22 +1,28 @@
 //! Kube is the only module that talks to the Kubernetes API: the call budget (`calls`),
 //! the fence record and its lock (`record`), the server clock (`clock`), the RR client
-//! (`rrs`), the record sweep (`sweep`), TokenReview and SubjectAccessReview (`tokenreview`) and
+//! and the hold rule (`rrs`), owner resolution (`owners`) and scope labels (`scope`) over
+//! metadata reads (`meta`), the record sweep (`sweep`), TokenReview and SubjectAccessReview (`tokenreview`) and
 //! health.
 
 mod calls;
 mod clock;
+mod meta;
 #[cfg(test)]
 mod model;
+mod owners;
 mod record;
 mod rrs;
+mod scope;
 mod sweep;
 mod tokenreview;
 
 use std::time::Duration;
 
 pub use calls::{ApiCalls, KubeError, backoff};
+pub use owners::{Owners, Resolution};
 pub use record::{Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name};
-pub use rrs::{Counted, Rrs};
+pub use rrs::{Counted, Rr, Rrs, holds};
+pub use scope::{MANAGED, Scope};
 pub use sweep::sweep;
 pub use tokenreview::{Permission, may_create, review_token};
 

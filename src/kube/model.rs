@@ -12,8 +12,13 @@
 //! writer whose claim produced no RR: a claim whose RR exists is over without a write, and a
 //! writer that reads that RR (`settled`) may claim the record whatever its holder. The
 //! environment steps are `LeaseExpire` (the API server's clock passes the lease), `Complete`
-//! (kubernaut ends a remediation), `Delete` (retention or an operator) and `Sweep` (the record
-//! sweep deleting a record that fences nothing).
+//! (kubernaut ends a remediation), `Backoff` (kubernaut ends it with a
+//! `nextAllowedExecution` ahead, or `ManualReviewRequired`: terminal, yet it still holds its
+//! problem), `BackoffPasses` (the API server's clock passes `nextAllowedExecution`: the RR
+//! stops holding with no write, so a status patch carrying the version read before still
+//! succeeds), `Delete` (retention or an operator) and `Sweep` (the record sweep deleting a
+//! record that fences nothing). "Active" in the properties is `rrs::holds`: a phase that is
+//! not terminal, or a backoff the clock has not passed.
 //!
 //! Histories are kept as sets, since a stale read may return any earlier state, and a reader
 //! keeps only whether what it read is still current: that is all a resourceVersion
@@ -39,6 +44,11 @@ struct Config {
     /// The record sweep runs, under its `min_age` assumption: no writer pauses that long
     /// between its claim and its create.
     sweep: bool,
+    /// kubernaut's orchestrator may end an RR with a backoff that holds its problem.
+    backoff: bool,
+    /// The rule this replaces: a writer reads a terminal phase as released, whatever
+    /// `nextAllowedExecution` and the outcome say.
+    ignore_backoff: bool,
 }
 
 /// PROTOCOL is the protocol as the service implements it.
@@ -49,6 +59,8 @@ const PROTOCOL: Config = Config {
     assume_no_delete_while_claimed: true,
     consistent_terminal: true,
     sweep: false,
+    backoff: false,
+    ignore_backoff: false,
 };
 
 /// Fence is the model. Each writer processes one signal (k = 1) in at most `max_rounds`
@@ -71,7 +83,7 @@ struct Version {
     holder: Option<u8>,
 }
 
-/// Rr is the state of an RR; Active and Terminal carry the occurrence count.
+/// Rr is the state of an RR; Active, Terminal and Backoff carry the occurrence count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 enum Rr {
     #[default]
@@ -79,6 +91,8 @@ enum Rr {
     Active(u8),
     Terminal(u8),
     Deleted,
+    /// Terminal with a backoff; true once the server's clock has passed it.
+    Backoff(u8, bool),
 }
 
 /// Name is one RR name (rr-<fp>-<n>, or a fresh name with fencing off): its current state,
@@ -98,14 +112,14 @@ const TERMINAL: u8 = 4;
 fn kind(r: Rr) -> u8 {
     match r {
         Rr::Never | Rr::Deleted => MISSING,
-        Rr::Active(_) => ACTIVE,
-        Rr::Terminal(_) => TERMINAL,
+        Rr::Active(_) | Rr::Backoff(_, false) => ACTIVE,
+        Rr::Terminal(_) | Rr::Backoff(_, true) => TERMINAL,
     }
 }
 
 fn count(r: Rr) -> u8 {
     match r {
-        Rr::Active(count) | Rr::Terminal(count) => count,
+        Rr::Active(count) | Rr::Terminal(count) | Rr::Backoff(count, _) => count,
         Rr::Never | Rr::Deleted => 0,
     }
 }
@@ -137,6 +151,8 @@ enum Action {
     GiveUp(u8),
     LeaseExpire,
     Complete(u8),
+    Backoff(u8),
+    BackoffPasses(u8),
     Delete(u8),
     Sweep,
 }
@@ -184,6 +200,8 @@ struct State {
     swept: bool,
     /// A lease has expired at some point (a ghost, read only by `EXCLUSIVE`).
     ever_expired: bool,
+    /// A signal was counted on an RR in backoff (a ghost, read by a `sometimes`).
+    counted_in_backoff: bool,
 }
 
 impl State {
@@ -295,6 +313,9 @@ impl Fence {
             Pc::GetRr => {
                 w.fresh_read = read == Read::Fresh;
                 let got = match read {
+                    Read::Fresh if self.cfg.ignore_backoff && matches!(now, Rr::Backoff(..)) => {
+                        TERMINAL
+                    }
                     Read::Fresh => kind(now),
                     Read::Stale(k) => k,
                 };
@@ -311,6 +332,13 @@ impl Fence {
                 Rr::Active(count) if w.fresh_read => {
                     s.write_rr(w.name, Rr::Active(count + 1));
                     w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                    self.finish(w);
+                }
+                // Read while it held; the clock may have passed since, which writes nothing.
+                Rr::Backoff(count, passed) if w.fresh_read => {
+                    s.write_rr(w.name, Rr::Backoff(count + 1, passed));
+                    w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                    s.counted_in_backoff = true;
                     self.finish(w);
                 }
                 _ => w.pc = Pc::GetRr, // 409: GET it again
@@ -428,6 +456,8 @@ const TAKEOVER_CREATES: &str = "a takeover after LeaseExpire leads to a create";
 const SETTLED_CREATES: &str =
     "a claim over an unexpired holder whose RR exists (no release) leads to a create";
 const SWEPT_AND_CLAIMED: &str = "a swept record is claimed again";
+const COUNTED_IN_BACKOFF: &str = "a signal is counted on an RR held by a backoff";
+const NEW_AFTER_BACKOFF: &str = "a new generation is created once the clock passes a backoff";
 const SOMETIMES: [&str; 4] = [
     ACK_AFTER_COLLISION,
     SECOND_GENERATION,
@@ -494,6 +524,13 @@ impl Model for Fence {
             if s.completes < self.max_completes && kind(now) == ACTIVE {
                 out.push(Action::Complete(n));
             }
+            if self.cfg.backoff && s.completes < self.max_completes && matches!(now, Rr::Active(_))
+            {
+                out.push(Action::Backoff(n));
+            }
+            if matches!(now, Rr::Backoff(_, false)) {
+                out.push(Action::BackoffPasses(n));
+            }
             let claimed = |w: &Writer| w.pc == Pc::CreateRr && w.name == n;
             let excluded = self.cfg.assume_no_delete_while_claimed && s.writers.iter().any(claimed);
             if s.deletes < self.max_deletes && kind(now) != MISSING && !excluded {
@@ -525,6 +562,17 @@ impl Model for Fence {
                 let count = count(s.rrs[n as usize].now);
                 s.write_rr(n, Rr::Terminal(count));
                 s.completes += 1;
+            }
+            Action::Backoff(n) => {
+                let count = count(s.rrs[n as usize].now);
+                s.write_rr(n, Rr::Backoff(count, false));
+                s.completes += 1;
+            }
+            Action::BackoffPasses(n) => {
+                // The clock moves; the object (and its resourceVersion) does not.
+                let rr = &mut s.rrs[n as usize];
+                rr.past |= kind(rr.now);
+                rr.now = Rr::Backoff(count(rr.now), true);
             }
             Action::Delete(n) => {
                 s.write_rr(n, Rr::Deleted);
@@ -569,6 +617,16 @@ impl Model for Fence {
             let reclaimed = |_: &Fence, s: &State| s.swept && s.record.present;
             properties.push(Property::sometimes(SWEPT_AND_CLAIMED, reclaimed));
         }
+        if self.cfg.backoff {
+            properties.push(Property::sometimes(COUNTED_IN_BACKOFF, |_, s: &State| {
+                s.counted_in_backoff
+            }));
+            properties.push(Property::sometimes(NEW_AFTER_BACKOFF, |_, s: &State| {
+                let passed = |r: &Name| matches!(r.now, Rr::Backoff(_, true));
+                let first = s.rrs.iter().position(passed);
+                first.is_some_and(|i| s.rrs[i + 1..].iter().any(|r| kind(r.now) == ACTIVE))
+            }));
+        }
         properties
     }
 }
@@ -589,6 +647,8 @@ impl Fence {
             Action::Call(id, pc, read) => (id, pc, read),
             Action::GiveUp(id) => return format!("w{id} GiveUp (fit check fails)"),
             Action::Complete(n) => return format!("Complete rr-{n}"),
+            Action::Backoff(n) => return format!("Backoff rr-{n}"),
+            Action::BackoffPasses(n) => return format!("BackoffPasses rr-{n}"),
             Action::Delete(n) => return format!("Delete rr-{n}"),
             other => return format!("{other:?}"),
         };
@@ -669,6 +729,8 @@ fn script(text: &str) -> Vec<Action> {
     let step = |step: &str| match step.split_whitespace().collect::<Vec<_>>()[..] {
         ["LeaseExpire"] => Action::LeaseExpire,
         ["Complete", n] => Action::Complete(num(n).unwrap()),
+        ["Backoff", n] => Action::Backoff(num(n).unwrap()),
+        ["BackoffPasses", n] => Action::BackoffPasses(num(n).unwrap()),
         ["Delete", n] => Action::Delete(num(n).unwrap()),
         [w, "GetRr", "stale", "terminal"] => {
             Action::Call(num(w).unwrap(), Pc::GetRr, Read::Stale(TERMINAL))
@@ -857,5 +919,42 @@ fn a_stale_terminal_read_duplicates() {
          w0 PatchStatusAfterCreate, w0 GetRr, w0 Release, Delete rr-1,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
          w0 GetRecord, w0 GetRr stale terminal, w0 ClaimRecord, w0 CreateRr",
+    );
+}
+
+/// An RR that kubernaut ended with a backoff (or for manual review) holds its problem until
+/// the API server's clock passes `nextAllowedExecution`: a signal meanwhile is counted on it,
+/// and only afterwards does the next generation open.
+#[test]
+fn backoff_holds_and_releases_on_the_servers_clock() {
+    let cfg = Config {
+        backoff: true,
+        ..PROTOCOL
+    };
+    let mut model = Fence::new(cfg, 2);
+    model.max_completes = 1;
+    let checker = run("backoff", model, None);
+    holds(&checker);
+    for p in [COUNTED_IN_BACKOFF, NEW_AFTER_BACKOFF] {
+        assert!(checker.discovery(p).is_some(), "{p:?} must be reachable");
+    }
+}
+
+/// The rule this replaces: a writer that reads a terminal phase as released opens rr-2 while
+/// rr-1 is still held by its backoff.
+#[test]
+fn ignoring_the_backoff_duplicates() {
+    let cfg = Config {
+        backoff: true,
+        ignore_backoff: true,
+        ..PROTOCOL
+    };
+    let mut model = Fence::new(cfg, 2);
+    model.max_completes = 1;
+    let checker = run("backoff ignored", model, Some(ONE_ACTIVE));
+    duplicates(
+        &checker,
+        "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, w0 PatchStatusAfterCreate, Backoff rr-1,
+         w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr",
     );
 }

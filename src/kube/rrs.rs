@@ -1,18 +1,20 @@
 //! Rrs reads, creates and counts RemediationRequests, one object at a time by name: no
 //! request here grows with the number of RRs in the namespace.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{
-    Api,
+    Api, Resource as _,
     api::{Patch, PatchParams, PostParams},
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{
     FIELD_MANAGER,
     calls::{ApiCalls, KubeError, backoff, code},
+    clock,
 };
-use crate::crd::{Deduplication, RemediationRequest};
+use crate::crd::{Deduplication, RemediationRequest, TERMINAL_PHASES};
 
 /// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
 /// and the count answered stop there alike.
@@ -26,17 +28,124 @@ const MAX_STATUS_ATTEMPTS: u32 = 10;
 pub enum Counted {
     /// The count now includes the signals: `occurrence_count` is the new total.
     Yes { occurrence_count: i64 },
-    /// The RR turned terminal before the write: the signals belong to a new RR.
-    Terminal,
+    /// The RR no longer holds its problem (`holds`): the signals belong to a new RR.
+    Released,
     /// The RR is gone (deleted, or it was never there).
     Missing,
     /// Every attempt lost to a concurrent writer.
     Contended,
 }
 
+/// HOLDING_OUTCOME is the completion outcome that holds a problem whatever the phase.
+pub const HOLDING_OUTCOME: &str = "ManualReviewRequired";
+
+/// holds is the one rule for whether an RR still holds its problem (new signals are counted
+/// on it and no new RR is opened), kubernaut's Gateway's rule: its phase is not terminal
+/// (unset, `Verifying` and `Blocked` included), or its outcome is `ManualReviewRequired`,
+/// or its `nextAllowedExecution` is later than `server_now`, the API server's clock when
+/// the RR was read.
+#[must_use]
+pub fn holds(
+    phase: Option<&str>,
+    outcome: Option<&str>,
+    next_allowed_execution: Option<jiff::Timestamp>,
+    server_now: jiff::Timestamp,
+) -> bool {
+    !phase.is_some_and(|p| TERMINAL_PHASES.contains(&p))
+        || outcome == Some(HOLDING_OUTCOME)
+        || next_allowed_execution.is_some_and(|t| server_now < t)
+}
+
+/// Rr is what the writer knows of one RR: read leniently, so that an RR another writer
+/// made (kubernaut's own Gateway, a person) is counted on, never refused.
+#[derive(Clone, Debug)]
+pub struct Rr {
+    pub name: String,
+    resource_version: Option<String>,
+    status: Status,
+    /// server_now is the API server's clock when this was read.
+    server_now: jiff::Timestamp,
+}
+
+/// Status is the part of an RR's status the writer reads; every field is optional and
+/// unknown fields are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    overall_phase: Option<String>,
+    completion_status: Option<CompletionStatus>,
+    routing_status: Option<RoutingStatus>,
+    deduplication: Option<Dedup>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct CompletionStatus {
+    outcome: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoutingStatus {
+    next_allowed_execution: Option<Time>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Dedup {
+    first_seen_at: Option<Time>,
+    occurrence_count: Option<i64>,
+}
+
+/// Read is the wire form of an RR as `Rr` reads it.
+#[derive(Deserialize)]
+struct Read {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    status: Option<Status>,
+}
+
+impl Rr {
+    fn from_read(read: Read, server_now: jiff::Timestamp) -> Rr {
+        Rr {
+            name: read.metadata.name.unwrap_or_default(),
+            resource_version: read.metadata.resource_version,
+            status: read.status.unwrap_or_default(),
+            server_now,
+        }
+    }
+
+    /// holds reports whether this RR still holds its problem (`holds`).
+    #[must_use]
+    pub fn holds(&self) -> bool {
+        let s = &self.status;
+        holds(
+            s.overall_phase.as_deref(),
+            s.completion_status
+                .as_ref()
+                .and_then(|c| c.outcome.as_deref()),
+            s.routing_status
+                .as_ref()
+                .and_then(|r| r.next_allowed_execution.as_ref())
+                .map(|t| t.0),
+            self.server_now,
+        )
+    }
+
+    /// occurrence_count is the number of signals counted on this RR so far.
+    #[must_use]
+    pub fn occurrence_count(&self) -> i64 {
+        self.status
+            .deduplication
+            .as_ref()
+            .and_then(|d| d.occurrence_count)
+            .unwrap_or(0)
+    }
+}
+
 /// Rrs is the RemediationRequest client of the gateway's namespace.
 #[derive(Clone)]
 pub struct Rrs {
+    client: kube::Client,
     api: Api<RemediationRequest>,
     namespace: String,
 }
@@ -46,7 +155,8 @@ impl Rrs {
     #[must_use]
     pub fn new(client: kube::Client, namespace: &str) -> Rrs {
         Rrs {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            client,
             namespace: namespace.to_owned(),
         }
     }
@@ -57,18 +167,16 @@ impl Rrs {
         &self.namespace
     }
 
-    /// get reads one RR by name, consistently (never from the API server's cache).
-    pub async fn get(
-        &self,
-        name: &str,
-        calls: &ApiCalls,
-    ) -> Result<Option<RemediationRequest>, KubeError> {
-        calls
-            .read("reading remediationrequest", name, || {
-                self.api.get_opt(name)
-            })
-            .await?
-            .map_err(|e| KubeError::failed("reading remediationrequest", name, e))
+    /// get reads one RR by name, consistently (never from the API server's cache), with the
+    /// API server's clock at the answer.
+    pub async fn get(&self, name: &str, calls: &ApiCalls) -> Result<Option<Rr>, KubeError> {
+        const OP: &str = "reading remediationrequest";
+        let url = RemediationRequest::url_path(&(), Some(&self.namespace));
+        let req = kube::core::Request::new(url)
+            .get(name, &Default::default())
+            .map_err(|e| KubeError::failed(OP, name, kube::Error::BuildRequest(e)))?;
+        let (read, now) = clock::get_dated::<Read>(&self.client, req, OP, name, calls).await?;
+        Ok(read.map(|r| Rr::from_read(r, now)))
     }
 
     /// create creates `rr`; None means an RR of that name already exists.
@@ -76,7 +184,7 @@ impl Rrs {
         &self,
         rr: &RemediationRequest,
         calls: &ApiCalls,
-    ) -> Result<Option<RemediationRequest>, KubeError> {
+    ) -> Result<Option<Rr>, KubeError> {
         let name = rr.metadata.name.as_deref().unwrap_or_default();
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -90,7 +198,16 @@ impl Rrs {
             )
             .await?
         {
-            Ok(created) => Ok(Some(created)),
+            // A new RR has no status, so it holds whatever the clock says.
+            Ok(created) => Ok(Some(Rr {
+                name: created.metadata.name.clone().unwrap_or_default(),
+                resource_version: created.metadata.resource_version.clone(),
+                status: Status::default(),
+                server_now: created
+                    .metadata
+                    .creation_timestamp
+                    .map_or_else(jiff::Timestamp::now, |t| t.0),
+            })),
             Err(e) if code(&e) == Some(409) => Ok(None),
             Err(e) => Err(KubeError::failed("creating remediationrequest", name, e)),
         }
@@ -98,38 +215,36 @@ impl Rrs {
 
     /// add_occurrences adds `k` to the RR's count with a status patch carrying the
     /// resourceVersion it read, so that no concurrent increment is lost; on conflict
-    /// it re-reads and tries again, at most `MAX_STATUS_ATTEMPTS` times.
+    /// it re-reads and tries again, at most `MAX_STATUS_ATTEMPTS` times. The patch sets
+    /// only `status.deduplication`: every other field is left as it was.
     pub async fn add_occurrences(
         &self,
-        mut rr: RemediationRequest,
+        mut rr: Rr,
         k: i64,
         calls: &ApiCalls,
     ) -> Result<Counted, KubeError> {
-        let name = rr.metadata.name.clone().unwrap_or_default();
+        let name = rr.name.clone();
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         for attempt in 0..MAX_STATUS_ATTEMPTS {
-            if !rr.is_active() {
-                return Ok(Counted::Terminal);
+            if !rr.holds() {
+                return Ok(Counted::Released);
             }
             let now = Time(jiff::Timestamp::now());
-            let dedup = match rr.status.as_ref().and_then(|s| s.deduplication.as_ref()) {
-                Some(d) => Deduplication {
-                    first_seen_at: d.first_seen_at.clone(),
-                    last_seen_at: now,
-                    occurrence_count: d.occurrence_count.saturating_add(k).min(MAX_COUNT),
-                },
-                None => Deduplication {
-                    first_seen_at: now.clone(),
-                    last_seen_at: now,
-                    occurrence_count: k.min(MAX_COUNT),
-                },
+            let seen = rr.status.deduplication.as_ref();
+            let occurrence_count = rr.occurrence_count().saturating_add(k).min(MAX_COUNT);
+            let dedup = Deduplication {
+                first_seen_at: Some(
+                    seen.and_then(|d| d.first_seen_at.clone())
+                        .unwrap_or_else(|| now.clone()),
+                ),
+                last_seen_at: Some(now),
+                occurrence_count: Some(occurrence_count),
             };
-            let occurrence_count = dedup.occurrence_count;
             let patch = json!({
-                "metadata": { "resourceVersion": rr.metadata.resource_version },
+                "metadata": { "resourceVersion": rr.resource_version },
                 "status": { "deduplication": dedup },
             });
             let sent = calls
@@ -159,5 +274,75 @@ impl Rrs {
             }
         }
         Ok(Counted::Contended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn active_phases_hold_and_terminal_ones_release() {
+        let now = at(1000);
+        for phase in [
+            None,
+            Some(""),
+            Some("Pending"),
+            Some("Verifying"),
+            Some("Blocked"),
+        ] {
+            assert!(holds(phase, None, None, now), "{phase:?} holds");
+        }
+        for phase in TERMINAL_PHASES {
+            assert!(!holds(Some(phase), None, None, now), "{phase} releases");
+            assert!(
+                holds(Some(phase), Some("ManualReviewRequired"), None, now),
+                "{phase} with ManualReviewRequired holds"
+            );
+            assert!(!holds(Some(phase), Some("Remediated"), None, now));
+        }
+    }
+
+    #[test]
+    fn a_backoff_holds_until_the_servers_clock_passes_it() {
+        let until = Some(at(1000));
+        assert!(holds(Some("Failed"), None, until, at(999)));
+        assert!(
+            !holds(Some("Failed"), None, until, at(1000)),
+            "strictly before"
+        );
+        assert!(!holds(
+            Some("Completed"),
+            Some("NoActionRequired"),
+            until,
+            at(1001)
+        ));
+    }
+
+    #[test]
+    fn reads_are_lenient() {
+        let minimal: Read = serde_json::from_value(json!({
+            "metadata": {"name": "rr-x-1", "resourceVersion": "7"},
+            "spec": {"signalType": "custom-adapter"},
+            "status": {"deduplication": {"occurrenceCount": 3}, "someNewField": [1]},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rr = Rr::from_read(minimal, at(0));
+        assert_eq!((rr.name.as_str(), rr.occurrence_count()), ("rr-x-1", 3));
+        assert!(rr.holds());
+        let held: Read = serde_json::from_value(json!({
+            "metadata": {"name": "rr-x-2"},
+            "status": {"overallPhase": "Failed",
+                       "routingStatus": {"nextAllowedExecution": "1970-01-01T00:16:40Z"}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(Rr::from_read(held, at(999)).holds());
+        let bare: Read =
+            serde_json::from_value(json!({"metadata": {}})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Rr::from_read(bare, at(0)).occurrence_count(), 0);
     }
 }

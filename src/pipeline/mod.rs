@@ -1,9 +1,11 @@
-//! Pipeline takes signals from the web layer to Kubernetes: the `coalescer` batches them
-//! per fingerprint, the `writer` counts each batch on the active RR or creates the next
-//! one under the fingerprint's fence record.
+//! Pipeline takes signals from the web layer to Kubernetes: `resolve` finds the workload a
+//! signal is about (and whether kubernaut manages it), the `coalescer` batches signals per
+//! fingerprint, the `writer` counts each batch on the RR that holds the problem or creates
+//! the next one under the fingerprint's fence record.
 //!
-//! Kubernetes API requests per batch (when the process has seen the fingerprint before;
-//! the first time adds one read of the record):
+//! Kubernetes API requests per batch (when the process has seen the fingerprint and the
+//! target's owners before; the first time adds one read of the record, and one metadata
+//! read per owner on the target's chain):
 //!
 //! | path | requests |
 //! |---|---|
@@ -13,6 +15,7 @@
 //! The lock adds no request: a claim whose RR exists needs no release (`writer`).
 
 mod coalescer;
+mod resolve;
 mod writer;
 
 use std::{sync::Arc, time::Duration};
@@ -25,6 +28,8 @@ use crate::{
     telemetry,
 };
 use coalescer::{Batch, Coalescer, Refused};
+pub use resolve::Refusal;
+pub(crate) use resolve::Resolver;
 pub(crate) use writer::Writer;
 pub use writer::rr_name;
 
@@ -35,13 +40,21 @@ pub enum Disposition {
     Duplicate,
 }
 
-/// Outcome is the durable result of one signal.
+/// Counted is the durable result of one signal counted on an RR.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub struct Counted {
     pub disposition: Disposition,
     /// `<namespace>/<name>` of the RR that counts this signal.
     pub remediation_request: String,
     pub occurrence_count: i64,
+}
+
+/// Outcome is what became of one signal; its fingerprint is its workload's.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub fingerprint: Fingerprint,
+    /// counted is Ok when an RR counts the signal, Err when it gets none (nothing written).
+    pub counted: Result<Counted, Refusal>,
 }
 
 /// Error says why a signal was not counted; every kind can succeed on a later retry,
@@ -92,7 +105,7 @@ pub struct Settings {
     pub max_in_flight: usize,
 }
 
-type Answer = Result<Outcome, Error>;
+type Answer = Result<Counted, Error>;
 
 /// Traced is a signal with its span, under which its batch's work is traced.
 struct Traced {
@@ -102,28 +115,54 @@ struct Traced {
 
 /// Pipeline is shared by all requests of one process.
 pub struct Pipeline {
+    resolver: Resolver,
+    api_timeout: Duration,
     coalescer: Arc<Coalescer<Fingerprint, Traced, Answer>>,
 }
 
 impl Pipeline {
     /// new builds the pipeline around a writer.
     #[must_use]
-    pub(crate) fn new(writer: Writer, settings: Settings) -> Pipeline {
+    pub(crate) fn new(resolver: Resolver, writer: Writer, settings: Settings) -> Pipeline {
         let writer = Arc::new(writer);
         let limit = settings.max_in_flight;
+        let api_timeout = settings.api_timeout;
         let run = move |fp: Fingerprint, batch: Batch<Traced, Answer>| {
             let writer = Arc::clone(&writer);
             let settings = settings.clone();
             async move { run_batch(&writer, &settings, fp, batch).await }
         };
         Pipeline {
+            resolver,
+            api_timeout,
             coalescer: Coalescer::new(limit, run),
         }
     }
 
-    /// submit processes one signal and returns once its effect is durable; its span
-    /// (`signal`) is a child of the caller's current span.
-    pub async fn submit(&self, signal: Signal) -> Answer {
+    /// submit resolves one signal to its workload and counts it, returning once its effect
+    /// is durable; its span (`signal`) is a child of the caller's current span.
+    pub async fn submit(&self, mut signal: Signal) -> Result<Outcome, Error> {
+        let calls = ApiCalls::new(self.api_timeout);
+        let refused = self
+            .resolver
+            .resolve(&mut signal, &calls)
+            .instrument(tracing::info_span!("resolve"))
+            .await?;
+        let fingerprint = signal.fingerprint.clone();
+        if let Some(refusal) = refused {
+            return Ok(Outcome {
+                fingerprint,
+                counted: Err(refusal),
+            });
+        }
+        let counted = self.count(signal).await?;
+        Ok(Outcome {
+            fingerprint,
+            counted: Ok(counted),
+        })
+    }
+
+    async fn count(&self, signal: Signal) -> Answer {
         let span = tracing::info_span!(
             "signal",
             fingerprint = %signal.fingerprint,
@@ -193,7 +232,7 @@ async fn run_batch(
     batch.reply(|i, _| {
         answer
             .clone()
-            .map(|(created, remediation_request, occurrence_count)| Outcome {
+            .map(|(created, remediation_request, occurrence_count)| Counted {
                 disposition: if created && i == 0 {
                     Disposition::Created
                 } else {

@@ -25,7 +25,7 @@ use crate::{
     chaos::Pauser,
     config::PausePoint,
     crd::RemediationRequest,
-    kube::{ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rrs, View, lease_name},
+    kube::{ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rr, Rrs, View, lease_name},
     signal::Signal,
     telemetry,
 };
@@ -99,7 +99,7 @@ impl Writer {
                             occurrence_count,
                         });
                     }
-                    Counted::Terminal => (view.generation.saturating_add(1), true),
+                    Counted::Released => (view.generation.saturating_add(1), true),
                     Counted::Missing => (view.generation.max(1), false),
                     Counted::Contended => return Err(contended(&name)),
                 },
@@ -168,7 +168,7 @@ impl Writer {
         )))
     }
 
-    /// count_on adds `k` to the RR `name` if it exists and is active.
+    /// count_on adds `k` to the RR `name` if it exists and holds its problem.
     async fn count_on(&self, name: &str, k: i64, calls: &ApiCalls) -> Result<Counted, Error> {
         let read = self
             .rrs
@@ -182,13 +182,8 @@ impl Writer {
     }
 
     /// status_write adds `k` to the count of `rr` (traced as `status write`).
-    async fn status_write(
-        &self,
-        rr: RemediationRequest,
-        k: i64,
-        calls: &ApiCalls,
-    ) -> Result<Counted, Error> {
-        let name = rr.metadata.name.clone().unwrap_or_default();
+    async fn status_write(&self, rr: Rr, k: i64, calls: &ApiCalls) -> Result<Counted, Error> {
+        let name = rr.name.clone();
         Ok(self
             .rrs
             .add_occurrences(rr, k, calls)
@@ -245,7 +240,7 @@ impl Writer {
         };
         match self.status_write(rr, k, calls).await? {
             Counted::Yes { occurrence_count } => Ok(Some((created, occurrence_count))),
-            Counted::Terminal | Counted::Missing => Ok(None),
+            Counted::Released | Counted::Missing => Ok(None),
             Counted::Contended => Err(contended(&claim.rr)),
         }
     }

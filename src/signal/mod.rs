@@ -20,7 +20,7 @@ pub use alertmanager::parse_alertmanager;
 pub use event::parse_event;
 pub use fingerprint::Fingerprint;
 pub use target::TargetResource;
-pub(crate) use target::is_dns1123_label;
+pub(crate) use target::{KINDS, Kind, is_dns1123_label, known_kind};
 
 /// Source is the adapter a signal came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,15 @@ pub struct Signal {
     pub annotations: BTreeMap<String, String>,
     pub firing_time: jiff::Timestamp,
     pub received_time: jiff::Timestamp,
+}
+
+impl Signal {
+    /// retarget makes `target` (the workload behind the signal's target) what the signal
+    /// is about, and fingerprints it.
+    pub fn retarget(&mut self, target: TargetResource, cluster_id: Option<&str>) {
+        self.fingerprint = Fingerprint::of(cluster_id, &target);
+        self.target = target;
+    }
 }
 
 /// Item is what one alert or event in a payload became.

@@ -31,28 +31,30 @@ impl TargetResource {
     }
 }
 
-/// Kind is a kind of resource the adapters know: its API version, its scope, and the
+/// Kind is a kind of resource the adapters know: its API version, plural, scope, and the
 /// Alertmanager label that names it.
 pub(crate) struct Kind {
     pub kind: &'static str,
     pub api_version: &'static str,
+    pub plural: &'static str,
     pub namespaced: bool,
     /// label is the Alertmanager label naming a resource of this kind, if any.
     pub label: Option<&'static str>,
+    /// read_op names a metadata read of this kind in errors and metrics.
+    pub read_op: &'static str,
 }
 
-const fn kind(
-    kind: &'static str,
-    api_version: &'static str,
-    namespaced: bool,
-    label: Option<&'static str>,
-) -> Kind {
-    Kind {
-        kind,
-        api_version,
-        namespaced,
-        label,
-    }
+macro_rules! kind {
+    ($kind:literal, $api_version:literal, $plural:literal, $namespaced:literal, $label:expr) => {
+        Kind {
+            kind: $kind,
+            api_version: $api_version,
+            plural: $plural,
+            namespaced: $namespaced,
+            label: $label,
+            read_op: concat!("reading ", $plural),
+        }
+    };
 }
 
 /// KINDS lists the known kinds; those with a label are in the priority order in which an
@@ -60,29 +62,55 @@ const fn kind(
 /// Job because Prometheus puts the scrape job in `job` on nearly every alert. A
 /// `namespace` label alone names the Namespace.
 pub(crate) const KINDS: &[Kind] = &[
-    kind("Pod", "v1", true, Some("pod")),
-    kind("Deployment", "apps/v1", true, Some("deployment")),
-    kind("StatefulSet", "apps/v1", true, Some("statefulset")),
-    kind("DaemonSet", "apps/v1", true, Some("daemonset")),
-    kind("ReplicaSet", "apps/v1", true, Some("replicaset")),
-    kind("Job", "batch/v1", true, Some("job_name")),
-    kind("CronJob", "batch/v1", true, Some("cronjob")),
-    kind(
+    kind!("Pod", "v1", "pods", true, Some("pod")),
+    kind!(
+        "Deployment",
+        "apps/v1",
+        "deployments",
+        true,
+        Some("deployment")
+    ),
+    kind!(
+        "StatefulSet",
+        "apps/v1",
+        "statefulsets",
+        true,
+        Some("statefulset")
+    ),
+    kind!(
+        "DaemonSet",
+        "apps/v1",
+        "daemonsets",
+        true,
+        Some("daemonset")
+    ),
+    kind!(
+        "ReplicaSet",
+        "apps/v1",
+        "replicasets",
+        true,
+        Some("replicaset")
+    ),
+    kind!("Job", "batch/v1", "jobs", true, Some("job_name")),
+    kind!("CronJob", "batch/v1", "cronjobs", true, Some("cronjob")),
+    kind!(
         "HorizontalPodAutoscaler",
         "autoscaling/v2",
+        "horizontalpodautoscalers",
         true,
-        Some("horizontalpodautoscaler"),
+        Some("horizontalpodautoscaler")
     ),
-    kind(
+    kind!(
         "PersistentVolumeClaim",
         "v1",
+        "persistentvolumeclaims",
         true,
-        Some("persistentvolumeclaim"),
+        Some("persistentvolumeclaim")
     ),
-    kind("Service", "v1", true, Some("service")),
-    kind("Node", "v1", false, Some("node")),
-    kind("Namespace", "v1", false, None),
-    kind("PersistentVolume", "v1", false, None),
+    kind!("Service", "v1", "services", true, Some("service")),
+    kind!("Node", "v1", "nodes", false, Some("node")),
+    kind!("Namespace", "v1", "namespaces", false, None),
+    kind!("PersistentVolume", "v1", "persistentvolumes", false, None),
 ];
 
 /// NAMESPACE is the kind a `namespace` label alone names.

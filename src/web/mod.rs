@@ -25,7 +25,7 @@ use problem::{Rejection, error_response, problem, rejects_object};
 pub use server::{Limits, serve};
 
 use crate::{
-    pipeline::{Disposition, Pipeline},
+    pipeline::{Disposition, Pipeline, Refusal},
     signal::{self, Item, ParseContext, Source},
     telemetry::{self, kv},
 };
@@ -141,6 +141,32 @@ struct SignalResult {
     occurrence_count: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// rejection says, as kubernaut's Gateway does, why a signal got no RR and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<RejectionBody>,
+}
+
+/// RejectionBody is kubernaut's `rejection` object.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+struct RejectionBody {
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
+    action: String,
+}
+
+impl From<&Refusal> for RejectionBody {
+    fn from(r: &Refusal) -> RejectionBody {
+        RejectionBody {
+            status: "rejected",
+            reason: r.reason(),
+            message: r.message(),
+            resource: r.resource(),
+            action: r.action(),
+        }
+    }
 }
 
 async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, Rejection> {
@@ -188,19 +214,32 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                                     remediation_request: None,
                                     occurrence_count: None,
                                     reason: Some(problem::bounded(e.to_string())),
+                                    rejection: None,
                                 });
                             }
                             Err(e) => return Err(e.into()),
                         };
-                        Ok(SignalResult {
-                            status: match outcome.disposition {
-                                Disposition::Created => Status::Created,
-                                Disposition::Duplicate => Status::Duplicate,
+                        let fingerprint = Some(outcome.fingerprint.to_string());
+                        Ok(match outcome.counted {
+                            Ok(counted) => SignalResult {
+                                status: match counted.disposition {
+                                    Disposition::Created => Status::Created,
+                                    Disposition::Duplicate => Status::Duplicate,
+                                },
+                                fingerprint,
+                                remediation_request: Some(counted.remediation_request),
+                                occurrence_count: Some(counted.occurrence_count),
+                                reason: None,
+                                rejection: None,
                             },
-                            fingerprint,
-                            remediation_request: Some(outcome.remediation_request),
-                            occurrence_count: Some(outcome.occurrence_count),
-                            reason: None,
+                            Err(refusal) => SignalResult {
+                                status: Status::Rejected,
+                                fingerprint,
+                                remediation_request: None,
+                                occurrence_count: None,
+                                reason: Some(refusal.message()),
+                                rejection: Some((&refusal).into()),
+                            },
                         })
                     }
                     Item::Ignored {
@@ -212,6 +251,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                         remediation_request: None,
                         occurrence_count: None,
                         reason: Some(reason),
+                        rejection: None,
                     }),
                     Item::Rejected { reason } => Ok(SignalResult {
                         status: Status::Rejected,
@@ -219,6 +259,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                         remediation_request: None,
                         occurrence_count: None,
                         reason: Some(reason),
+                        rejection: None,
                     }),
                 }
             }
@@ -254,14 +295,18 @@ const DEBUG_PAYLOAD_BYTES: usize = 512;
 const DETAIL_REASONS: usize = 3;
 
 /// status_for picks 201 if anything was created, 202 if accepted signals were
-/// all duplicates, 200 if everything was ignored, 400 if everything was rejected or failed.
+/// all duplicates, 200 if everything was ignored or refused by scope or resolution (as
+/// kubernaut answers them), 400 if everything was rejected or failed.
 fn status_for(results: &[SignalResult]) -> Result<StatusCode, Rejection> {
     let any = |s: Status| results.iter().any(|r| r.status == s);
     if any(Status::Created) {
         Ok(StatusCode::CREATED)
     } else if any(Status::Duplicate) {
         Ok(StatusCode::ACCEPTED)
-    } else if any(Status::Ignored) || results.is_empty() {
+    } else if any(Status::Ignored)
+        || results.iter().any(|r| r.rejection.is_some())
+        || results.is_empty()
+    {
         Ok(StatusCode::OK)
     } else {
         let reasons: Vec<&str> = results.iter().filter_map(|r| r.reason.as_deref()).collect();
@@ -329,6 +374,7 @@ mod tests {
             remediation_request: None,
             occurrence_count: None,
             reason: Some("x".into()),
+            rejection: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! to a real API server, and the chart's RBAC proven for the chart's own
 //! ServiceAccount with a token from the TokenRequest API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -12,7 +12,7 @@ use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
@@ -381,6 +381,213 @@ fn set_values_reach_the_gateway_environment_and_rbac() {
     );
 }
 
+/// grants lists every (API group, resource, verb) that `rules` allow.
+fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+    let mut all = BTreeSet::new();
+    for r in rules {
+        assert!(
+            r.resource_names.is_none() && r.non_resource_urls.is_none(),
+            "{r:?}"
+        );
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                for v in &r.verbs {
+                    all.insert((g.clone(), res.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    all
+}
+
+/// gets is the set of `get` grants on `(group, resource)` pairs.
+fn gets(resources: &[(&str, &str)]) -> BTreeSet<(String, String, String)> {
+    resources
+        .iter()
+        .map(|(g, r)| ((*g).to_owned(), (*r).to_owned(), "get".to_owned()))
+        .collect()
+}
+
+/// OWNER_READS are what owner resolution reads.
+const OWNER_READS: [(&str, &str); 3] = [("", "pods"), ("apps", "replicasets"), ("batch", "jobs")];
+
+/// SCOPE_READS are the namespaced kinds whose scope label `scope=managed` reads.
+const SCOPE_READS: [(&str, &str); 10] = [
+    ("", "pods"),
+    ("", "services"),
+    ("", "persistentvolumeclaims"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("autoscaling", "horizontalpodautoscalers"),
+];
+
+/// SCOPE_CLUSTER_READS are the cluster-scoped kinds whose scope label `scope=managed` reads.
+const SCOPE_CLUSTER_READS: [(&str, &str); 3] =
+    [("", "namespaces"), ("", "nodes"), ("", "persistentvolumes")];
+
+/// reads lists the rendered objects named `<release>-reads` or `<ns>-<release>-reads`.
+fn reads(objects: &[DynamicObject]) -> Vec<String> {
+    summary(objects)
+        .into_iter()
+        .filter(|o| o.ends_with(&format!("{RELEASE}-reads")))
+        .collect()
+}
+
+#[test]
+fn default_values_grant_the_owner_reads_cluster_wide() {
+    let objects = render("sg-render", &[]);
+    check_common(&objects, "sg-render");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_OWNER_RESOLUTION"], "true", "{env:?}");
+    assert_eq!(env["GATEWAY_SCOPE"], "all", "{env:?}");
+    let name = format!("sg-render-{RELEASE}-reads");
+    let rules = rules_of(find(&objects, "ClusterRole", None, &name));
+    assert_eq!(rules, rules_file("chart/files/owner-rules.yaml"));
+    assert_eq!(grants(&rules), gets(&OWNER_READS), "get only, nothing else");
+    check_binding(
+        find(&objects, "ClusterRoleBinding", None, &name),
+        "ClusterRole",
+        &name,
+        "sg-render",
+    );
+    assert_eq!(
+        reads(&objects),
+        [
+            format!("ClusterRole /{name}"),
+            format!("ClusterRoleBinding /{name}")
+        ]
+    );
+}
+
+#[test]
+fn listed_namespaces_get_the_owner_reads_in_a_role_each() {
+    let objects = render("sg-render", &["ownerResolution.namespaces={sg-a,sg-b}"]);
+    check_common(&objects, "sg-render");
+    let name = format!("{RELEASE}-reads");
+    for ns in ["sg-a", "sg-b"] {
+        let rules = rules_of(find(&objects, "Role", Some(ns), &name));
+        assert_eq!(rules, rules_file("chart/files/owner-rules.yaml"));
+        assert_eq!(grants(&rules), gets(&OWNER_READS));
+        check_binding(
+            find(&objects, "RoleBinding", Some(ns), &name),
+            "Role",
+            &name,
+            "sg-render",
+        );
+    }
+    assert_eq!(
+        reads(&objects),
+        [
+            format!("Role sg-a/{name}"),
+            format!("Role sg-b/{name}"),
+            format!("RoleBinding sg-a/{name}"),
+            format!("RoleBinding sg-b/{name}"),
+        ],
+        "no reads ClusterRole"
+    );
+}
+
+#[test]
+fn owner_resolution_off_grants_no_reads() {
+    for sets in [
+        &["ownerResolution.enabled=false"][..],
+        &[
+            "ownerResolution.enabled=false",
+            "ownerResolution.namespaces={sg-a}",
+        ],
+    ] {
+        let objects = render("sg-render", sets);
+        check_common(&objects, "sg-render");
+        let env = rendered_env(&objects, "sg-render");
+        assert_eq!(env["GATEWAY_OWNER_RESOLUTION"], "false", "{env:?}");
+        assert!(
+            reads(&objects).is_empty(),
+            "{sets:?}: {:?}",
+            reads(&objects)
+        );
+    }
+}
+
+#[test]
+fn scope_managed_adds_the_label_reads_and_the_environment() {
+    let cluster = format!("sg-render-{RELEASE}-reads");
+    let objects = render("sg-render", &["scope=managed"]);
+    check_common(&objects, "sg-render");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_SCOPE"], "managed", "{env:?}");
+    assert_eq!(env["GATEWAY_OWNER_RESOLUTION"], "true", "{env:?}");
+    let rules = rules_of(find(&objects, "ClusterRole", None, &cluster));
+    let want: Vec<_> = [
+        "chart/files/owner-rules.yaml",
+        "chart/files/scope-rules.yaml",
+        "chart/files/scope-cluster-rules.yaml",
+    ]
+    .into_iter()
+    .flat_map(rules_file)
+    .collect();
+    assert_eq!(rules, want);
+    assert_eq!(
+        grants(&rules),
+        &(&gets(&SCOPE_READS) | &gets(&OWNER_READS)) | &gets(&SCOPE_CLUSTER_READS)
+    );
+
+    // Listed namespaces: the namespaced reads there, the cluster-scoped ones
+    // still in the ClusterRole.
+    let objects = render(
+        "sg-render",
+        &["scope=managed", "ownerResolution.namespaces={sg-a}"],
+    );
+    let role = rules_of(find(
+        &objects,
+        "Role",
+        Some("sg-a"),
+        &format!("{RELEASE}-reads"),
+    ));
+    assert_eq!(grants(&role), &gets(&SCOPE_READS) | &gets(&OWNER_READS));
+    let rules = rules_of(find(&objects, "ClusterRole", None, &cluster));
+    assert_eq!(rules, rules_file("chart/files/scope-cluster-rules.yaml"));
+    assert_eq!(grants(&rules), gets(&SCOPE_CLUSTER_READS));
+
+    // Without owner resolution the scope label is still read.
+    let objects = render(
+        "sg-render",
+        &["scope=managed", "ownerResolution.enabled=false"],
+    );
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_OWNER_RESOLUTION"], "false", "{env:?}");
+    let rules = rules_of(find(&objects, "ClusterRole", None, &cluster));
+    assert_eq!(
+        grants(&rules),
+        &gets(&SCOPE_READS) | &gets(&SCOPE_CLUSTER_READS)
+    );
+}
+
+#[test]
+fn the_schema_refuses_bad_owner_resolution_and_scope_values() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["scope=some"], "/scope"),
+        (&["scope=Managed"], "/scope"),
+        (
+            &["ownerResolution.enabled=maybe"],
+            "/ownerResolution/enabled",
+        ),
+        (
+            &["ownerResolution.namespaces={Not_A_Namespace}"],
+            "/ownerResolution/namespaces/0",
+        ),
+        (&["ownerResolution.namspaces={sg-a}"], "namspaces"),
+    ];
+    refused(&cases);
+    render(
+        "sg-render",
+        &["scope=managed", "ownerResolution.namespaces={a,sg-b-0}"],
+    );
+}
+
 /// refused asserts that rendering with each case's `--set`s fails with an error that
 /// names the case's field.
 fn refused(cases: &[(&[&str], &str)]) {
@@ -635,10 +842,94 @@ async fn the_installed_chart_lets_its_service_account_lease_and_review_tokens() 
         "listing Secrets in the release namespace",
     );
     forbidden(
-        Api::<Lease>::namespaced(sa, ns.name())
+        Api::<Lease>::namespaced(sa.clone(), ns.name())
             .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await,
         "deleting every Lease at once (deletecollection is not granted)",
+    );
+
+    // Owner resolution reads by name, metadata only, in every namespace (the
+    // default ClusterRole), and nothing more: no list, no Secrets.
+    for (group, resource) in OWNER_READS {
+        wait_allowed(&sa, elsewhere.name(), group, resource, "get").await;
+    }
+    for at in [ns.name(), elsewhere.name()] {
+        let absent = Api::<Pod>::namespaced(sa.clone(), at)
+            .get_metadata_opt("sg-absent")
+            .await
+            .unwrap_or_else(|e| {
+                panic!("reading a Pod's metadata in {at} as the ServiceAccount: {e}")
+            });
+        assert!(absent.is_none(), "{absent:?}");
+    }
+    forbidden(
+        Api::<Pod>::namespaced(sa.clone(), ns.name())
+            .list(&ListParams::default())
+            .await,
+        "listing Pods",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(sa.clone(), ns.name())
+            .get("sg-absent")
+            .await,
+        "getting a Secret",
+    );
+    forbidden(
+        Api::<Node>::all(sa).get("sg-absent").await,
+        "getting a Node (scope=all reads no label)",
+    );
+}
+
+#[tokio::test]
+async fn with_listed_namespaces_and_scope_managed_the_service_account_reads_only_there() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let signals = cp
+        .new_namespace()
+        .await
+        .expect("a namespace signals come from");
+    let elsewhere = cp.new_namespace().await.expect("a third namespace");
+    let listed = format!("ownerResolution.namespaces={{{}}}", signals.name());
+    let env = install(cp, ns.name(), &[listed.as_str(), "scope=managed"]).await;
+    assert_eq!(env["GATEWAY_SCOPE"], "managed");
+    assert_eq!(env["GATEWAY_OWNER_RESOLUTION"], "true");
+
+    let (sa, _) = service_account_client(cp, ns.name(), RELEASE).await;
+    for (group, resource) in SCOPE_READS {
+        wait_allowed(&sa, signals.name(), group, resource, "get").await;
+    }
+    for (group, resource) in SCOPE_CLUSTER_READS {
+        wait_allowed(&sa, "", group, resource, "get").await;
+    }
+    let read = Api::<Namespace>::all(sa.clone())
+        .get_metadata(signals.name())
+        .await
+        .expect("reading a Namespace's metadata as the ServiceAccount");
+    assert_eq!(read.metadata.name.as_deref(), Some(signals.name()));
+    let absent = Api::<Deployment>::namespaced(sa.clone(), signals.name())
+        .get_metadata_opt("sg-absent")
+        .await
+        .expect("reading a Deployment's metadata as the ServiceAccount");
+    assert!(absent.is_none(), "{absent:?}");
+    for at in [elsewhere.name(), ns.name()] {
+        forbidden(
+            Api::<Pod>::namespaced(sa.clone(), at)
+                .get_metadata("sg-absent")
+                .await,
+            "reading a Pod in a namespace not listed",
+        );
+    }
+    forbidden(
+        Api::<Namespace>::all(sa.clone())
+            .list(&ListParams::default())
+            .await,
+        "listing Namespaces",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(sa, signals.name())
+            .list(&ListParams::default())
+            .await,
+        "listing Pods",
     );
 }
 

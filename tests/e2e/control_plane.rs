@@ -61,6 +61,9 @@ fn rr(name: &str, fingerprint: &str) -> RemediationRequest {
             received_time: now,
             signal_labels: BTreeMap::from([("alertname".into(), "KubePodCrashLooping".into())]),
             signal_annotations: BTreeMap::new(),
+            cluster_id: None,
+            provider_data: None,
+            original_payload: None,
         },
     )
 }

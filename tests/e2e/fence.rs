@@ -701,9 +701,9 @@ async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
     assert_eq!(active(cp, ns.name(), &fp).await, vec![(rr_name(&fp, 2), 2)]);
 }
 
-/// requests reads the API server's `apiserver_request_total`, summed by
-/// "VERB resource[/subresource]", for the gateway's two resources.
-async fn requests(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
+/// requests_of reads the API server's `apiserver_request_total`, summed by
+/// "VERB resource[/subresource]", for the resources the gateway reads or writes.
+pub(crate) async fn requests_of(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
     let req = axum::http::Request::get("/metrics")
         .body(Vec::new())
         .expect("a request");
@@ -730,7 +730,14 @@ async fn requests(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> 
             continue;
         };
         let resource = label(labels, "resource");
-        if resource != "remediationrequests" && resource != "leases" {
+        let gateways = [
+            "remediationrequests",
+            "leases",
+            "pods",
+            "replicasets",
+            "jobs",
+        ];
+        if !gateways.contains(&resource.as_str()) {
             continue;
         }
         let sub = label(labels, "subresource");
@@ -751,10 +758,10 @@ async fn cost<F: std::future::Future<Output = (u16, Value)>>(
     cp: &ControlPlane,
     step: F,
 ) -> std::collections::BTreeMap<String, f64> {
-    let before = requests(cp).await;
+    let before = requests_of(cp).await;
     let (status, body) = step.await;
     assert!((200..300).contains(&status), "{status} {body}");
-    let after = requests(cp).await;
+    let after = requests_of(cp).await;
     after
         .into_iter()
         .filter(|(k, _)| k != "PUT leases")
@@ -765,7 +772,7 @@ async fn cost<F: std::future::Future<Output = (u16, Value)>>(
         .collect()
 }
 
-fn breakdown(pairs: &[(&str, f64)]) -> std::collections::BTreeMap<String, f64> {
+pub(crate) fn breakdown(pairs: &[(&str, f64)]) -> std::collections::BTreeMap<String, f64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 

@@ -66,7 +66,8 @@ async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
         .as_ref()
         .and_then(|s| s.deduplication.as_ref())
         .expect("dedup status");
-    assert_eq!(dedup.occurrence_count, 2);
+    assert_eq!(dedup.occurrence_count, Some(2));
+    assert!(dedup.first_seen_at.is_some());
     assert!(dedup.last_seen_at >= dedup.first_seen_at);
 }
 

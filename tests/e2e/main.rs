@@ -16,6 +16,7 @@ mod image;
 mod knative;
 mod kubernaut;
 mod otlp;
+mod owners;
 mod pod;
 mod replicas;
 mod security;

@@ -169,6 +169,8 @@ pub async fn in_process(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> 
         ("GATEWAY_LOCK_WAIT_MS", "20000"),
         ("GATEWAY_API_TIMEOUT_MS", "5000"),
         ("POD_NAME", "in-process"),
+        // Most tests alert about Pods that do not exist; the owner tests turn it on.
+        ("GATEWAY_OWNER_RESOLUTION", "false"),
     ]
     .into();
     vars.extend(extra.iter().copied());

@@ -70,6 +70,8 @@ impl Gateway {
             .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
             .env("GATEWAY_AUTH", "none")
             .env("GATEWAY_LOG_FORMAT", "json")
+            // Most tests alert about Pods that do not exist; the owner tests turn it on.
+            .env("GATEWAY_OWNER_RESOLUTION", "false")
             .env("POD_NAME", name)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

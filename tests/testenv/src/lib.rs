@@ -102,8 +102,11 @@ fn kube_err(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub enum Identity {
     /// Admin is in `system:masters` and may do anything.
     Admin,
-    /// Gateway has exactly the chart's rules: the Role in namespaces from
-    /// [`ControlPlane::new_namespace`] and the ClusterRole.
+    /// Gateway has exactly the chart's rules with `scope=managed`: in
+    /// namespaces from [`ControlPlane::new_namespace`], those of its Role and
+    /// of its reads Role (owner resolution and the scope label, as granted when
+    /// `ownerResolution.namespaces` lists the namespace); cluster-wide, those
+    /// of its ClusterRoles.
     Gateway,
     /// Nobody is authenticated and has no permissions beyond discovery.
     Nobody,
@@ -419,19 +422,24 @@ impl ControlPlane {
     }
 
     /// new_namespace creates a namespace with a random name in which the
-    /// gateway identity holds the chart's Role.
+    /// gateway identity holds the chart's namespaced rules.
     pub async fn new_namespace(&self) -> Result<TestNamespace> {
         let name = format!("sg-test-{:08x}", rand::random::<u32>());
         self.create_namespace(&name).await
     }
 
     /// create_namespace creates (or keeps) namespace `name` and grants the
-    /// gateway identity the chart's Role in it, and the chart's ClusterRole
-    /// once per control plane. It returns once the grants are in effect.
+    /// gateway identity the chart's namespaced rules in it, and its
+    /// cluster-wide rules once per control plane. It returns once the grants
+    /// are in effect.
     pub async fn create_namespace(&self, name: &str) -> Result<TestNamespace> {
         let client = self.admin_client();
         self.cluster_role
-            .get_or_try_init(|| grant_cluster_role(&client))
+            .get_or_try_init(|| async {
+                grant_cluster_role(&client).await?;
+                self.wait_allowed(Identity::Gateway, "", "", "namespaces", "get")
+                    .await
+            })
             .await?;
 
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -450,7 +458,7 @@ impl ControlPlane {
 
         let role = Role {
             metadata: meta(GATEWAY_ROLE),
-            rules: Some(read_rules("chart/files/role-rules.yaml")?),
+            rules: Some(read_all_rules(&NAMESPACE_RULES)?),
         };
         Api::<Role>::namespaced(client.clone(), name)
             .patch(GATEWAY_ROLE, &pp, &Patch::Apply(&role))
@@ -903,7 +911,7 @@ async fn grant_cluster_role(client: &kube::Client) -> Result<()> {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let role = ClusterRole {
         metadata: meta(GATEWAY_ROLE),
-        rules: Some(read_rules("chart/files/clusterrole-rules.yaml")?),
+        rules: Some(read_all_rules(&CLUSTER_RULES)?),
         ..ClusterRole::default()
     };
     Api::<ClusterRole>::all(client.clone())
@@ -942,6 +950,33 @@ fn meta(name: &str) -> ObjectMeta {
         name: Some(name.to_owned()),
         ..ObjectMeta::default()
     }
+}
+
+/// NAMESPACE_RULES are the chart's rule files that the gateway identity holds, as
+/// one Role, in every test namespace: the chart's Role (RRs, Leases) and its reads
+/// Role (owner resolution, `scope=managed`). The tests send signals about objects
+/// in their own namespace, and some run with `GATEWAY_SCOPE=managed`.
+const NAMESPACE_RULES: [&str; 3] = [
+    "chart/files/role-rules.yaml",
+    "chart/files/owner-rules.yaml",
+    "chart/files/scope-rules.yaml",
+];
+
+/// CLUSTER_RULES are the chart's rule files that the gateway identity holds, as
+/// one ClusterRole: the chart's ClusterRole (TokenReviews, SubjectAccessReviews)
+/// and the `scope=managed` reads of cluster-scoped objects.
+const CLUSTER_RULES: [&str; 2] = [
+    "chart/files/clusterrole-rules.yaml",
+    "chart/files/scope-cluster-rules.yaml",
+];
+
+/// read_all_rules reads the PolicyRules of every file in `files`, in order.
+fn read_all_rules(files: &[&str]) -> Result<Vec<PolicyRule>> {
+    let mut rules = Vec::new();
+    for f in files {
+        rules.extend(read_rules(f)?);
+    }
+    Ok(rules)
 }
 
 /// read_rules reads a YAML list of PolicyRules from the repository.
