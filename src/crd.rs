@@ -557,8 +557,29 @@ pub const PHASES: [&str; 12] = [
     "Cancelled",
 ];
 
-/// TERMINAL_PHASES are the phases after which a new signal opens a new RR.
+/// TERMINAL_PHASES are the phases in which an RR holds its problem only by its outcome or
+/// its backoff (`holds`).
 pub const TERMINAL_PHASES: [&str; 5] = ["Completed", "Failed", "TimedOut", "Skipped", "Cancelled"];
+
+/// HOLDING_OUTCOME is the completion outcome that holds a problem whatever the phase.
+pub const HOLDING_OUTCOME: &str = "ManualReviewRequired";
+
+/// holds is the one rule for whether an RR still holds its problem (new signals are counted
+/// on it and no new RR is opened), kubernaut's Gateway's rule: its phase is not terminal
+/// (unset, `Verifying` and `Blocked` included), or its outcome is `ManualReviewRequired`,
+/// or its `nextAllowedExecution` is later than `now`. The gateway passes the API server's
+/// clock at the read (`kube::Rr`), never its own.
+#[must_use]
+pub fn holds(
+    phase: Option<&str>,
+    outcome: Option<&str>,
+    next_allowed_execution: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> bool {
+    !phase.is_some_and(|p| TERMINAL_PHASES.contains(&p))
+        || outcome == Some(HOLDING_OUTCOME)
+        || next_allowed_execution.is_some_and(|t| now < t)
+}
 
 /// OUTCOMES are the values of `status.completionStatus.outcome` in kubernaut's CRD.
 pub const OUTCOMES: [&str; 6] = [
@@ -609,14 +630,26 @@ pub const SKIP_REASONS: [&str; 4] = [
 pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
 impl RemediationRequest {
-    /// is_active reports whether the RR still stands for its problem.
+    /// holds_at reports whether the RR holds its problem at `now` (`holds`).
+    #[must_use]
+    pub fn holds_at(&self, now: jiff::Timestamp) -> bool {
+        let s = self.status.as_ref();
+        holds(
+            s.and_then(|s| s.overall_phase.as_deref()),
+            s.and_then(|s| s.completion_status.as_ref())
+                .and_then(|c| c.outcome.as_deref()),
+            s.and_then(|s| s.routing_status.as_ref())
+                .and_then(|r| r.next_allowed_execution.as_ref())
+                .map(|t| t.0),
+            now,
+        )
+    }
+
+    /// is_active reports whether the RR holds its problem now, on this machine's clock (for
+    /// tests and tools; the gateway judges on the API server's).
     #[must_use]
     pub fn is_active(&self) -> bool {
-        let phase = self
-            .status
-            .as_ref()
-            .and_then(|s| s.overall_phase.as_deref());
-        !phase.is_some_and(|p| TERMINAL_PHASES.contains(&p))
+        self.holds_at(jiff::Timestamp::now())
     }
 
     /// occurrence_count is the number of signals counted on this RR so far.

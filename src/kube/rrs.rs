@@ -14,7 +14,9 @@ use super::{
     calls::{ApiCalls, KubeError, backoff, code},
     clock,
 };
-use crate::crd::{Deduplication, RemediationRequest, TERMINAL_PHASES};
+use crate::crd::{Deduplication, RemediationRequest, holds};
+#[cfg(test)]
+use crate::crd::TERMINAL_PHASES;
 
 /// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
 /// and the count answered stop there alike.
@@ -34,26 +36,6 @@ pub enum Counted {
     Missing,
     /// Every attempt lost to a concurrent writer.
     Contended,
-}
-
-/// HOLDING_OUTCOME is the completion outcome that holds a problem whatever the phase.
-pub const HOLDING_OUTCOME: &str = "ManualReviewRequired";
-
-/// holds is the one rule for whether an RR still holds its problem (new signals are counted
-/// on it and no new RR is opened), kubernaut's Gateway's rule: its phase is not terminal
-/// (unset, `Verifying` and `Blocked` included), or its outcome is `ManualReviewRequired`,
-/// or its `nextAllowedExecution` is later than `server_now`, the API server's clock when
-/// the RR was read.
-#[must_use]
-pub fn holds(
-    phase: Option<&str>,
-    outcome: Option<&str>,
-    next_allowed_execution: Option<jiff::Timestamp>,
-    server_now: jiff::Timestamp,
-) -> bool {
-    !phase.is_some_and(|p| TERMINAL_PHASES.contains(&p))
-        || outcome == Some(HOLDING_OUTCOME)
-        || next_allowed_execution.is_some_and(|t| server_now < t)
 }
 
 /// Rr is what the writer knows of one RR: read leniently, so that an RR another writer

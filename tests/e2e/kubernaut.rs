@@ -1,13 +1,10 @@
-//! kubernaut compatibility: RRs this gateway writes are valid under
-//! kubernaut's own RemediationRequest CRD. The CRD here is written from the
-//! constraints kubernaut publishes for `kubernaut.ai/v1alpha1` (required spec
-//! fields, lengths, enums, `occurrenceCount` as int32, no selectable field),
-//! installed on a private control plane (the shared one has this project's
-//! CRD under the same name), and a gateway process runs the signal flow
-//! against it: a create, then a duplicate counted on the status. Values at
-//! kubernaut's bounds make an RR; values beyond them are rejected per alert
-//! before any write. The chart installs beside that CRD with
-//! `crds.install=false`, and refuses to take it over otherwise.
+//! kubernaut compatibility: RRs this gateway writes are valid under kubernaut's own
+//! RemediationRequest CRD (`../shared/kubernaut/`, installed unchanged by
+//! `owners::under_kubernauts_crd`, whose control plane runs this as a step), and a gateway
+//! process runs the signal flow against it: a create, then a duplicate counted on the
+//! status. Values at kubernaut's bounds make an RR; values beyond them are rejected per
+//! alert before any write. The chart installs beside that CRD with `crds.install=false`,
+//! and refuses to take it over otherwise.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -17,74 +14,8 @@ use testenv::ControlPlane;
 use crate::chart::{helm, run_helm};
 use crate::support::{alert, firing, http, post, spawn, webhook};
 
-/// kubernaut_crd is kubernaut's RemediationRequest CRD, reduced to what it
-/// validates.
-fn kubernaut_crd() -> CustomResourceDefinition {
-    let time = json!({"type": "string", "format": "date-time"});
-    let strings = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    let target = json!({"type": "object", "required": ["kind", "name"], "properties": {
-        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-        "name": {"type": "string"}, "namespace": {"type": "string"}}});
-    let spec = json!({
-        "type": "object",
-        "required": ["firingTime", "receivedTime", "severity", "signalFingerprint",
-                     "signalName", "signalType", "targetResource", "targetType"],
-        "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}],
-        "properties": {
-            "firingTime": time, "receivedTime": time,
-            "severity": {"type": "string", "minLength": 1, "maxLength": 50},
-            "signalFingerprint": {"type": "string", "maxLength": 64, "pattern": "^[a-f0-9]{64}$"},
-            "signalName": {"type": "string", "maxLength": 253},
-            "signalSource": {"type": "string", "maxLength": 63},
-            "signalType": {"type": "string"},
-            "signalLabels": strings, "signalAnnotations": strings,
-            "targetType": {"type": "string",
-                           "enum": ["kubernetes", "aws", "azure", "gcp", "datadog"]},
-            "targetResource": target,
-        }
-    });
-    let status = json!({"type": "object", "properties": {
-        "overallPhase": {"type": "string", "enum": [
-            "Pending", "Processing", "Analyzing", "AwaitingApproval", "Executing",
-            "Blocked", "Completed", "Failed", "TimedOut", "Skipped", "Cancelled"]},
-        "deduplication": {"type": "object", "properties": {
-            "firstSeenAt": time, "lastSeenAt": time,
-            "occurrenceCount": {"type": "integer", "format": "int32"}}},
-    }});
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "remediationrequests.kubernaut.ai"},
-        "spec": {
-            "group": "kubernaut.ai",
-            "names": {"kind": "RemediationRequest", "listKind": "RemediationRequestList",
-                      "plural": "remediationrequests", "singular": "remediationrequest",
-                      "shortNames": ["rr"]},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1alpha1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
-                    "spec": spec,
-                    "status": status,
-                }}},
-            }],
-        },
-    }))
-    .expect("a CRD")
-}
-
-#[tokio::test]
-async fn rrs_written_by_the_gateway_are_valid_under_kubernauts_crd() {
-    let cp = ControlPlane::start()
-        .await
-        .expect("starting a private control plane");
-    cp.install_crd(kubernaut_crd())
-        .await
-        .expect("installing kubernaut's CRD");
+/// rrs_written_by_the_gateway_are_valid runs on a control plane with kubernaut's CRD.
+pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
     let ns = cp.new_namespace().await.expect("a test namespace");
     let crds: Api<CustomResourceDefinition> = Api::all(cp.admin_client());
     let before = crds
@@ -118,7 +49,7 @@ async fn rrs_written_by_the_gateway_are_valid_under_kubernauts_crd() {
         "crds.install=false leaves kubernaut's CRD untouched"
     );
 
-    let gw = spawn(&cp, ns.name(), "kubernaut-0", &[]);
+    let gw = spawn(cp, ns.name(), "kubernaut-0", &[]);
     let http = http();
     // At kubernaut's bounds (counted in characters), beside alerts beyond them.
     let labelled = |pod: &str, name: String, severity: String| {

@@ -227,6 +227,7 @@ async fn under_kubernauts_crd() {
     each_hold_state_counts_or_opens_as_kubernauts_gateway(&cp).await;
     scope_managed_refuses_what_kubernaut_does_not_manage(&cp).await;
     owner_resolution_keeps_the_request_budget(&cp).await;
+    crate::kubernaut::rrs_written_by_the_gateway_are_valid(&cp).await;
 }
 
 async fn three_pods_of_a_deployment_are_one_rr_targeting_it(cp: &ControlPlane) {
