@@ -14,9 +14,9 @@ use super::{
     calls::{ApiCalls, KubeError, backoff, code},
     clock,
 };
-use crate::crd::{Deduplication, RemediationRequest, holds};
 #[cfg(test)]
 use crate::crd::TERMINAL_PHASES;
+use crate::crd::{Deduplication, RemediationRequest, holds};
 
 /// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
 /// and the count answered stop there alike.
