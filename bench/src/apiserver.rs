@@ -233,11 +233,16 @@ impl Delta {
             .join(", ")
     }
 
-    /// server_ms_text lists the mean server time of Lease and RR requests.
+    /// server_ms_text lists the mean server time of Lease and RR requests, and of the
+    /// Pod and ReplicaSet reads of owner resolution.
     pub fn server_ms_text(&self) -> String {
         self.server_ms
             .iter()
-            .filter(|(k, _)| k.contains("leases") || k.contains("remediationrequests"))
+            .filter(|(k, _)| {
+                ["leases", "remediationrequests", "pods", "replicasets"]
+                    .iter()
+                    .any(|r| k.contains(r))
+            })
             .map(|(k, (mean, n))| format!("{k} {mean:.1} ms (x{n:.0})"))
             .collect::<Vec<_>>()
             .join(", ")

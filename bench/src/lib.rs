@@ -19,7 +19,9 @@ mod report;
 mod rrs;
 mod stats;
 mod svg;
+mod workloads;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,10 +31,12 @@ use testenv::ControlPlane;
 use testenv::gateway::Gateway;
 
 use crate::apiserver::ApiServer;
-use crate::load::{Http, Phase, Schedule, alert, cold_start, http, run_phase, spawn, warm_up};
+use crate::load::{
+    Http, Phase, Schedule, alert, alert_in, cold_start, http, run_phase, spawn, warm_up,
+};
 use crate::otel::{Collector, LockCounts};
 
-pub use crate::report::{Report, SCENARIOS};
+pub use crate::report::{OWNER_SCENARIOS, Report, SCENARIOS};
 
 /// BoxError is any error of the bench.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,6 +65,11 @@ pub struct Options {
     pub storm: usize,
     /// crowd is the number of other RRs in the `crowded` namespace.
     pub crowd: usize,
+    /// owners is the number of Deployments (two Pods each) of the `owners` scenario,
+    /// and so the number of signals of each of its phases.
+    pub owners: usize,
+    /// rollout_pods is the number of Pods of the `rollout_storm` Deployment, one signal each.
+    pub rollout_pods: usize,
     /// scale_signals and scale_fingerprints shape each `scale` run.
     pub scale_signals: usize,
     pub scale_fingerprints: usize,
@@ -84,6 +93,8 @@ impl Options {
             plan_signals: 1000,
             storm: 1000,
             crowd: 10_000,
+            owners: 200,
+            rollout_pods: 50,
             scale_signals: 2000,
             scale_fingerprints: 500,
             in_flight: 64,
@@ -101,6 +112,8 @@ impl Options {
             plan_signals: 12,
             storm: 12,
             crowd: 20,
+            owners: 4,
+            rollout_pods: 6,
             scale_signals: 12,
             scale_fingerprints: 4,
             in_flight: 4,
@@ -115,12 +128,29 @@ impl Options {
 pub struct Run {
     pub scenario: String,
     pub locking: bool,
+    /// owners says whether the gateways resolved Pods to their Deployments.
+    pub owners: bool,
     pub replicas: usize,
     pub phase: Phase,
     /// duplicates counts active RRs beyond one per fingerprint, listed after the phase.
     pub duplicates: u64,
+    /// resolved is what the RRs say about the scenario's Deployments (owner resolution on).
+    pub resolved: Option<Resolved>,
     /// fleet names the gateways that served it (their lock metrics).
     pub fleet: String,
+}
+
+/// Resolved checks, after a phase with owner resolution on, that the signals about Pods
+/// were counted on RRs about their Deployments.
+pub struct Resolved {
+    /// deployments is the number of Deployments the scenario's Pods belong to.
+    pub deployments: u64,
+    /// rrs counts the RRs about those Deployments: one each.
+    pub rrs: u64,
+    /// occurrences sums their occurrence counts: every signal so far, once.
+    pub occurrences: u64,
+    /// pod_rrs counts the RRs of the namespace about a Pod: none.
+    pub pod_rrs: u64,
 }
 
 /// Count checks the occurrence counts of one namespace: every 2xx answer
@@ -171,10 +201,14 @@ struct Bench {
 struct Fleet {
     name: String,
     locking: bool,
+    /// owners says whether owner resolution is on.
+    owners: bool,
     gws: Vec<Gateway>,
     /// acknowledged counts the 2xx answers they gave, warm-ups included.
     acknowledged: u64,
     ns: String,
+    /// deployments are the Deployments whose Pods the scenario's signals are about.
+    deployments: Vec<String>,
 }
 
 /// run measures everything and writes the report files into `options.out`.
@@ -230,6 +264,8 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     for locking in [true, false] {
         b.storm(locking).await?;
     }
+    b.owners().await?;
+    b.rollout_storm().await?;
     for replicas in 1..=3 {
         for locking in [true, false] {
             b.scale(replicas, locking).await?;
@@ -284,32 +320,48 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
 }
 
 impl Bench {
-    /// fleet starts `replicas` gateways in `ns` and warms each up.
+    /// fleet starts `replicas` gateways in `ns` and warms each up. With owner
+    /// resolution on (`owners`) the warm-up signal is about the one Pod of a
+    /// Deployment of its own, `warmup-<instance>`, created here: the gateway
+    /// refuses a Pod that does not exist, and the scenario's own Deployments stay
+    /// unresolved until it measures them. `ns` then needs its `default` ServiceAccount.
     async fn fleet(
         &mut self,
         name: &str,
         ns: &str,
         replicas: usize,
         locking: bool,
+        owners: bool,
     ) -> Result<Fleet, BoxError> {
         let endpoint = self.collector.endpoint();
+        let instances: Vec<String> = (0..replicas).map(|i| format!("{name}-{i}")).collect();
+        let warmups: Vec<Bytes> = if owners {
+            let names: Vec<String> = instances.iter().map(|i| format!("warmup-{i}")).collect();
+            workloads::deployments(&self.cp.admin_client(), ns, &names, 1)
+                .await?
+                .iter()
+                .map(|pods| alert_in(ns, &pods[0]))
+                .collect()
+        } else {
+            instances
+                .iter()
+                .map(|i| alert(&format!("warmup-{i}")))
+                .collect()
+        };
         let mut gws = Vec::new();
-        for i in 0..replicas {
-            let instance = format!("{name}-{i}");
+        for instance in &instances {
             let resource = format!("service.instance.id={instance}");
             let env = [
-                (
-                    "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
-                    if locking { "true" } else { "false" },
-                ),
+                ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", on_true(locking)),
+                ("GATEWAY_OWNER_RESOLUTION", on_true(owners)),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
                 ("OTEL_METRIC_EXPORT_INTERVAL", EXPORT_INTERVAL_MS),
                 ("OTEL_RESOURCE_ATTRIBUTES", resource.as_str()),
             ];
-            gws.push(spawn(&self.options.gateway, &self.cp, ns, &instance, &env)?);
+            gws.push(spawn(&self.options.gateway, &self.cp, ns, instance, &env)?);
         }
-        for g in &gws {
-            warm_up(&self.http, g, &format!("warmup-{}", g.name())).await?;
+        for (g, body) in gws.iter().zip(warmups) {
+            warm_up(&self.http, g, body).await?;
             self.idle_rss_kib.push(g.memory().0);
         }
         if locking {
@@ -321,9 +373,11 @@ impl Bench {
         Ok(Fleet {
             name: name.to_owned(),
             locking,
+            owners,
             acknowledged: gws.len() as u64,
             gws,
             ns: ns.to_owned(),
+            deployments: Vec::new(),
         })
     }
 
@@ -362,12 +416,24 @@ impl Bench {
         phase: Phase,
     ) -> Result<(), BoxError> {
         let listed = rrs::list(&self.cp.admin_client(), &fleet.ns).await?;
+        let resolved = fleet.owners.then(|| {
+            let names: BTreeSet<&str> = fleet.deployments.iter().map(String::as_str).collect();
+            let (rrs, occurrences) = listed.about(&names);
+            Resolved {
+                deployments: names.len() as u64,
+                rrs,
+                occurrences,
+                pod_rrs: listed.of_kind("Pod"),
+            }
+        });
         self.runs.push(Run {
             scenario: scenario.to_owned(),
             locking: fleet.locking,
+            owners: fleet.owners,
             replicas: fleet.gws.len(),
             phase,
             duplicates: listed.duplicates(),
+            resolved,
             fleet: fleet.name.clone(),
         });
         Ok(())
@@ -414,7 +480,7 @@ impl Bench {
             };
             // Pod names must be DNS labels: the fleet's name goes into them.
             let name = format!("{}new-{}", prefix.replace('_', "-"), on_off(locking));
-            fleets.push(self.fleet(&name, &ns, 1, locking).await?);
+            fleets.push(self.fleet(&name, &ns, 1, locking, false).await?);
         }
         let n = self.options.signals;
         let rounds = ROUNDS.min(n);
@@ -457,7 +523,7 @@ impl Bench {
     async fn plan(&mut self, locking: bool) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
         let name = format!("plan-{}", on_off(locking));
-        let mut fleet = self.fleet(&name, ns.name(), 3, locking).await?;
+        let mut fleet = self.fleet(&name, ns.name(), 3, locking, false).await?;
         let bodies = plan_mix(self.options.plan_signals)
             .into_iter()
             .map(|f| alert(&format!("{name}-{f}")))
@@ -473,10 +539,71 @@ impl Bench {
     async fn storm(&mut self, locking: bool) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
         let name = format!("storm-{}", on_off(locking));
-        let mut fleet = self.fleet(&name, ns.name(), 3, locking).await?;
+        let mut fleet = self.fleet(&name, ns.name(), 3, locking, false).await?;
         let body = alert(&format!("{name}-0"));
         let bodies = vec![body; self.options.storm];
         self.phase("storm", &mut fleet, bodies, Schedule::Burst)
+            .await?;
+        self.stop(fleet).await
+    }
+
+    /// owners measures what owner resolution adds to a signal, with locking on, on one
+    /// gateway: N Deployments, each with a ReplicaSet and two Pods, and three phases of N
+    /// signals at the open-loop rate. `owners_new`: the first Pod of each Deployment, never
+    /// seen (reads the Pod and its ReplicaSet, and creates the Deployment's RR);
+    /// `owners_sibling`: the second Pod of each (reads the Pod only: its ReplicaSet is
+    /// known; counts on the RR); `owners_duplicate`: the first Pods again (no read; counts).
+    async fn owners(&mut self) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let client = self.cp.admin_client();
+        let n = self.options.owners;
+        eprintln!("bench: creating {n} Deployments with a ReplicaSet and 2 Pods each");
+        workloads::service_account(&client, ns.name()).await?;
+        let name = "owners-on";
+        let names: Vec<String> = (0..n).map(|i| format!("{name}-app{i}")).collect();
+        let made = workloads::deployments(&client, ns.name(), &names, 2).await?;
+        let mut fleet = self.fleet(name, ns.name(), 1, true, true).await?;
+        fleet.deployments = names;
+        let rate = Schedule::Rate {
+            per_s: self.options.rate,
+        };
+        let pods = |k: usize| -> Vec<Bytes> {
+            made.iter()
+                .map(|pods| alert_in(ns.name(), &pods[k]))
+                .collect()
+        };
+        self.phase("owners_new", &mut fleet, pods(0), rate).await?;
+        self.phase("owners_sibling", &mut fleet, pods(1), rate)
+            .await?;
+        self.phase("owners_duplicate", &mut fleet, pods(0), rate)
+            .await?;
+        self.stop(fleet).await
+    }
+
+    /// rollout_storm is a rollout gone wrong: every Pod of one Deployment alerts once, all
+    /// at once, over three replicas with owner resolution and locking on; one RR must hold
+    /// them all.
+    async fn rollout_storm(&mut self) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let client = self.cp.admin_client();
+        workloads::service_account(&client, ns.name()).await?;
+        let name = "rollout-on";
+        let deployment = format!("{name}-web");
+        let made = workloads::deployments(
+            &client,
+            ns.name(),
+            std::slice::from_ref(&deployment),
+            self.options.rollout_pods,
+        )
+        .await?;
+        let mut fleet = self.fleet(name, ns.name(), 3, true, true).await?;
+        fleet.deployments = vec![deployment];
+        let bodies = made
+            .iter()
+            .flatten()
+            .map(|p| alert_in(ns.name(), p))
+            .collect();
+        self.phase("rollout_storm", &mut fleet, bodies, Schedule::Burst)
             .await?;
         self.stop(fleet).await
     }
@@ -485,7 +612,9 @@ impl Bench {
     async fn scale(&mut self, replicas: usize, locking: bool) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
         let name = format!("scale{replicas}-{}", on_off(locking));
-        let mut fleet = self.fleet(&name, ns.name(), replicas, locking).await?;
+        let mut fleet = self
+            .fleet(&name, ns.name(), replicas, locking, false)
+            .await?;
         let f = self.options.scale_fingerprints.max(1);
         let bodies = (0..self.options.scale_signals)
             .map(|i| alert(&format!("{name}-{}", i % f)))
@@ -518,6 +647,10 @@ fn plan_mix(n: usize) -> Vec<usize> {
 
 fn on_off(locking: bool) -> &'static str {
     if locking { "on" } else { "off" }
+}
+
+fn on_true(on: bool) -> &'static str {
+    if on { "true" } else { "false" }
 }
 
 fn facts(options: &Options) -> Vec<(&'static str, String)> {

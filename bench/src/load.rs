@@ -47,14 +47,20 @@ pub fn spawn(
     Ok(gw)
 }
 
-/// alert is a webhook with one firing alert about `pod`.
+/// alert is a webhook with one firing alert about `pod` in namespace `prod`, which
+/// does not exist: for gateways with owner resolution off.
 pub fn alert(pod: &str) -> Bytes {
+    alert_in("prod", pod)
+}
+
+/// alert_in is a webhook with one firing alert about Pod `pod` in namespace `ns`.
+pub fn alert_in(ns: &str, pod: &str) -> Bytes {
     json!({
         "version": "4", "status": "firing", "receiver": "sg", "groupKey": "{}:{}", "truncatedAlerts": 0,
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
         "alerts": [{
             "status": "firing",
-            "labels": {"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": pod, "severity": "critical"},
+            "labels": {"alertname": "KubePodCrashLooping", "namespace": ns, "pod": pod, "severity": "critical"},
             "annotations": {}, "startsAt": "2026-11-27T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus:9090", "fingerprint": "0123456789abcdef"
         }]
@@ -343,13 +349,13 @@ async fn wait_signals(gws: &[&Gateway], marks: &[usize], want: u64) -> Batches {
     }
 }
 
-/// warm_up sends one signal outside any measurement, so that the first
-/// measured request finds a warm connection on both sides. It returns once
-/// the gateway has logged the signal's batch, so that the next phase's
+/// warm_up sends one signal, `body`, outside any measurement, so that the
+/// first measured request finds a warm connection on both sides. It returns
+/// once the gateway has logged the signal's batch, so that the next phase's
 /// counts start after it.
-pub async fn warm_up(http: &Http, gw: &Gateway, pod: &str) -> Result<(), BoxError> {
+pub async fn warm_up(http: &Http, gw: &Gateway, body: Bytes) -> Result<(), BoxError> {
     let mark = gw.log_len();
-    let a = post(http, gw.addr(), alert(pod), Instant::now()).await;
+    let a = post(http, gw.addr(), body, Instant::now()).await;
     if a.status != 201 && a.status != 202 {
         return Err(format!("warm-up request answered {}", a.status).into());
     }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use bench::{BoxError, Options};
 
 const USAGE: &str = "usage: bench [--smoke] [--gateway PATH] [--out DIR] [--rate PER_S] \
-[--signals N] [--plan-signals N] [--storm N] [--crowd N] [--scale-signals N] \
+[--signals N] [--plan-signals N] [--storm N] [--crowd N] [--owners N] [--rollout-pods N] \
+[--scale-signals N] \
 [--scale-fingerprints N] [--in-flight N] [--cold-starts N]";
 
 fn parse_args() -> Result<Options, String> {
@@ -55,6 +56,8 @@ fn parse_args() -> Result<Options, String> {
             "--plan-signals" => o.plan_signals = count(&value)?,
             "--storm" => o.storm = count(&value)?,
             "--crowd" => o.crowd = count(&value)?,
+            "--owners" => o.owners = count(&value)?,
+            "--rollout-pods" => o.rollout_pods = count(&value)?,
             "--scale-signals" => o.scale_signals = count(&value)?,
             "--scale-fingerprints" => o.scale_fingerprints = count(&value)?,
             "--in-flight" => o.in_flight = count(&value)?,

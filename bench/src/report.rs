@@ -13,16 +13,29 @@ use crate::svg::{self, Series};
 use crate::{BoxError, Results, Run};
 
 /// SCENARIOS are the scenario names in the order they are reported.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 13] = [
     "new",
     "duplicate",
     "crowded_new",
     "crowded_duplicate",
     "plan",
     "storm",
+    "owners_new",
+    "owners_sibling",
+    "owners_duplicate",
+    "rollout_storm",
     "scale_1",
     "scale_2",
     "scale_3",
+];
+
+/// OWNER_SCENARIOS are the scenarios run with owner resolution on, with locking on only;
+/// every other one runs with owner resolution off, with locking on and off.
+pub const OWNER_SCENARIOS: [&str; 4] = [
+    "owners_new",
+    "owners_sibling",
+    "owners_duplicate",
+    "rollout_storm",
 ];
 
 /// Report is what one run wrote.
@@ -55,7 +68,7 @@ fn run_json(run: &Run) -> Value {
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    json!({
+    let mut v = json!({
         "p50_ms": round(s.p50),
         "p95_ms": round(s.p95),
         "p99_ms": round(s.p99),
@@ -68,7 +81,92 @@ fn run_json(run: &Run) -> Value {
         "replicas": run.replicas,
         "load": run.phase.schedule.describe(),
         "answers": answers,
-    })
+        "owner_resolution": run.owners,
+    });
+    if let Some(r) = &run.resolved {
+        v["deployments"] = json!(r.deployments);
+        v["rrs_for_deployments"] = json!(r.rrs);
+        v["occurrence_count"] = json!(r.occurrences);
+        v["pod_rrs"] = json!(r.pod_rrs);
+    }
+    v
+}
+
+/// OWNER_ROWS pair each `owners` phase with the phase of the same kind with owner
+/// resolution off (locking on in both): what resolution adds is their difference.
+const OWNER_ROWS: [(&str, &str, &str, &str); 3] = [
+    (
+        "new",
+        "owners_new",
+        "new",
+        "new RR: the first signal of a Pod never seen (cold cache), whose Deployment has no RR",
+    ),
+    (
+        "sibling",
+        "owners_sibling",
+        "duplicate",
+        "the first signal of a new Pod of a known ReplicaSet, counted on its Deployment's RR",
+    ),
+    (
+        "duplicate",
+        "owners_duplicate",
+        "duplicate",
+        "duplicate in a warm process: a Pod seen before",
+    ),
+];
+
+/// Added is what owner resolution adds to one kind of signal: (off, on) of each figure.
+struct Added<'a> {
+    key: &'static str,
+    on: &'a Run,
+    off: &'a Run,
+    what: &'static str,
+}
+
+impl Added<'_> {
+    fn p50(&self) -> (f64, f64) {
+        (
+            st(Some(self.off)).map_or(f64::NAN, |s| s.p50),
+            st(Some(self.on)).map_or(f64::NAN, |s| s.p50),
+        )
+    }
+
+    fn p95(&self) -> (f64, f64) {
+        (
+            st(Some(self.off)).map_or(f64::NAN, |s| s.p95),
+            st(Some(self.on)).map_or(f64::NAN, |s| s.p95),
+        )
+    }
+
+    fn requests(&self) -> (f64, f64) {
+        (
+            self.off.phase.requests_per_signal(),
+            self.on.phase.requests_per_signal(),
+        )
+    }
+}
+
+/// added pairs the `owners` runs with their counterparts, for those that ran.
+fn added(r: &Results) -> Vec<Added<'_>> {
+    OWNER_ROWS
+        .iter()
+        .filter_map(|(key, on, off, what)| {
+            Some(Added {
+                key,
+                on: find(r, on, true)?,
+                off: find(r, off, true)?,
+                what,
+            })
+        })
+        .collect()
+}
+
+/// difference is `on − off`, with a rounding error of the background estimate shown as 0.
+fn difference((off, on): (f64, f64)) -> f64 {
+    match on - off {
+        d if d.abs() < 0.005 => 0.0,
+        d => d,
+    }
 }
 
 fn round(v: f64) -> f64 {
@@ -108,7 +206,7 @@ fn summary(r: &Results) -> Summary {
     let mut locks_without_storm = LockCounts::default();
     for (fleet, c) in &r.locks {
         locks.add(c);
-        if !fleet.starts_with("storm") {
+        if !fleet.starts_with("storm") && !fleet.starts_with("rollout") {
             locks_without_storm.add(c);
         }
     }
@@ -163,6 +261,12 @@ fn to_json(r: &Results, s: &Summary) -> Value {
             "contention": s.locks.contention,
             "failures": s.locks.failures,
         },
+        "owner_resolution_added": added(r).iter().map(|a| (a.key.to_owned(), json!({
+            "compared_with": a.off.scenario,
+            "p50_ms": round(difference(a.p50())),
+            "p95_ms": round(difference(a.p95())),
+            "api_requests_per_signal": round(difference(a.requests())),
+        }))).collect::<Map<String, Value>>(),
         "occurrences": r.counts.iter().map(|c| json!({
             "fleet": c.fleet, "acknowledged": c.acknowledged, "counted": c.counted,
         })).collect::<Vec<_>>(),
@@ -173,6 +277,8 @@ fn to_json(r: &Results, s: &Summary) -> Value {
             "plan_signals": o.plan_signals,
             "storm": o.storm,
             "crowd": o.crowd,
+            "owners": o.owners,
+            "rollout_pods": o.rollout_pods,
             "scale_signals": o.scale_signals,
             "scale_fingerprints": o.scale_fingerprints,
             "in_flight": o.in_flight,
@@ -311,7 +417,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     g.push(Goal {
         figure: "lock contention rate".into(),
         value: format!(
-            "{} ({} of {} claims); without `storm`: {}",
+            "{} ({} of {} claims); without `storm` and `rollout_storm`: {}",
             pct(l.contention_rate()),
             l.contention,
             l.attempts,
@@ -320,10 +426,10 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         target: "< 5 %",
         source: "original plan",
         met: l.contention_rate() < 0.05,
-        why: "Contention is what `storm` is made of: every replica meets one new fingerprint at \
-              the same moment, and all but one claim find the record held (within one process the \
-              signals are coalesced first, so at most one claim per replica). The rate without \
-              `storm` is the one the original plan's mixed load would see."
+        why: "Contention is what `storm` and `rollout_storm` are made of: every replica meets one \
+              new fingerprint at the same moment, and all but one claim find the record held \
+              (within one process the signals are coalesced first, so at most one claim per \
+              replica). The rate without them is the one the original plan's mixed load would see."
             .into(),
     });
     let signals: u64 = r.runs.iter().map(|x| x.phase.signals).sum();
@@ -417,6 +523,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 .into(),
         });
     }
+    owner_goals(r, &mut g);
     let lists = rr_lists(r);
     g.push(Goal {
         figure: "LIST of RRs in any measured phase".into(),
@@ -427,6 +534,92 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         why: "Something on the hot path lists RRs.".into(),
     });
     g
+}
+
+/// owner_goals are the figures of the scenarios with owner resolution on.
+fn owner_goals(r: &Results, g: &mut Vec<Goal>) {
+    for a in added(r) {
+        let (off, on) = a.requests();
+        let d = difference((off, on));
+        let (target, budget, scenario) = match a.key {
+            "new" => ("<= 2", 2.0, "owners_new"),
+            "sibling" => ("<= 1", 1.0, "owners_sibling"),
+            _ => ("0", 0.0, "owners_duplicate"),
+        };
+        g.push(Goal {
+            figure: format!(
+                "API requests owner resolution adds, `{scenario}` − `{}` (locking on)",
+                a.off.scenario
+            ),
+            value: format!(
+                "{d:.2} ({on:.2} − {off:.2}; {})",
+                a.on.phase.server.breakdown_text()
+            ),
+            target,
+            source: "owner resolution",
+            // Both are estimates net of background traffic: allow 2 % of a new RR's budget.
+            met: d <= budget + 0.08,
+            why: "A cold cache reads the Pod and then its ReplicaSet (metadata only), once each;                   a new Pod of a known ReplicaSet reads the Pod; a Pod seen in the last 10                   minutes reads nothing. The breakdown shows what else was sent."
+                .into(),
+        });
+    }
+    let owners: Vec<&Run> = ["owners_new", "owners_sibling", "owners_duplicate"]
+        .iter()
+        .filter_map(|s| find(r, s, true))
+        .collect();
+    if let Some(last) = owners.last()
+        && let Some(res) = &last.resolved
+    {
+        let signals: u64 = owners.iter().map(|x| x.phase.signals).sum();
+        let pod_rrs: u64 = owners
+            .iter()
+            .filter_map(|x| x.resolved.as_ref())
+            .map(|x| x.pod_rrs)
+            .sum();
+        g.push(Goal {
+            figure: "`owners`: RRs per Deployment, RRs about a Pod, occurrences".into(),
+            value: format!(
+                "{} RRs for {} Deployments, {pod_rrs} about a Pod, {} occurrences of {signals} \
+                 signals",
+                res.rrs, res.deployments, res.occurrences
+            ),
+            target: "1 each, 0, all",
+            source: "owner resolution",
+            met: res.rrs == res.deployments && pod_rrs == 0 && res.occurrences == signals,
+            why: "Each Deployment's two Pods must be one problem: a second RR, or one about a \
+                  Pod, means a signal was not resolved to its Deployment."
+                .into(),
+        });
+    }
+    if let Some(storm) = find(r, "rollout_storm", true)
+        && let Some(res) = &storm.resolved
+    {
+        let p = &storm.phase;
+        g.push(Goal {
+            figure: format!(
+                "`rollout_storm`: RRs for the Deployment, and its occurrenceCount ({} Pods at \
+                 once over {} replicas)",
+                p.signals, storm.replicas
+            ),
+            value: format!(
+                "{} RR, occurrenceCount {} ({} errors, {} duplicates)",
+                res.rrs,
+                res.occurrences,
+                p.errors(),
+                storm.duplicates
+            ),
+            target: "1 RR, = Pods",
+            source: "owner resolution",
+            met: res.rrs == 1
+                && storm.duplicates == 0
+                && res.pod_rrs == 0
+                && res.occurrences == p.signals,
+            why: "Every Pod's signal resolves to the one Deployment, on whichever replica it \
+                  lands; the replicas then contend for one fingerprint as in `storm`. A count \
+                  short of the Pods is a signal answered with an error (see the errors column)."
+                .into(),
+        });
+    }
 }
 
 fn failures_text(l: &LockCounts) -> String {
@@ -454,9 +647,10 @@ fn scenario_row(out: &mut String, run: &Run) {
         .join(", ");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.3} | {:.2} | {answers} |",
+        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.3} | {:.2} | {answers} |",
         run.scenario,
         if run.locking { "on" } else { "off" },
+        if run.owners { "on" } else { "off" },
         run.replicas,
         p.schedule.describe(),
         p.signals,
@@ -470,6 +664,76 @@ fn scenario_row(out: &mut String, run: &Run) {
         p.writes_per_signal(),
         p.logged_per_signal(),
     );
+}
+
+/// owner_section compares each `owners` phase with its counterpart with owner resolution
+/// off, and lists what the RRs say about the Deployments.
+fn owner_section(out: &mut String, r: &Results) {
+    let rows = added(r);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## What owner resolution adds\n\n\
+         Each `owners` phase (owner resolution on) beside the phase of the same kind with it \
+         off, both with locking on, one gateway, the same arrival rate, in this run. The \
+         request figures are exact counts; a latency difference of a few ms is within this \
+         machine's drift between the phases, which run minutes apart. The gateways' own count \
+         (`api_calls` of their batch log lines) leaves out the owner reads, which happen before \
+         a signal joins a batch; the API server's count has them (`GET pods`, `GET \
+         replicasets`).\n\n\
+         | signal | off: run | p50 ms off / on (+) | p95 ms off / on (+) | API req/signal off / on (+) | requests with owner resolution on |\n\
+         |---|---|---|---|---|---|"
+    );
+    for a in &rows {
+        let (p50, p95, req) = (a.p50(), a.p95(), a.requests());
+        let _ = writeln!(
+            out,
+            "| {} (`{}`) | `{}` | {:.1} / {:.1} ({:+.1}) | {:.1} / {:.1} ({:+.1}) | {:.2} / {:.2} ({:+.2}) | {} |",
+            a.what,
+            a.on.scenario,
+            a.off.scenario,
+            p50.0,
+            p50.1,
+            difference(p50),
+            p95.0,
+            p95.1,
+            difference(p95),
+            req.0,
+            req.1,
+            difference(req),
+            a.on.phase.server.breakdown_text()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhat the RRs say after each phase with owner resolution on (listed with the admin \
+         client):\n\n\
+         | scenario | replicas | signals | errors | Deployments | RRs for them | occurrenceCount (sum) | RRs about a Pod | duplicates |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for name in OWNER_SCENARIOS {
+        let Some(run) = find(r, name, true) else {
+            continue;
+        };
+        let Some(res) = &run.resolved else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            run.replicas,
+            run.phase.signals,
+            run.phase.errors(),
+            res.deployments,
+            res.rrs,
+            res.occurrences,
+            res.pod_rrs,
+            run.duplicates
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
@@ -536,10 +800,23 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
          - `plan`: the original plan's run, {plan} signals at {rate:.0}/s over 3 replicas \
          (round robin), fingerprints drawn from {pf} with a skew (a few repeat often, many once).\n\
          - `storm`: {storm} identical signals sent at once over 3 replicas.\n\
+         - `owners_new`, `owners_sibling`, `owners_duplicate` (owner resolution on, locking on \
+         only): {own} Deployments, each with a ReplicaSet and 2 Pods (real objects, created with \
+         the admin client; nothing runs them), one gateway, {own} signals per phase at \
+         {rate:.0}/s. `owners_new`: the first Pod of each Deployment, never seen by the gateway, \
+         so each signal reads the Pod and its ReplicaSet and creates its Deployment's RR; \
+         `owners_sibling`: the second Pod of each, whose ReplicaSet is known (reads the Pod, \
+         counts on the RR); `owners_duplicate`: the first Pods again (reads nothing, counts). \
+         Several Deployments rather than one, so that a new RR is measured {own} times.\n\
+         - `rollout_storm` (owner resolution on, locking on only): one Deployment with {rp} \
+         Pods, every Pod alerting once, all at once, over 3 replicas (round robin), none of \
+         which has seen the Deployment: one RR must count them all.\n\
          - `scale_R`: {ss} signals over {sf} fingerprints (each {rep} times), closed loop with \
          {inf} in flight, over R replicas; signals/s is the throughput.\n\n\
-         Each with locking on and off, in a fresh namespace (the crowded one is shared by both \
-         settings), each gateway warmed up with one signal first. API requests are the API \
+         Each with locking on and off unless said otherwise, in a fresh namespace (the crowded \
+         one is shared by both settings), each gateway warmed up with one signal first (with \
+         owner resolution on, about a Pod of a Deployment of its own). Owner resolution is off \
+         unless said otherwise. API requests are the API \
          server's `apiserver_request_total`, scraped before and after each phase (after the \
          gateways logged every batch), minus the scrape itself \
          ({sc:.0}) and the API server's background traffic ({bg:.2} requests/s, {bw:.2} writes/s, \
@@ -554,6 +831,8 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         plan = o.plan_signals,
         pf = (o.plan_signals / 5).max(1),
         storm = o.storm,
+        own = o.owners,
+        rp = o.rollout_pods,
         ss = o.scale_signals,
         sf = o.scale_fingerprints,
         rep = o.scale_signals / o.scale_fingerprints.max(1),
@@ -564,11 +843,11 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
     );
     let _ = writeln!(
         out,
-        "| scenario | lock | replicas | load | signals | signals/s | p50 ms | p95 ms | p99 ms | errors | duplicates | API req/signal | API writes/signal | API req/signal (gateway logs) | answers |"
+        "| scenario | lock | owners | replicas | load | signals | signals/s | p50 ms | p95 ms | p99 ms | errors | duplicates | API req/signal | API writes/signal | API req/signal (gateway logs) | answers |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for name in SCENARIOS {
         for locking in [true, false] {
@@ -578,6 +857,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         }
     }
     let _ = writeln!(out, "\n![latency CDF, lock on vs off](latency_cdf.svg)\n");
+    owner_section(&mut out, r);
 
     let _ = writeln!(
         out,

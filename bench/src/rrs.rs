@@ -1,7 +1,7 @@
 //! Rrs creates and lists RemediationRequests with the admin client, outside
 //! any measured phase.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -74,6 +74,7 @@ pub async fn crowd(client: &kube::Client, ns: &str, n: usize) -> Result<(), BoxE
 /// Rr is what the bench reads of one RR.
 struct Rr {
     fingerprint: String,
+    kind: String,
     target: String,
     active: bool,
     occurrences: u64,
@@ -104,6 +105,20 @@ impl Listed {
             .map(|r| r.occurrences)
             .sum()
     }
+
+    /// about counts the RRs whose target is one of the Deployments `names`, and sums
+    /// their occurrence counts.
+    pub fn about(&self, names: &BTreeSet<&str>) -> (u64, u64) {
+        self.rrs
+            .iter()
+            .filter(|r| r.kind == "Deployment" && names.contains(r.target.as_str()))
+            .fold((0, 0), |(n, sum), r| (n + 1, sum + r.occurrences))
+    }
+
+    /// of_kind counts the RRs whose target is of kind `kind`.
+    pub fn of_kind(&self, kind: &str) -> u64 {
+        self.rrs.iter().filter(|r| r.kind == kind).count() as u64
+    }
 }
 
 /// list reads every RR of `ns`, a page at a time.
@@ -124,6 +139,10 @@ pub async fn list(client: &kube::Client, ns: &str) -> Result<Listed, BoxError> {
             let phase = item["status"]["overallPhase"].as_str().unwrap_or("");
             rrs.push(Rr {
                 fingerprint: item["spec"]["signalFingerprint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                kind: item["spec"]["targetResource"]["kind"]
                     .as_str()
                     .unwrap_or("")
                     .to_owned(),

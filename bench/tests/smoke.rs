@@ -62,6 +62,33 @@ fn gateway() -> PathBuf {
     bin
 }
 
+/// owners_counted checks a run with owner resolution on: every answer accepted (a Pod
+/// that does not exist is answered 200 `rejected`), one RR per Deployment and none about a
+/// Pod, and every signal so far counted on them.
+fn owners_counted(name: &str, options: &bench::Options, run: &Value) {
+    let answers = run["answers"].as_object().expect("answers");
+    assert!(
+        answers.keys().all(|k| k == "201" || k == "202"),
+        "{name}: every signal counted on an RR, none refused: {run}"
+    );
+    let (deployments, occurrences) = match name {
+        "rollout_storm" => (1, options.rollout_pods),
+        "owners_new" => (options.owners, options.owners),
+        "owners_sibling" => (options.owners, 2 * options.owners),
+        _ => (options.owners, 3 * options.owners),
+    };
+    assert_eq!(run["deployments"], deployments, "{name}: {run}");
+    assert_eq!(
+        run["rrs_for_deployments"], deployments,
+        "{name}: one RR per Deployment: {run}"
+    );
+    assert_eq!(run["pod_rrs"], 0, "{name}: no RR about a Pod: {run}");
+    assert_eq!(
+        run["occurrence_count"], occurrences,
+        "{name}: every signal counted: {run}"
+    );
+}
+
 fn newest(dir: &std::path::Path) -> SystemTime {
     let mut t = SystemTime::UNIX_EPOCH;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -99,16 +126,32 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
 
     let j = &report.json;
     for name in bench::SCENARIOS {
-        for setting in ["lock_on", "lock_off"] {
+        let owners = bench::OWNER_SCENARIOS.contains(&name);
+        let settings: &[&str] = if owners {
+            &["lock_on"]
+        } else {
+            &["lock_on", "lock_off"]
+        };
+        if owners {
+            assert!(
+                j["scenarios"][name].get("lock_off").is_none(),
+                "{name} runs with locking on only: {}",
+                j["scenarios"][name]
+            );
+        }
+        for setting in settings {
             let run = &j["scenarios"][name][setting];
             for field in RUN_FIELDS {
                 assert!(run[field].is_number(), "{name}.{setting}.{field}: {run}");
             }
             assert_eq!(run["errors"], 0, "{name}.{setting}: {run}");
             assert_eq!(run["duplicates"], 0, "{name}.{setting}: {run}");
+            assert_eq!(run["owner_resolution"], owners, "{name}.{setting}: {run}");
             let want = match name {
                 "plan" => options.plan_signals,
                 "storm" => options.storm,
+                "rollout_storm" => options.rollout_pods,
+                n if n.starts_with("owners") => options.owners,
                 n if n.starts_with("scale") => options.scale_signals,
                 _ => options.signals,
             };
@@ -116,6 +159,18 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
             assert!(
                 run["api_requests_per_signal"].as_f64() > Some(0.0),
                 "{name}.{setting}: {run}"
+            );
+            if owners {
+                owners_counted(name, &options, run);
+            }
+        }
+    }
+    for kind in ["new", "sibling", "duplicate"] {
+        let added = &j["owner_resolution_added"][kind];
+        for field in ["p50_ms", "p95_ms", "api_requests_per_signal"] {
+            assert!(
+                added[field].is_number(),
+                "owner_resolution_added.{kind}: {added}"
             );
         }
     }

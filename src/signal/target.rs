@@ -42,10 +42,67 @@ pub(crate) struct Kind {
     pub label: Option<&'static str>,
     /// read_op names a metadata read of this kind in errors and metrics.
     pub read_op: &'static str,
+    /// names is the rule Kubernetes applies to names of this kind.
+    pub names: NameRule,
+}
+
+/// NameRule is one of Kubernetes' rules for object names (`k8s.io/apimachinery`'s
+/// `IsDNS1123Subdomain`, `IsDNS1123Label`, `IsDNS1035Label`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NameRule {
+    /// At most 253 characters of lowercase letters, digits, `-` and `.`, starting and ending
+    /// with a letter or digit, with a letter or digit on each side of every `.`; no limit
+    /// per dot-separated part. Most kinds, and custom resources.
+    Subdomain,
+    /// At most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit.
+    Label,
+    /// A DNS-1123 label that starts with a letter (Services).
+    Dns1035Label,
+}
+
+impl NameRule {
+    /// allows reports whether `name` is valid under this rule.
+    pub(crate) fn allows(self, name: &str) -> bool {
+        match self {
+            NameRule::Subdomain => is_dns1123_subdomain(name),
+            NameRule::Label => is_dns1123_label(name),
+            NameRule::Dns1035Label => {
+                is_dns1123_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+            }
+        }
+    }
+
+    /// describes says what the rule requires, for an error message.
+    fn describes(self) -> &'static str {
+        match self {
+            NameRule::Subdomain => {
+                "a valid DNS-1123 subdomain (lowercase letters, digits, '-' and '.', starting and \
+                 ending with a letter or digit, at most 253 characters)"
+            }
+            NameRule::Label => {
+                "a valid DNS-1123 label (lowercase letters, digits and '-', starting and ending \
+                 with a letter or digit, at most 63 characters)"
+            }
+            NameRule::Dns1035Label => {
+                "a valid DNS-1035 label (lowercase letters, digits and '-', starting with a \
+                 letter and ending with a letter or digit, at most 63 characters)"
+            }
+        }
+    }
 }
 
 macro_rules! kind {
     ($kind:literal, $api_version:literal, $plural:literal, $namespaced:literal, $label:expr) => {
+        kind!(
+            $kind,
+            $api_version,
+            $plural,
+            $namespaced,
+            $label,
+            NameRule::Subdomain
+        )
+    };
+    ($kind:literal, $api_version:literal, $plural:literal, $namespaced:literal, $label:expr, $names:expr) => {
         Kind {
             kind: $kind,
             api_version: $api_version,
@@ -53,6 +110,7 @@ macro_rules! kind {
             namespaced: $namespaced,
             label: $label,
             read_op: concat!("reading ", $plural),
+            names: $names,
         }
     };
 }
@@ -107,9 +165,23 @@ pub(crate) const KINDS: &[Kind] = &[
         true,
         Some("persistentvolumeclaim")
     ),
-    kind!("Service", "v1", "services", true, Some("service")),
+    kind!(
+        "Service",
+        "v1",
+        "services",
+        true,
+        Some("service"),
+        NameRule::Dns1035Label
+    ),
     kind!("Node", "v1", "nodes", false, Some("node")),
-    kind!("Namespace", "v1", "namespaces", false, None),
+    kind!(
+        "Namespace",
+        "v1",
+        "namespaces",
+        false,
+        None,
+        NameRule::Label
+    ),
     kind!("PersistentVolume", "v1", "persistentvolumes", false, None),
 ];
 
@@ -131,9 +203,19 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// is_dns1123_subdomain reports whether `s` is a valid object name (dot-separated RFC 1123 labels, at most 253 characters).
+/// is_dns1123_subdomain reports whether `s` is a DNS-1123 subdomain as Kubernetes checks
+/// it: at most 253 characters, dot-separated parts of lowercase letters, digits and `-`
+/// that start and end with a letter or digit, with no limit on a part's length.
 fn is_dns1123_subdomain(s: &str) -> bool {
-    (1..=253).contains(&s.len()) && s.split('.').all(is_dns1123_label)
+    let part = |p: &str| {
+        let b = p.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    (1..=253).contains(&s.len()) && s.split('.').all(part)
 }
 
 /// is_kind reports whether `s` can be a Kubernetes kind: ASCII letters and digits, starting with a letter.
@@ -152,12 +234,13 @@ pub(crate) fn validate_target(target: &TargetResource) -> Result<(), String> {
             shown(&target.kind)
         ));
     }
-    if !is_dns1123_subdomain(&target.name) {
+    let rule = known_kind(&target.kind).map_or(NameRule::Subdomain, |k| k.names);
+    if !rule.allows(&target.name) {
         return Err(format!(
-            "{} name {} is not a valid DNS-1123 subdomain (lowercase letters, digits, '-' and '.', \
-             starting and ending with a letter or digit, at most 253 characters)",
+            "{} name {} is not {}",
             target.kind,
-            shown(&target.name)
+            shown(&target.name),
+            rule.describes()
         ));
     }
     if !target.namespace.is_empty() && !is_dns1123_label(&target.namespace) {
@@ -203,7 +286,7 @@ mod tests {
             "a.-b",
             ".a",
             "a.",
-            &"a".repeat(64),
+            &"a".repeat(254),
         ] {
             assert!(
                 !is_dns1123_subdomain(bad),
@@ -222,6 +305,50 @@ mod tests {
         );
         assert!(!is_dns1123_label("a.b"));
         assert!(!is_dns1123_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn each_kind_gets_kubernetes_own_name_rule() {
+        // A 64-character Pod name without dots: a subdomain has no per-part limit.
+        let pod = "payment-api-processing-test-3f1c0a6e-2b7d-4c1e-9a55-0d6b8e1f2a3c";
+        assert_eq!(pod.len(), 64);
+        let cases: [(&str, &str, bool); 14] = [
+            ("Pod", pod, true),
+            ("Deployment", &"d".repeat(253), true),
+            ("Pod", &"p".repeat(254), false),
+            ("Pod", "web.v2-0", true),
+            ("Node", "ip-10-0-0-1.ec2.internal", true),
+            ("Service", "web", true),
+            ("Service", "0web", false),
+            ("Service", "web.v2", false),
+            ("Service", &"s".repeat(64), false),
+            ("Namespace", &"n".repeat(63), true),
+            ("Namespace", &"n".repeat(64), false),
+            ("Namespace", "a.b", false),
+            ("MyCustomKind", pod, true),
+            ("Pod", "Web", false),
+        ];
+        for (kind, name, ok) in cases {
+            let t = TargetResource {
+                kind: kind.into(),
+                name: name.into(),
+                namespace: if kind == "Namespace" || kind == "Node" {
+                    String::new()
+                } else {
+                    "prod".into()
+                },
+                api_version: String::new(),
+            };
+            assert_eq!(validate_target(&t).is_ok(), ok, "{kind} {name:?}");
+        }
+        let t = TargetResource {
+            kind: "Service".into(),
+            name: "0web".into(),
+            namespace: "prod".into(),
+            api_version: String::new(),
+        };
+        let reason = validate_target(&t).err().unwrap_or_default();
+        assert!(reason.contains("DNS-1035 label"), "{reason}");
     }
 
     #[test]

@@ -431,6 +431,8 @@ async fn the_images_entrypoint_serves_a_signal_and_resolves_host_names() {
             ("GATEWAY_NAMESPACE", ns.name()),
             ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0"),
             ("GATEWAY_AUTH", "none"),
+            // The alert's Pod does not exist; owner resolution has its own tests (owners.rs).
+            ("GATEWAY_OWNER_RESOLUTION", "false"),
             ("POD_NAME", "image-0"),
             (
                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
