@@ -51,12 +51,16 @@ pub enum AuthMode {
 /// Review is what `tokenreview` mode asks the API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Review {
-    /// audience the caller's token must have been issued for.
-    pub audience: String,
+    /// audience the caller's token must have been issued for; None (`apiserver`) accepts
+    /// any token the API server accepts for itself, as kubernaut's Gateway does.
+    pub audience: Option<String>,
     /// group of the resource the caller must be allowed to `create` (empty: core).
     pub group: String,
     /// resource the caller must be allowed to `create`, in the gateway's namespace.
     pub resource: String,
+    /// name of that resource, when the permission is on one object (kubernaut:
+    /// `services/gateway-service`).
+    pub name: Option<String>,
     /// cache_ttl bounds how long a decision is reused for one token.
     pub cache_ttl: Duration,
 }
@@ -158,6 +162,7 @@ struct Env {
     auth_audience: String,
     #[serde(default = "defaults::auth_resource")]
     auth_resource: String,
+    auth_resource_name: Option<String>,
     #[serde(default = "defaults::auth_cache_seconds")]
     auth_cache_seconds: u64,
     cluster_id: Option<String>,
@@ -361,6 +366,7 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         AuthKind::Tokenreview => AuthMode::TokenReview(review(
             &env.auth_audience,
             &env.auth_resource,
+            env.auth_resource_name.as_deref(),
             env.auth_cache_seconds,
         )?),
         AuthKind::None => AuthMode::None,
@@ -431,14 +437,31 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
     })
 }
 
+/// AUDIENCE_APISERVER is the `GATEWAY_AUTH_AUDIENCE` that asks for no audience of the gateway's own.
+const AUDIENCE_APISERVER: &str = "apiserver";
+
 /// review reads the audience, resource and cache time of `tokenreview` mode.
-fn review(audience: &str, resource: &str, cache_seconds: u64) -> Result<Review, ConfigError> {
+fn review(
+    audience: &str,
+    resource: &str,
+    name: Option<&str>,
+    cache_seconds: u64,
+) -> Result<Review, ConfigError> {
     const VAR: &str = "GATEWAY_AUTH_RESOURCE";
     let audience = audience.trim();
     if audience.is_empty() || audience.len() > 253 {
         return Err(problem(
             "GATEWAY_AUTH_AUDIENCE",
             "must be 1 to 253 characters".into(),
+        ));
+    }
+    let name = name.map(str::trim);
+    if let Some(name) = name
+        && !crate::signal::is_object_name(name)
+    {
+        return Err(problem(
+            "GATEWAY_AUTH_RESOURCE_NAME",
+            format!("'{name}' is not a valid object name (a DNS-1123 subdomain)"),
         ));
     }
     in_range("GATEWAY_AUTH_CACHE_SECONDS", cache_seconds, 0, 300)?;
@@ -458,9 +481,10 @@ fn review(audience: &str, resource: &str, cache_seconds: u64) -> Result<Review, 
         ));
     }
     Ok(Review {
-        audience: audience.to_owned(),
+        audience: (audience != AUDIENCE_APISERVER).then(|| audience.to_owned()),
         group: group.to_owned(),
         resource: resource.to_owned(),
+        name: name.map(str::to_owned),
         cache_ttl: Duration::from_secs(cache_seconds),
     })
 }
@@ -545,9 +569,10 @@ mod tests {
         assert_eq!(
             c.auth,
             AuthMode::TokenReview(Review {
-                audience: "signal-gateway".into(),
+                audience: Some("signal-gateway".into()),
                 group: "kubernaut.ai".into(),
                 resource: "remediationrequests".into(),
+                name: None,
                 cache_ttl: Duration::from_secs(10),
             })
         );
@@ -718,9 +743,36 @@ mod tests {
             panic!("tokenreview is the default")
         };
         assert_eq!(
-            (r.resource.as_str(), r.group.as_str(), r.audience.as_str()),
-            ("signals", "gateway.example.com", "alerts")
+            (r.resource.as_str(), r.group.as_str(), r.audience.as_deref()),
+            ("signals", "gateway.example.com", Some("alerts"))
         );
+        assert_eq!(r.name, None);
+    }
+
+    #[test]
+    fn kubernauts_sender_permission_maps_onto_ours() {
+        // kubernaut's Gateway: a TokenReview without audiences, then may the caller
+        // `create services/gateway-service` in the gateway's namespace?
+        let c = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "kubernaut-system"),
+            ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
+            ("GATEWAY_AUTH_RESOURCE", "services"),
+            ("GATEWAY_AUTH_RESOURCE_NAME", "gateway-service"),
+        ])
+        .unwrap();
+        let AuthMode::TokenReview(r) = c.auth else {
+            panic!("tokenreview is the default")
+        };
+        assert_eq!(r.audience, None);
+        assert_eq!((r.group.as_str(), r.resource.as_str()), ("", "services"));
+        assert_eq!(r.name.as_deref(), Some("gateway-service"));
+        let e = Config::from_vars([
+            ("GATEWAY_NAMESPACE", "a"),
+            ("GATEWAY_AUTH_RESOURCE_NAME", "Gateway_Service"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GATEWAY_AUTH_RESOURCE_NAME"), "{e}");
     }
 
     #[test]

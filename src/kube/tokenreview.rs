@@ -9,17 +9,18 @@ use kube::{Api, api::PostParams};
 
 use super::calls::{ApiCalls, KubeError};
 
-/// review_token sends one TokenReview for `audience` and returns its status.
+/// review_token sends one TokenReview for `audience` (None: the API server's own) and
+/// returns its status.
 pub async fn review_token(
     client: &kube::Client,
     token: &str,
-    audience: &str,
+    audience: Option<&str>,
     calls: &ApiCalls,
 ) -> Result<TokenReviewStatus, KubeError> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.to_owned(),
-            audiences: Some(vec![audience.to_owned()]),
+            audiences: audience.map(|a| vec![a.to_owned()]),
         },
         ..TokenReview::default()
     };
@@ -35,12 +36,14 @@ pub async fn review_token(
     Ok(done.status.unwrap_or_default())
 }
 
-/// Permission is the action a caller must be allowed: `create` on a resource in a namespace.
+/// Permission is the action a caller must be allowed: `create` on a resource (or on one
+/// object of it, by name) in a namespace.
 #[derive(Clone, Debug)]
 pub struct Permission {
     pub namespace: String,
     pub group: String,
     pub resource: String,
+    pub name: Option<String>,
 }
 
 /// may_create sends one SubjectAccessReview: may `user` create `permission.resource`?
@@ -60,6 +63,7 @@ pub async fn may_create(
                 namespace: Some(permission.namespace.clone()),
                 group: Some(permission.group.clone()),
                 resource: Some(permission.resource.clone()),
+                name: permission.name.clone(),
                 verb: Some("create".into()),
                 ..ResourceAttributes::default()
             }),

@@ -20,7 +20,7 @@ pub use alertmanager::parse_alertmanager;
 pub use event::parse_event;
 pub use fingerprint::Fingerprint;
 pub use target::TargetResource;
-pub(crate) use target::{KINDS, Kind, is_dns1123_label, known_kind};
+pub(crate) use target::{KINDS, Kind, is_dns1123_label, is_object_name, known_kind};
 
 /// Source is the adapter a signal came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

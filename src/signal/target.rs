@@ -203,6 +203,11 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// is_object_name reports whether `s` can name an object of most kinds (a DNS-1123 subdomain).
+pub(crate) fn is_object_name(s: &str) -> bool {
+    is_dns1123_subdomain(s)
+}
+
 /// is_dns1123_subdomain reports whether `s` is a DNS-1123 subdomain as Kubernetes checks
 /// it: at most 253 characters, dot-separated parts of lowercase letters, digits and `-`
 /// that start and end with a letter or digit, with no limit on a part's length.

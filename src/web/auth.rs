@@ -188,7 +188,7 @@ enum Decision {
 pub struct Reviewer {
     client: Client,
     calls_timeout: Duration,
-    audience: String,
+    audience: Option<String>,
     permission: Permission,
     ttl: Duration,
     cache: Mutex<LruCache<Digest, (Instant, Decision)>>,
@@ -208,6 +208,7 @@ impl Reviewer {
                 namespace: namespace.to_owned(),
                 group: review.group.clone(),
                 resource: review.resource.clone(),
+                name: review.name.clone(),
             },
             ttl: review.cache_ttl,
             cache: Mutex::new(LruCache::new(
@@ -270,13 +271,14 @@ impl Reviewer {
             tracing::warn!(error = %e, "reviewing a caller failed");
             Rejection::AuthUnavailable
         };
-        let status = review_token(&self.client, token, &self.audience, &calls)
+        let status = review_token(&self.client, token, self.audience.as_deref(), &calls)
             .await
             .map_err(unavailable)?;
-        let audience_ok = status
-            .audiences
+        // With no audience of our own, the API server judged the token for itself.
+        let audience_ok = self
+            .audience
             .as_ref()
-            .is_some_and(|a| a.contains(&self.audience));
+            .is_none_or(|mine| status.audiences.as_ref().is_some_and(|a| a.contains(mine)));
         let user = match status.user {
             Some(user) if status.authenticated == Some(true) && audience_ok => user,
             _ => {
@@ -306,10 +308,14 @@ impl Reviewer {
 }
 
 fn resource_name(p: &Permission) -> String {
-    if p.group.is_empty() {
+    let resource = if p.group.is_empty() {
         p.resource.clone()
     } else {
         format!("{}.{}", p.resource, p.group)
+    };
+    match &p.name {
+        Some(name) => format!("{resource} {name}"),
+        None => resource,
     }
 }
 

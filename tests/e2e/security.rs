@@ -105,6 +105,19 @@ async fn token(cp: &ControlPlane, ns: &str, name: &str, audience: &str) -> Strin
 /// grant_sender gives ServiceAccount `name` the senders' Role in `ns` and waits until the
 /// authorizer applies it.
 async fn grant_sender(cp: &ControlPlane, ns: &str, name: &str) {
+    grant(cp, ns, name, "kubernaut.ai", "remediationrequests", None).await;
+}
+
+/// grant gives ServiceAccount `name` a Role in `ns` allowing `create` on `resource` of
+/// `group` (on the one object `object`, if given), and waits until the authorizer applies it.
+async fn grant(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    group: &str,
+    resource: &str,
+    object: Option<&str>,
+) {
     let admin = cp.admin_client();
     let role = Role {
         metadata: ObjectMeta {
@@ -112,8 +125,9 @@ async fn grant_sender(cp: &ControlPlane, ns: &str, name: &str) {
             ..ObjectMeta::default()
         },
         rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["kubernaut.ai".into()]),
-            resources: Some(vec!["remediationrequests".into()]),
+            api_groups: Some(vec![group.into()]),
+            resources: Some(vec![resource.into()]),
+            resource_names: object.map(|o| vec![o.to_owned()]),
             verbs: vec!["create".into()],
             ..PolicyRule::default()
         }]),
@@ -149,8 +163,9 @@ async fn grant_sender(cp: &ControlPlane, ns: &str, name: &str) {
             user: Some(format!("system:serviceaccount:{ns}:{name}")),
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(ns.into()),
-                group: Some("kubernaut.ai".into()),
-                resource: Some("remediationrequests".into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                name: object.map(str::to_owned),
                 verb: Some("create".into()),
                 ..ResourceAttributes::default()
             }),
@@ -174,6 +189,61 @@ async fn grant_sender(cp: &ControlPlane, ns: &str, name: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// kubernaut's sender RBAC, unchanged: its chart lets a signal source `create` the one
+/// object `services/gateway-service`, and its Gateway reviews the pod's ordinary token (the
+/// API server's audience). With kubernaut's mapping the same RoleBinding sends signals.
+#[tokio::test]
+async fn kubernauts_sender_rolebinding_works_unchanged() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let ns = ns.name();
+    service_account(cp, ns, "prometheus-alertmanager").await;
+    service_account(cp, ns, "other-service").await;
+    grant(
+        cp,
+        ns,
+        "prometheus-alertmanager",
+        "",
+        "services",
+        Some("gateway-service"),
+    )
+    .await;
+    let kubernaut = [
+        ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
+        ("GATEWAY_AUTH_RESOURCE", "services"),
+        ("GATEWAY_AUTH_RESOURCE_NAME", "gateway-service"),
+    ];
+    let app = app::assemble(&gateway_config(ns, &kubernaut), cp.gateway_client())
+        .await
+        .router();
+    let api_audience = "https://kubernetes.default.svc.cluster.local";
+    let sender = token(cp, ns, "prometheus-alertmanager", api_audience).await;
+    let other = token(cp, ns, "other-service", api_audience).await;
+    let (status, body) = send(&app, Some(&other), "kubernaut-rbac").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = send(&app, Some("not-a-token"), "kubernaut-rbac").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(rrs(cp, ns).await.is_empty());
+    let (status, body) = send(&app, Some(&sender), "kubernaut-rbac").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The same Role on another object name is not enough: the name is checked.
+    let strict = app::assemble(
+        &gateway_config(
+            ns,
+            &[
+                ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
+                ("GATEWAY_AUTH_RESOURCE", "services"),
+                ("GATEWAY_AUTH_RESOURCE_NAME", "another-gateway"),
+            ],
+        ),
+        cp.gateway_client(),
+    )
+    .await
+    .router();
+    let (status, body) = send(&strict, Some(&sender), "kubernaut-rbac").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
 #[tokio::test]
