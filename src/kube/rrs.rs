@@ -28,14 +28,23 @@ const MAX_STATUS_ATTEMPTS: u32 = 10;
 /// Counted is the outcome of adding occurrences to an RR.
 #[derive(Debug)]
 pub enum Counted {
-    /// The count now includes the signals: `occurrence_count` is the new total.
-    Yes { occurrence_count: i64 },
+    /// The count now includes the signals.
+    Yes(Tally),
     /// The RR no longer holds its problem (`holds`): the signals belong to a new RR.
     Released,
     /// The RR is gone (deleted, or it was never there).
     Missing,
     /// Every attempt lost to a concurrent writer.
     Contended,
+}
+
+/// Tally is an RR's deduplication status as a count left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// occurrence_count is the new total.
+    pub occurrence_count: i64,
+    pub first_seen: jiff::Timestamp,
+    pub last_seen: jiff::Timestamp,
 }
 
 /// Rr is what the writer knows of one RR: read leniently, so that an RR another writer
@@ -214,16 +223,19 @@ impl Rrs {
             if !rr.holds() {
                 return Ok(Counted::Released);
             }
-            let now = Time(jiff::Timestamp::now());
+            let now = jiff::Timestamp::now();
             let seen = rr.status.deduplication.as_ref();
-            let occurrence_count = rr.occurrence_count().saturating_add(k).min(MAX_COUNT);
+            let tally = Tally {
+                occurrence_count: rr.occurrence_count().saturating_add(k).min(MAX_COUNT),
+                first_seen: seen
+                    .and_then(|d| d.first_seen_at.as_ref())
+                    .map_or(now, |t| t.0),
+                last_seen: now,
+            };
             let dedup = Deduplication {
-                first_seen_at: Some(
-                    seen.and_then(|d| d.first_seen_at.clone())
-                        .unwrap_or_else(|| now.clone()),
-                ),
-                last_seen_at: Some(now),
-                occurrence_count: Some(occurrence_count),
+                first_seen_at: Some(Time(tally.first_seen)),
+                last_seen_at: Some(Time(now)),
+                occurrence_count: Some(tally.occurrence_count),
             };
             let patch = json!({
                 "metadata": { "resourceVersion": rr.resource_version },
@@ -237,7 +249,7 @@ impl Rrs {
                 )
                 .await?;
             match sent {
-                Ok(_) => return Ok(Counted::Yes { occurrence_count }),
+                Ok(_) => return Ok(Counted::Yes(tally)),
                 Err(e) if code(&e) == Some(409) => {
                     tokio::time::sleep(backoff(attempt, std::time::Duration::from_millis(5))).await;
                     match self.get(&name, calls).await? {

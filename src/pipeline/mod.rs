@@ -23,7 +23,7 @@ use std::{sync::Arc, time::Duration};
 use tracing::Instrument as _;
 
 use crate::{
-    kube::{ApiCalls, KubeError},
+    kube::{ApiCalls, KubeError, Tally},
     signal::{Fingerprint, Signal},
     telemetry,
 };
@@ -46,7 +46,8 @@ pub struct Counted {
     pub disposition: Disposition,
     /// `<namespace>/<name>` of the RR that counts this signal.
     pub remediation_request: String,
-    pub occurrence_count: i64,
+    /// tally is the RR's deduplication status after the count.
+    pub tally: Tally,
 }
 
 /// Outcome is what became of one signal; its fingerprint is its workload's.
@@ -222,31 +223,25 @@ async fn run_batch(
         _ => Err(Error::Cancelled),
     };
     let namespace = writer.rrs.namespace();
-    let answer = written.map(|w| {
-        (
-            w.created,
-            format!("{namespace}/{}", w.rr),
-            w.occurrence_count,
-        )
-    });
+    let answer = written.map(|w| (w.created, format!("{namespace}/{}", w.rr), w.tally));
     batch.reply(|i, _| {
         answer
             .clone()
-            .map(|(created, remediation_request, occurrence_count)| Counted {
+            .map(|(created, remediation_request, tally)| Counted {
                 disposition: if created && i == 0 {
                     Disposition::Created
                 } else {
                     Disposition::Duplicate
                 },
                 remediation_request,
-                occurrence_count,
+                tally,
             })
     });
     let trace_id = trace_id.as_deref();
     match &answer {
-        Ok((created, rr, count)) => tracing::info!(
+        Ok((created, rr, tally)) => tracing::info!(
             fingerprint = %fp, rr = %rr, created, signals,
-            occurrence_count = count, api_calls = calls.count(), trace_id, "batch processed"
+            occurrence_count = tally.occurrence_count, api_calls = calls.count(), trace_id, "batch processed"
         ),
         Err(e) => tracing::warn!(
             fingerprint = %fp, signals, api_calls = calls.count(), error = %e,

@@ -87,7 +87,6 @@ fn reference(r: &TargetResource) -> String {
 pub(crate) struct Resolver {
     pub owners: Option<Owners>,
     pub scope: Option<Scope>,
-    pub cluster_id: Option<String>,
 }
 
 impl Resolver {
@@ -100,7 +99,7 @@ impl Resolver {
         if let Some(owners) = &self.owners {
             match owners.resolve(&signal.target, calls).await? {
                 Resolution::Workload(w) if w == signal.target => {}
-                Resolution::Workload(w) => signal.retarget(w, self.cluster_id.as_deref()),
+                Resolution::Workload(w) => signal.retarget(w),
                 Resolution::Gone(message) => return Ok(Some(refused(Refusal::Gone { message }))),
             }
         }
@@ -117,7 +116,7 @@ impl Resolver {
 
 fn refused(refusal: Refusal) -> Refusal {
     telemetry::metrics()
-        .signals_refused
+        .signals_rejected
         .add(1, &[kv("reason", refusal.reason())]);
     refusal
 }

@@ -25,7 +25,9 @@ use crate::{
     chaos::Pauser,
     config::PausePoint,
     crd::RemediationRequest,
-    kube::{ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rr, Rrs, View, lease_name},
+    kube::{
+        ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rr, Rrs, Tally, View, lease_name,
+    },
     signal::Signal,
     telemetry,
 };
@@ -40,7 +42,7 @@ const CACHE_LIMIT: usize = 16_384;
 pub(crate) struct Written {
     pub created: bool,
     pub rr: String,
-    pub occurrence_count: i64,
+    pub tally: Tally,
 }
 
 /// Writer holds the clients and the per-process cache of record views.
@@ -91,12 +93,12 @@ impl Writer {
             let (next, settled) = match view.rr.clone() {
                 None => (view.generation.max(1), false),
                 Some(name) => match self.count_on(&name, k, calls).await? {
-                    Counted::Yes { occurrence_count } => {
+                    Counted::Yes(tally) => {
                         self.remember(fp, view);
                         return Ok(Written {
                             created: false,
                             rr: name,
-                            occurrence_count,
+                            tally,
                         });
                     }
                     Counted::Released => (view.generation.saturating_add(1), true),
@@ -120,13 +122,12 @@ impl Writer {
                 Claimed::Busy { view, waited } => {
                     // The holder may have finished just now: count on its RR if it is active.
                     if let Some(name) = view.rr.clone()
-                        && let Counted::Yes { occurrence_count } =
-                            self.count_on(&name, k, calls).await?
+                        && let Counted::Yes(tally) = self.count_on(&name, k, calls).await?
                     {
                         return Ok(Written {
                             created: false,
                             rr: name,
-                            occurrence_count,
+                            tally,
                         });
                     }
                     return Err(Error::LockBusy {
@@ -137,15 +138,11 @@ impl Writer {
                 Claimed::Won(claim) => {
                     self.pauser.pause(PausePoint::AfterLock).await;
                     match self.create(signal, k, &claim, calls).await {
-                        Ok(Some((created, occurrence_count))) => {
+                        Ok(Some((created, tally))) => {
                             let rr = claim.rr.clone();
                             let left = self.records.finish(claim);
                             self.remember(fp, left);
-                            return Ok(Written {
-                                created,
-                                rr,
-                                occurrence_count,
-                            });
+                            return Ok(Written { created, rr, tally });
                         }
                         Ok(None) => {
                             self.release(fp, claim, calls).await;
@@ -199,7 +196,7 @@ impl Writer {
         k: i64,
         claim: &Claim,
         calls: &ApiCalls,
-    ) -> Result<Option<(bool, i64)>, Error> {
+    ) -> Result<Option<(bool, Tally)>, Error> {
         if !self.records.fits(claim, calls.timeout()) {
             return Err(Error::LeaseExpiring {
                 lease: claim.lease.clone(),
@@ -220,9 +217,13 @@ impl Writer {
             .rrs
             .create(&rr, calls)
             .instrument(info_span!("create", rr = %claim.rr))
-            .await?;
+            .await
+            .inspect_err(|_| telemetry::metrics().crd_creation_failed("k8s_api_error"))?;
         let (created, rr) = match made {
-            Some(created) => (true, created),
+            Some(created) => {
+                telemetry::metrics().crd_created(signal.source);
+                (true, created)
+            }
             // The writer we collided with won: count on its RR.
             None => {
                 telemetry::metrics().fence_collisions.add(1, &[]);
@@ -231,7 +232,10 @@ impl Writer {
                     .rrs
                     .get(&claim.rr, calls)
                     .instrument(info_span!("dedup read", rr = %claim.rr))
-                    .await?;
+                    .await
+                    .inspect_err(|_| {
+                        telemetry::metrics().crd_creation_failed("fetch_existing_failed");
+                    })?;
                 match winner {
                     Some(winner) => (false, winner),
                     None => return Ok(None),
@@ -239,7 +243,7 @@ impl Writer {
             }
         };
         match self.status_write(rr, k, calls).await? {
-            Counted::Yes { occurrence_count } => Ok(Some((created, occurrence_count))),
+            Counted::Yes(tally) => Ok(Some((created, tally))),
             Counted::Released | Counted::Missing => Ok(None),
             Counted::Contended => Err(contended(&claim.rr)),
         }

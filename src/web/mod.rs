@@ -1,7 +1,9 @@
 //! Web is the HTTP adapter: the axum `Router` shared by every serve mode, request checks
 //! (`auth`, content type, size), and the answers (`problem` maps every error to a status).
 
+mod answer;
 mod auth;
+mod headers;
 mod problem;
 mod server;
 
@@ -27,7 +29,7 @@ pub use server::{Limits, serve};
 use crate::{
     pipeline::{Disposition, Pipeline, Refusal},
     signal::{self, Item, ParseContext, Source},
-    telemetry::{self, kv},
+    telemetry,
 };
 
 /// AppState is what every handler shares.
@@ -43,6 +45,8 @@ pub struct AppState {
     pub max_alerts: usize,
     pub alert_concurrency: usize,
     pub cluster_id: Option<String>,
+    /// replay_window is `GATEWAY_REPLAY_WINDOW_SECONDS`; None turns the replay checks off.
+    pub replay_window: Option<std::time::Duration>,
     /// request_timeout bounds a whole request, body and authentication included.
     pub request_timeout: std::time::Duration,
     /// requests bounds the requests in progress, authentication included.
@@ -55,10 +59,20 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/signals/prometheus", post(prometheus))
         .route("/api/v1/signals/kubernetes-event", post(kubernetes_event))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn(headers::stamp))
+}
+
+/// healthz answers as kubernaut's Gateway does: alive, and the time.
+async fn healthz() -> Response {
+    Json(serde_json::json!({
+        "status": "healthy",
+        "timestamp": jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string(),
+    }))
+    .into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -66,7 +80,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
     match crate::kube::reachable(&s.client, s.api_timeout).await {
-        Ok(()) => "ok".into_response(),
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             // Readiness is open to everyone: the API server's message stays in the log.
             tracing::warn!(error = %e, "readiness check failed");
@@ -144,6 +158,9 @@ struct SignalResult {
     /// rejection says, as kubernaut's Gateway does, why a signal got no RR and what to do.
     #[serde(skip_serializing_if = "Option::is_none")]
     rejection: Option<RejectionBody>,
+    /// seen is the RR's first and last occurrence after the count (kubernaut's `metadata`).
+    #[serde(skip)]
+    seen: Option<(jiff::Timestamp, jiff::Timestamp)>,
 }
 
 /// RejectionBody is kubernaut's `rejection` object.
@@ -176,6 +193,10 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         .map(|c| c.0);
     s.auth.check(req.headers(), peer).await?;
     check_content_type(req.headers())?;
+    let timestamp_header = req
+        .headers()
+        .get("x-timestamp")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = read_body(req, s.max_body_bytes).await?;
     tracing::debug!(
         source = source.as_str(),
@@ -187,6 +208,8 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         cluster_id: s.cluster_id.clone(),
         received_time: jiff::Timestamp::now(),
         max_alerts: s.max_alerts,
+        replay_window: s.replay_window,
+        timestamp_header,
     };
     let items = match source {
         Source::Alertmanager => signal::parse_alertmanager(&body, &ctx),
@@ -198,6 +221,10 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
     })?;
     drop(body);
 
+    let intake: Vec<telemetry::Intake> = items
+        .iter()
+        .map(|item| telemetry::metrics().intake(source, item))
+        .collect();
     let results: Vec<Result<SignalResult, Rejection>> = stream::iter(items)
         .map(|item| {
             let pipeline = Arc::clone(&s.pipeline);
@@ -215,6 +242,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                                     occurrence_count: None,
                                     reason: Some(problem::bounded(e.to_string())),
                                     rejection: None,
+                                    seen: None,
                                 });
                             }
                             Err(e) => return Err(e.into()),
@@ -228,9 +256,10 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                                 },
                                 fingerprint,
                                 remediation_request: Some(counted.remediation_request),
-                                occurrence_count: Some(counted.occurrence_count),
+                                occurrence_count: Some(counted.tally.occurrence_count),
                                 reason: None,
                                 rejection: None,
+                                seen: Some((counted.tally.first_seen, counted.tally.last_seen)),
                             },
                             Err(refusal) => SignalResult {
                                 status: Status::Rejected,
@@ -239,6 +268,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                                 occurrence_count: None,
                                 reason: Some(refusal.message()),
                                 rejection: Some((&refusal).into()),
+                                seen: None,
                             },
                         })
                     }
@@ -252,6 +282,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                         occurrence_count: None,
                         reason: Some(reason),
                         rejection: None,
+                        seen: None,
                     }),
                     Item::Rejected { reason } => Ok(SignalResult {
                         status: Status::Rejected,
@@ -260,6 +291,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
                         occurrence_count: None,
                         reason: Some(reason),
                         rejection: None,
+                        seen: None,
                     }),
                 }
             }
@@ -267,15 +299,14 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         .buffered(s.alert_concurrency)
         .collect()
         .await;
-    for r in &results {
+    // `buffered` keeps the order of the items.
+    for (r, intake) in results.iter().zip(&intake) {
         let status = r.as_ref().map_or("failed", |r| r.status.as_str());
-        telemetry::metrics()
-            .signals
-            .add(1, &[kv("source", source.as_str()), kv("status", status)]);
+        telemetry::metrics().answered(source, intake, status);
     }
     let results = summarize(results)?;
     let code = status_for(&results)?;
-    Ok((code, Json(serde_json::json!({ "results": results }))).into_response())
+    Ok((code, Json(answer::body(&results))).into_response())
 }
 
 /// summarize fails the whole request if any signal failed in a way a retry can fix
@@ -375,6 +406,7 @@ mod tests {
             occurrence_count: None,
             reason: Some("x".into()),
             rejection: None,
+            seen: None,
         }
     }
 

@@ -21,3 +21,4 @@ mod pod;
 mod replicas;
 mod security;
 mod support;
+mod wire;
