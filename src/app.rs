@@ -70,7 +70,6 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
     let resolver = Resolver {
         owners: config.owner_resolution.then(|| Owners::new(client.clone())),
         scope: (config.scope == Scope::Managed).then(|| kube::Scope::new(client.clone())),
-        cluster_id: config.cluster_id.clone(),
     };
     let pipeline = Pipeline::new(
         resolver,
@@ -99,6 +98,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
         max_alerts: config.max_alerts,
         alert_concurrency: config.alert_concurrency,
         cluster_id: config.cluster_id.clone(),
+        replay_window: config.replay_window,
         request_timeout: config.request_timeout,
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
         max_requests: config.max_in_flight,
@@ -112,7 +112,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
 
 impl App {
     /// router is the HTTP API of this app, with the HTTP server's telemetry around it
-    /// (`http.server.request.duration`, the request's span under the caller's `traceparent`).
+    /// (`gateway.http.request.duration`, the request's span under the caller's `traceparent`).
     pub fn router(&self) -> axum::Router {
         router(self.state.clone()).layer(middleware::from_fn(telemetry::http_server))
     }

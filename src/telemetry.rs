@@ -15,7 +15,8 @@
 //! bounded queue that drops when full.
 
 use std::{
-    sync::OnceLock,
+    collections::HashSet,
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -45,7 +46,10 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, fmt, layer::SubscriberExt as _};
 
-use crate::config::{ConfigError, LogFormat};
+use crate::{
+    config::{ConfigError, LogFormat},
+    signal::{Item, Source},
+};
 
 /// SERVICE_NAME is `service.name` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`
 /// names the service.
@@ -368,6 +372,8 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     let meters = any.then(|| builder.build());
     if let Some(provider) = &meters {
         global::set_meter_provider(provider.clone());
+        // The instruments, their zero series and the process metrics exist from start-up.
+        let _ = metrics();
     }
     if let Some(protocol) = metrics_protocol {
         tracing::info!(protocol = ?protocol, "exporting metrics over OTLP");
@@ -432,17 +438,39 @@ impl Telemetry {
 }
 
 /// Metrics are the instruments the gateway records. Their Prometheus names (after an
-/// OTLP collector's Prometheus exporter, or on `GATEWAY_METRICS_ADDR`) are in the README.
+/// OTLP collector's Prometheus exporter, or on `GATEWAY_METRICS_ADDR`) are in the README;
+/// where kubernaut's Gateway has a metric of the same meaning, the name and labels are its
+/// (`pkg/gateway/metrics/metrics.go`), so that dashboards and alerts written for it work.
 pub struct Metrics {
-    /// signals counts signals by `source` (alertmanager, kubernetes-event) and result
-    /// `status` (created, duplicate, ignored, rejected, failed).
+    /// signals counts every entry of every answer by `source_type` (`prometheus`,
+    /// `kubernetes-events`) and `status` (created, duplicate, ignored, rejected, failed):
+    /// the one count that matches the answers, and the only one of `ignored` and `failed`.
     pub signals: Counter<u64>,
+    /// signals_received counts firing alerts and Warning Events that became a signal, by
+    /// `source_type` and `severity` (the sender's value, bounded by `severities`).
+    pub signals_received: Counter<u64>,
+    /// signals_deduplicated counts signals counted on an existing RR, by `signal_name`.
+    pub signals_deduplicated: Counter<u64>,
+    /// signals_rejected counts signals given no RR, by `reason`: `invalid_signal` (the
+    /// alert or event can never become a signal), `unmanaged_resource`, `resource_not_found`.
+    pub signals_rejected: Counter<u64>,
+    /// crds_created counts RRs created, by `source_type` and `status` (`created`).
+    pub crds_created: Counter<u64>,
+    /// crd_creation_errors counts RR creates that failed, by `error_type`: `k8s_api_error`
+    /// (the create request failed or was refused) or `fetch_existing_failed` (the create
+    /// collided with another writer's and reading that RR failed).
+    pub crd_creation_errors: Counter<u64>,
+    /// owner_resolution counts target-to-workload resolutions by `kind` (the workload's on
+    /// success, the target's on failure, as kubernaut), `outcome` (`success`, `failed`) and
+    /// `detail`: `cached` (no request), `read`, `gone` (refused: the target no longer
+    /// exists), `forbidden`, `error`.
+    pub owner_resolution: Counter<u64>,
     /// kube_api_requests counts Kubernetes API requests by `verb`, `resource` and
     /// `outcome` (`ok`, `conflict`, `not_found`, `client_error`, `server_error`,
     /// `timeout`, `transport`).
     pub kube_api_requests: Counter<u64>,
-    /// request_duration is the HTTP server duration by `http.request.method`,
-    /// `http.route` and `http.response.status_code`.
+    /// request_duration is the HTTP server duration by `endpoint` (the matched route, or
+    /// `unmatched`), `method` and `status` (the code).
     pub request_duration: Histogram<f64>,
     /// lock_attempts counts claims of a fence record with locking on
     /// (`gateway_lock_acquisition_attempts_total` in Prometheus).
@@ -467,12 +495,12 @@ pub struct Metrics {
     pub fence_collisions: Counter<u64>,
     /// sweep_removals counts fence records deleted by the sweep.
     pub sweep_removals: Counter<u64>,
-    /// owner_resolutions counts target-to-workload resolutions by `outcome`: `cached` (no
-    /// request), `read`, `gone` (refused: the target no longer exists), `forbidden`, `error`.
-    pub owner_resolutions: Counter<u64>,
-    /// signals_refused counts signals given no RR by `reason` (`unmanaged_resource`,
-    /// `resource_not_found`).
-    pub signals_refused: Counter<u64>,
+    /// severities bounds the `severity` label of `signals_received`.
+    severities: Bounded,
+    /// signal_names bounds the `signal_name` label of `signals_deduplicated`.
+    signal_names: Bounded,
+    /// kinds bounds the `kind` label of `owner_resolution`.
+    kinds: Bounded,
 }
 
 /// LOCK_BUCKETS resolve a lock that costs one API round trip (about a millisecond).
@@ -480,13 +508,64 @@ const LOCK_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// HTTP_BUCKETS are the semantic conventions' advice for `http.server.request.duration`.
-const HTTP_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+/// HTTP_BUCKETS are kubernaut's (1 ms doubling to 512 ms), doubled on to 16 s so that a
+/// request that waits for a lock or a slow API server is not lost in `+Inf`.
+const HTTP_BUCKETS: [f64; 15] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192, 16.384,
 ];
 
+/// SEVERITY_VALUES, SIGNAL_NAME_VALUES and KIND_VALUES are how many distinct values of the
+/// sender's `severity`, `signal_name` and `kind` one process keeps as labels.
+const SEVERITY_VALUES: usize = 16;
+const SIGNAL_NAME_VALUES: usize = 256;
+const KIND_VALUES: usize = 32;
+
+/// OTHER is the label value of every value past a label's bound.
+const OTHER: &str = "other";
+
+/// UNMATCHED is the `endpoint` of a request that matched no route (the path is not kept:
+/// it is the sender's, unbounded).
+const UNMATCHED: &str = "unmatched";
+
+/// Bounded keeps the first `limit` distinct values of a label a sender controls and names
+/// every later one `other`, so that no sender can grow the number of series without bound.
+struct Bounded {
+    limit: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Bounded {
+        Bounded {
+            limit,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// label is `value` if it is one of the values kept, else `other`.
+    fn label(&self, value: &str) -> String {
+        let Ok(mut seen) = self.seen.lock() else {
+            return OTHER.to_owned();
+        };
+        if seen.contains(value) || (seen.len() < self.limit && seen.insert(value.to_owned())) {
+            value.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+}
+
+/// Intake is what the outcome metrics of one item of a payload need once it is answered.
+#[derive(Debug, Default)]
+pub struct Intake {
+    /// signal_name is the signal's alert name or event reason (None: not a signal).
+    signal_name: Option<String>,
+}
+
 impl Metrics {
-    /// new creates the instruments from `meter`.
+    /// new creates the instruments from `meter`, the series whose labels are known at zero,
+    /// and, where `/proc` exists, the process metrics.
     #[must_use]
     pub fn new(meter: &Meter) -> Metrics {
         let counter = |name: &'static str, description: &'static str| {
@@ -503,15 +582,42 @@ impl Metrics {
                 .with_boundaries(buckets.to_vec())
                 .build()
         };
-        Metrics {
-            signals: counter("gateway.signals", "Signals received, by source and result"),
+        let m = Metrics {
+            signals: counter(
+                "gateway.signals",
+                "Entries of the answers, by source type and status",
+            ),
+            signals_received: counter(
+                "gateway.signals.received",
+                "Signals received, by source type and severity",
+            ),
+            signals_deduplicated: counter(
+                "gateway.signals.deduplicated",
+                "Signals counted on an existing RemediationRequest, by signal name",
+            ),
+            signals_rejected: counter(
+                "gateway.signals.rejected",
+                "Signals given no RemediationRequest, by reason",
+            ),
+            crds_created: counter(
+                "gateway.crds.created",
+                "RemediationRequests created, by source type and status",
+            ),
+            crd_creation_errors: counter(
+                "gateway.crd.creation.errors",
+                "RemediationRequest creates that failed, by error type",
+            ),
+            owner_resolution: counter(
+                "gateway.owner.resolution",
+                "Resolutions of a signal's target to its workload, by kind, outcome and detail",
+            ),
             kube_api_requests: counter(
                 "gateway.kube.api.requests",
                 "Kubernetes API requests, by verb, resource and outcome",
             ),
             request_duration: seconds(
-                "http.server.request.duration",
-                "Duration of HTTP server requests",
+                "gateway.http.request.duration",
+                "HTTP request duration, by endpoint, method and status",
                 &HTTP_BUCKETS,
             ),
             lock_attempts: counter(
@@ -552,15 +658,279 @@ impl Metrics {
                 "gateway.sweep.removals",
                 "Fence records deleted by the sweep",
             ),
-            owner_resolutions: counter(
-                "gateway.owner.resolutions",
-                "Resolutions of a signal's target to its workload, by outcome",
-            ),
-            signals_refused: counter(
-                "gateway.signals.refused",
-                "Signals given no RR because of scope or resolution, by reason",
-            ),
+            severities: Bounded::new(SEVERITY_VALUES),
+            signal_names: Bounded::new(SIGNAL_NAME_VALUES),
+            kinds: Bounded::new(KIND_VALUES),
+        };
+        m.zeros();
+        process::register(meter);
+        m
+    }
+
+    /// zeros records 0 on every series whose labels are all known in advance, so that a
+    /// `rate()` or `increase()` over them has a start point before the first event.
+    fn zeros(&self) {
+        for c in [
+            &self.lock_attempts,
+            &self.lock_success,
+            &self.lock_contention,
+            &self.lock_takeovers,
+            &self.fence_collisions,
+            &self.sweep_removals,
+        ] {
+            c.add(0, &[]);
         }
+        for reason in ["timeout", "cancelled", "api_error", "superseded"] {
+            self.lock_failures.add(0, &[kv("reason", reason)]);
+        }
+        for reason in ["invalid_signal", "unmanaged_resource", "resource_not_found"] {
+            self.signals_rejected.add(0, &[kv("reason", reason)]);
+        }
+        for error_type in ["k8s_api_error", "fetch_existing_failed"] {
+            self.crd_creation_errors
+                .add(0, &[kv("error_type", error_type)]);
+        }
+        for source in [Source::Alertmanager, Source::KubernetesEvent] {
+            self.crds_created.add(
+                0,
+                &[
+                    kv("source_type", source_type(source)),
+                    kv("status", "created"),
+                ],
+            );
+        }
+    }
+
+    /// intake counts one item of a payload as it arrives: a signal as received, an item
+    /// that can never become one as rejected (`invalid_signal`).
+    pub fn intake(&self, source: Source, item: &Item) -> Intake {
+        match item {
+            Item::Signal(signal) => {
+                self.signals_received.add(
+                    1,
+                    &[
+                        kv("source_type", source_type(source)),
+                        kv("severity", self.severities.label(&signal.severity)),
+                    ],
+                );
+                Intake {
+                    signal_name: Some(signal.name.clone()),
+                }
+            }
+            Item::Rejected { .. } => {
+                self.signals_rejected
+                    .add(1, &[kv("reason", "invalid_signal")]);
+                Intake::default()
+            }
+            Item::Ignored { .. } => Intake::default(),
+        }
+    }
+
+    /// answered counts one entry of an answer by its `status`, and a duplicate by its
+    /// signal's name.
+    pub fn answered(&self, source: Source, intake: &Intake, status: &'static str) {
+        self.signals.add(
+            1,
+            &[kv("source_type", source_type(source)), kv("status", status)],
+        );
+        if status == "duplicate" {
+            let name = intake.signal_name.as_deref().unwrap_or_default();
+            self.signals_deduplicated
+                .add(1, &[kv("signal_name", self.signal_names.label(name))]);
+        }
+    }
+
+    /// crd_created counts one RR created for a signal from `source`.
+    pub fn crd_created(&self, source: Source) {
+        self.crds_created.add(
+            1,
+            &[
+                kv("source_type", source_type(source)),
+                kv("status", "created"),
+            ],
+        );
+    }
+
+    /// crd_creation_failed counts one failed RR create (`k8s_api_error`,
+    /// `fetch_existing_failed`).
+    pub fn crd_creation_failed(&self, error_type: &'static str) {
+        self.crd_creation_errors
+            .add(1, &[kv("error_type", error_type)]);
+    }
+
+    /// owner_resolved counts one owner resolution of a target: `kind` is the workload's
+    /// on success, the target's on failure; `detail` is `cached` or `read` (success),
+    /// `gone`, `forbidden` or `error` (failed).
+    pub fn owner_resolved(&self, kind: &str, detail: &'static str) {
+        let outcome = if matches!(detail, "cached" | "read") {
+            "success"
+        } else {
+            "failed"
+        };
+        self.owner_resolution.add(
+            1,
+            &[
+                kv("kind", self.kinds.label(kind)),
+                kv("outcome", outcome),
+                kv("detail", detail),
+            ],
+        );
+    }
+}
+
+/// source_type is kubernaut's `source_type` label of an adapter (its `spec.signalSource`).
+fn source_type(source: Source) -> &'static str {
+    source.signal_source()
+}
+
+/// Process registers the `process_*` metrics of Prometheus' client libraries as observable
+/// instruments, read from `/proc` at each collection, so that they go out over OTLP as well
+/// as on `GATEWAY_METRICS_ADDR`. Where a file cannot be read or parsed (not Linux), its
+/// metric is absent.
+mod process {
+    use opentelemetry::metrics::Meter;
+
+    /// USER_HZ is the unit of the times in `/proc/<pid>/stat`: the kernel reports them in
+    /// 1/100 s to user space on every architecture (Prometheus' procfs assumes the same).
+    const USER_HZ: f64 = 100.0;
+
+    fn read(path: &str) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// register creates the instruments; their callbacks run at each collection.
+    pub(super) fn register(meter: &Meter) {
+        let started = read("/proc/self/stat")
+            .zip(read("/proc/stat"))
+            .and_then(|(stat, boot)| start_time(&stat, &boot));
+        let _ = meter
+            .f64_observable_counter("process.cpu")
+            .with_unit("s")
+            .with_description("Total user and system CPU time spent in seconds")
+            .with_callback(|o| {
+                if let Some(v) = read("/proc/self/stat").as_deref().and_then(cpu_seconds) {
+                    o.observe(v, &[]);
+                }
+            })
+            .build();
+        let _ = meter
+            .u64_observable_gauge("process.resident_memory")
+            .with_unit("By")
+            .with_description("Resident memory size in bytes")
+            .with_callback(|o| {
+                if let Some(v) = read("/proc/self/status")
+                    .as_deref()
+                    .and_then(|s| status_bytes(s, "VmRSS"))
+                {
+                    o.observe(v, &[]);
+                }
+            })
+            .build();
+        let _ = meter
+            .u64_observable_gauge("process.virtual_memory")
+            .with_unit("By")
+            .with_description("Virtual memory size in bytes")
+            .with_callback(|o| {
+                if let Some(v) = read("/proc/self/status")
+                    .as_deref()
+                    .and_then(|s| status_bytes(s, "VmSize"))
+                {
+                    o.observe(v, &[]);
+                }
+            })
+            .build();
+        let _ = meter
+            .u64_observable_gauge("process.open_fds")
+            .with_description("Number of open file descriptors")
+            .with_callback(|o| {
+                if let Some(v) = open_fds() {
+                    o.observe(v, &[]);
+                }
+            })
+            .build();
+        let _ = meter
+            .u64_observable_gauge("process.max_fds")
+            .with_description("Maximum number of open file descriptors")
+            .with_callback(|o| {
+                if let Some(v) = read("/proc/self/limits").as_deref().and_then(max_fds) {
+                    o.observe(v, &[]);
+                }
+            })
+            .build();
+        if let Some(started) = started {
+            let _ = meter
+                .f64_observable_gauge("process.start_time")
+                .with_unit("s")
+                .with_description("Start time of the process since unix epoch in seconds")
+                .with_callback(move |o| o.observe(started, &[]))
+                .build();
+        }
+    }
+
+    /// stat_fields are the fields of `/proc/<pid>/stat` after the command name (field 3,
+    /// the state, first); the name is in parentheses and may hold spaces and parentheses.
+    fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        Some(rest.split_whitespace().collect())
+    }
+
+    /// ticks is field `n` (numbered from 1, as in proc(5)) of `/proc/<pid>/stat`.
+    fn ticks(fields: &[&str], n: usize) -> Option<f64> {
+        fields
+            .get(n.checked_sub(3)?)?
+            .parse::<u64>()
+            .ok()
+            .map(|t| t as f64)
+    }
+
+    /// cpu_seconds is utime + stime (fields 14 and 15).
+    pub(super) fn cpu_seconds(stat: &str) -> Option<f64> {
+        let fields = stat_fields(stat)?;
+        Some((ticks(&fields, 14)? + ticks(&fields, 15)?) / USER_HZ)
+    }
+
+    /// start_time is the boot time (`btime` of `/proc/stat`) plus the process' start after
+    /// boot (field 22), in seconds since the epoch.
+    pub(super) fn start_time(stat: &str, boot: &str) -> Option<f64> {
+        let fields = stat_fields(stat)?;
+        let btime = boot
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(btime as f64 + ticks(&fields, 22)? / USER_HZ)
+    }
+
+    /// status_bytes is the `key` line of `/proc/<pid>/status` (in kB) in bytes.
+    pub(super) fn status_bytes(status: &str, key: &str) -> Option<u64> {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+        let mut parts = line.split_whitespace();
+        let kb = parts.next()?.parse::<u64>().ok()?;
+        match parts.next() {
+            Some("kB") => kb.checked_mul(1024),
+            _ => None,
+        }
+    }
+
+    /// max_fds is the soft limit of "Max open files" in `/proc/<pid>/limits`.
+    pub(super) fn max_fds(limits: &str) -> Option<u64> {
+        limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// open_fds counts the entries of `/proc/self/fd` (the one reading it included, as
+    /// Prometheus' client libraries count).
+    fn open_fds() -> Option<u64> {
+        let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+        Some(entries.filter(Result::is_ok).count() as u64)
     }
 }
 
@@ -584,7 +954,8 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
-/// method is `http.request.method`: a known method, or `_OTHER` (a bounded label set).
+/// method names a request's method in its span and its `method` label: a known method, or
+/// `_OTHER` (a bounded label set).
 fn method(m: &http::Method) -> &'static str {
     match *m {
         http::Method::GET => "GET",
@@ -611,7 +982,7 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// http_server is the middleware around the router: it records `http.server.request.duration`
+/// http_server is the middleware around the router: it records `gateway.http.request.duration`
 /// and, for the signal endpoints, opens the request's server span under the caller's W3C
 /// `traceparent`, if any.
 pub async fn http_server(req: Request, next: Next) -> Response {
@@ -631,6 +1002,8 @@ pub async fn http_server(req: Request, next: Next) -> Response {
             http.request.method = method,
             http.route = route,
             http.response.status_code = tracing::field::Empty,
+            // Set by `web::headers::stamp`, inside this span.
+            request_id = tracing::field::Empty,
         );
         let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
         if parent.span().span_context().is_valid() {
@@ -642,16 +1015,11 @@ pub async fn http_server(req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     };
-    let mut attrs = vec![
-        kv("http.request.method", method),
-        kv(
-            "http.response.status_code",
-            i64::from(res.status().as_u16()),
-        ),
+    let attrs = [
+        kv("endpoint", route.unwrap_or_else(|| UNMATCHED.to_owned())),
+        kv("method", method),
+        kv("status", res.status().as_str().to_owned()),
     ];
-    if let Some(route) = route {
-        attrs.push(kv("http.route", route));
-    }
     metrics()
         .request_duration
         .record(start.elapsed().as_secs_f64(), &attrs);
@@ -788,9 +1156,8 @@ mod tests {
         assert_eq!(err.var, "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE");
     }
 
-    /// The Prometheus names are part of the contract (DESIGN.md, the original plan).
-    #[test]
-    fn prometheus_names_are_exactly_the_contracts() {
+    /// prometheus_text_of serves the instruments of `record` as `GATEWAY_METRICS_ADDR` does.
+    fn prometheus_text_of(record: impl FnOnce(&Metrics)) -> String {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -799,62 +1166,206 @@ mod tests {
             .build()
             .unwrap();
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
-        let m = Metrics::new(&provider.meter("test"));
-        m.lock_attempts.add(1, &[]);
-        m.lock_success.add(1, &[]);
-        m.lock_failures.add(1, &[kv("reason", "timeout")]);
-        m.lock_contention.add(1, &[]);
-        m.lock_wait.record(0.0007, &[]);
-        m.lock_hold.record(0.002, &[]);
-        m.lock_takeovers.add(1, &[]);
-        m.fence_collisions.add(1, &[]);
-        m.sweep_removals.add(1, &[]);
-        m.signals
-            .add(1, &[kv("source", "alertmanager"), kv("status", "created")]);
-        m.kube_api_requests.add(
-            1,
-            &[
-                kv("verb", "get"),
-                kv("resource", "leases"),
-                kv("outcome", "ok"),
-            ],
-        );
-        m.request_duration.record(
-            0.01,
-            &[
-                kv("http.request.method", "POST"),
-                kv("http.route", "/api/v1/signals/prometheus"),
-                kv("http.response.status_code", 201),
-            ],
-        );
-        let text = Telemetry {
+        record(&Metrics::new(&provider.meter("test")));
+        Telemetry {
             registry: Some(registry),
             ..Telemetry::default()
         }
         .prometheus_text()
-        .unwrap();
-        for line in [
-            "gateway_lock_acquisition_attempts_total 1",
-            "gateway_lock_acquisition_success_total 1",
-            "gateway_lock_acquisition_failures_total{reason=\"timeout\"} 1",
-            "gateway_lock_contention_total 1",
-            "gateway_lock_wait_duration_seconds_bucket{le=\"0.001\"} 1",
-            "gateway_lock_wait_duration_seconds_bucket{le=\"0.0005\"} 0",
-            "gateway_lock_wait_duration_seconds_count 1",
-            "gateway_lock_hold_duration_seconds_bucket{le=\"0.0025\"} 1",
-            "gateway_lock_hold_duration_seconds_count 1",
-            "gateway_lock_takeovers_total 1",
-            "gateway_fence_collisions_total 1",
-            "gateway_sweep_removals_total 1",
-            "gateway_signals_total{source=\"alertmanager\",status=\"created\"} 1",
-            "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"leases\",verb=\"get\"} 1",
-            "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_response_status_code=\"201\",http_route=\"/api/v1/signals/prometheus\"} 1",
-        ] {
+        .unwrap()
+    }
+
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
             assert!(
-                text.lines().any(|l| l == line),
+                text.lines().any(|l| l == *line),
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    fn alert(name: &str, severity: &str) -> Item {
+        Item::Signal(crate::signal::Signal {
+            fingerprint: crate::signal::Fingerprint::of(
+                None,
+                &crate::signal::TargetResource::pod("prod", "web-0"),
+            ),
+            name: name.into(),
+            severity: severity.into(),
+            source: Source::Alertmanager,
+            target: crate::signal::TargetResource::pod("prod", "web-0"),
+            labels: Default::default(),
+            annotations: Default::default(),
+            firing_time: jiff::Timestamp::UNIX_EPOCH,
+            received_time: jiff::Timestamp::UNIX_EPOCH,
+            cluster_id: None,
+            provider_data: String::new(),
+            original_payload: None,
+        })
+    }
+
+    /// The Prometheus names are part of the contract: the original plan's lock metrics
+    /// (DESIGN.md) and kubernaut's Gateway's names (`pkg/gateway/metrics/metrics.go`).
+    #[test]
+    fn prometheus_names_are_exactly_the_contracts() {
+        let text = prometheus_text_of(|m| {
+            m.lock_attempts.add(1, &[]);
+            m.lock_success.add(1, &[]);
+            m.lock_failures.add(1, &[kv("reason", "timeout")]);
+            m.lock_contention.add(1, &[]);
+            m.lock_wait.record(0.0007, &[]);
+            m.lock_hold.record(0.002, &[]);
+            m.lock_takeovers.add(1, &[]);
+            m.fence_collisions.add(1, &[]);
+            m.sweep_removals.add(1, &[]);
+            let intake = m.intake(
+                Source::Alertmanager,
+                &alert("KubePodCrashLooping", "critical"),
+            );
+            m.answered(Source::Alertmanager, &intake, "duplicate");
+            let rejected = Item::Rejected {
+                reason: "no target".into(),
+            };
+            let intake = m.intake(Source::KubernetesEvent, &rejected);
+            m.answered(Source::KubernetesEvent, &intake, "rejected");
+            m.signals_rejected
+                .add(1, &[kv("reason", "unmanaged_resource")]);
+            m.crd_created(Source::Alertmanager);
+            m.crd_creation_failed("k8s_api_error");
+            m.owner_resolved("Deployment", "read");
+            m.owner_resolved("Pod", "gone");
+            m.kube_api_requests.add(
+                1,
+                &[
+                    kv("verb", "get"),
+                    kv("resource", "leases"),
+                    kv("outcome", "ok"),
+                ],
+            );
+            m.request_duration.record(
+                0.01,
+                &[
+                    kv("endpoint", "/api/v1/signals/prometheus"),
+                    kv("method", "POST"),
+                    kv("status", "201"),
+                ],
+            );
+        });
+        assert_lines(
+            &text,
+            &[
+                "gateway_lock_acquisition_attempts_total 1",
+                "gateway_lock_acquisition_success_total 1",
+                "gateway_lock_acquisition_failures_total{reason=\"timeout\"} 1",
+                "gateway_lock_contention_total 1",
+                "gateway_lock_wait_duration_seconds_bucket{le=\"0.001\"} 1",
+                "gateway_lock_wait_duration_seconds_bucket{le=\"0.0005\"} 0",
+                "gateway_lock_wait_duration_seconds_count 1",
+                "gateway_lock_hold_duration_seconds_bucket{le=\"0.0025\"} 1",
+                "gateway_lock_hold_duration_seconds_count 1",
+                "gateway_lock_takeovers_total 1",
+                "gateway_fence_collisions_total 1",
+                "gateway_sweep_removals_total 1",
+                "gateway_signals_total{source_type=\"prometheus\",status=\"duplicate\"} 1",
+                "gateway_signals_total{source_type=\"kubernetes-events\",status=\"rejected\"} 1",
+                "gateway_signals_received_total{severity=\"critical\",source_type=\"prometheus\"} 1",
+                "gateway_signals_deduplicated_total{signal_name=\"KubePodCrashLooping\"} 1",
+                "gateway_signals_rejected_total{reason=\"invalid_signal\"} 1",
+                "gateway_signals_rejected_total{reason=\"unmanaged_resource\"} 1",
+                "gateway_signals_rejected_total{reason=\"resource_not_found\"} 0",
+                "gateway_crds_created_total{source_type=\"prometheus\",status=\"created\"} 1",
+                "gateway_crds_created_total{source_type=\"kubernetes-events\",status=\"created\"} 0",
+                "gateway_crd_creation_errors_total{error_type=\"k8s_api_error\"} 1",
+                "gateway_crd_creation_errors_total{error_type=\"fetch_existing_failed\"} 0",
+                "gateway_owner_resolution_total{detail=\"read\",kind=\"Deployment\",outcome=\"success\"} 1",
+                "gateway_owner_resolution_total{detail=\"gone\",kind=\"Pod\",outcome=\"failed\"} 1",
+                "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"leases\",verb=\"get\"} 1",
+                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.008\"} 0",
+                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.016\"} 1",
+                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.512\"} 1",
+                "gateway_http_request_duration_seconds_count{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\"} 1",
+            ],
+        );
+        // Go's process collector: exactly its names and types, wherever /proc exists.
+        if std::path::Path::new("/proc/self/stat").exists() {
+            for (name, kind) in [
+                ("process_cpu_seconds_total", "counter"),
+                ("process_resident_memory_bytes", "gauge"),
+                ("process_virtual_memory_bytes", "gauge"),
+                ("process_open_fds", "gauge"),
+                ("process_max_fds", "gauge"),
+                ("process_start_time_seconds", "gauge"),
+            ] {
+                let typed = format!("# TYPE {name} {kind}");
+                assert!(
+                    text.lines().any(|l| l == typed),
+                    "missing {typed:?} in\n{text}"
+                );
+                let value = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .and_then(|v| v.parse::<f64>().ok());
+                // A test process may not have used a tick of CPU yet.
+                let least = if kind == "counter" { 0.0 } else { 1.0 };
+                assert!(value.is_some_and(|v| v >= least), "{name}: {value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sender_controlled_labels_are_bounded() {
+        let b = Bounded::new(2);
+        assert_eq!(b.label("critical"), "critical");
+        assert_eq!(b.label("warning"), "warning");
+        assert_eq!(b.label("Sev1"), "other");
+        assert_eq!(b.label("critical"), "critical", "a kept value stays kept");
+        let text = prometheus_text_of(|m| {
+            for i in 0..=SEVERITY_VALUES {
+                m.intake(Source::Alertmanager, &alert("X", &format!("s{i}")));
+            }
+        });
+        let severity_series = text
+            .lines()
+            .filter(|l| l.starts_with("gateway_signals_received_total{"))
+            .count();
+        assert_eq!(severity_series, SEVERITY_VALUES + 1, "{text}");
+        assert_lines(
+            &text,
+            &["gateway_signals_received_total{severity=\"other\",source_type=\"prometheus\"} 1"],
+        );
+    }
+
+    #[test]
+    fn process_files_are_parsed_as_proc5_describes() {
+        // A command name with spaces and a parenthesis; utime 250, stime 50, starttime 1234.
+        let stat = "4242 (gate way) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 9 0 1234 \
+                    100000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
+        assert_eq!(process::cpu_seconds(stat), Some(3.0));
+        assert_eq!(
+            process::start_time(stat, "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_012.34)
+        );
+        assert_eq!(process::start_time(stat, "cpu 1\n"), None);
+        assert_eq!(process::cpu_seconds("4242 (gw"), None);
+        assert_eq!(process::cpu_seconds("4242 (gw) S 1"), None);
+        let status = "Name:\tgw\nVmSize:\t  123456 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(process::status_bytes(status, "VmRSS"), Some(2048 * 1024));
+        assert_eq!(
+            process::status_bytes(status, "VmSize"),
+            Some(123_456 * 1024)
+        );
+        assert_eq!(process::status_bytes(status, "VmSwap"), None);
+        assert_eq!(process::status_bytes("VmRSS: lots", "VmRSS"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             63432                63432                processes\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(process::max_fds(limits), Some(1024));
+        assert_eq!(
+            process::max_fds(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
     }
 
     #[test]

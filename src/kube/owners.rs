@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     signal::{Kind, TargetResource, known_kind},
-    telemetry::{self, kv},
+    telemetry,
 };
 
 /// MAX_DEPTH bounds the owners followed from one target (kubernaut's limit).
@@ -72,16 +72,14 @@ impl Owners {
     ) -> Result<Resolution, KubeError> {
         let before = calls.count();
         let resolved = self.walk(target, calls).await;
-        let outcome = match &resolved {
-            Ok(Resolution::Workload(_)) if calls.count() == before => "cached",
-            Ok(Resolution::Workload(_)) => "read",
-            Ok(Resolution::Gone(_)) => "gone",
-            Err(e) if e.needs_operator() => "forbidden",
-            Err(_) => "error",
+        let (kind, detail) = match &resolved {
+            Ok(Resolution::Workload(w)) if calls.count() == before => (&w.kind, "cached"),
+            Ok(Resolution::Workload(w)) => (&w.kind, "read"),
+            Ok(Resolution::Gone(_)) => (&target.kind, "gone"),
+            Err(e) if e.needs_operator() => (&target.kind, "forbidden"),
+            Err(_) => (&target.kind, "error"),
         };
-        telemetry::metrics()
-            .owner_resolutions
-            .add(1, &[kv("outcome", outcome)]);
+        telemetry::metrics().owner_resolved(kind, detail);
         resolved
     }
 

@@ -14,7 +14,9 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::support::{Http, PROMETHEUS, firing, free_port, http, post, setup, spawn, webhook};
+use crate::support::{
+    Http, PROMETHEUS, alert, firing, free_port, http, post, setup, spawn, webhook,
+};
 
 /// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics and traces
 /// out to JSON-lines files, and metrics on a Prometheus scrape endpoint.
@@ -272,8 +274,22 @@ fn metrics_addr(gw: &testenv::gateway::Gateway) -> SocketAddr {
         .expect("a `serving metrics` line with its address")
 }
 
-/// Want is a metric name, labels, and its value from gw-a and from gw-b.
-type Want<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64, f64);
+/// Want is a metric name, labels, and its value from gw-a, gw-b and gw-c.
+type Want<'a> = (&'a str, Vec<(&'a str, &'a str)>, [f64; 3]);
+
+/// PODS are the gateways of the collector test, in the order of `Want`'s values.
+const PODS: [&str; 3] = ["gw-a", "gw-b", "gw-c"];
+
+/// PROCESS_NAMES are the metrics of Prometheus' Go process collector, as kubernaut's
+/// Gateway serves them.
+const PROCESS_NAMES: [&str; 6] = [
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
 
 /// LOCK_NAMES are the original plan's six metrics, as Prometheus stores them.
 const LOCK_NAMES: [&str; 6] = [
@@ -304,8 +320,15 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
         ("GATEWAY_METRICS_ADDR", "127.0.0.1:0"),
     ];
+    // gw-c resolves owners (as kubernaut does; the other tests' Pods do not exist).
+    let c_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+        ("GATEWAY_OWNER_RESOLUTION", "true"),
+    ];
     let mut gw_a = spawn(cp, ns.name(), "gw-a", &a_env);
     let mut gw_b = spawn(cp, ns.name(), "gw-b", &b_env);
+    let mut gw_c = spawn(cp, ns.name(), "gw-c", &c_env);
     let http = http();
     let scrape_b = format!("http://{}/metrics", metrics_addr(&gw_b));
 
@@ -369,6 +392,28 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     );
     assert_eq!(post_raw(&http, b_addr, "{not json", None).await, 400);
 
+    // gw-c: a Deployment is its own workload (resolved with no request); a Pod that does
+    // not exist is refused with resource_not_found.
+    let mut deployment = alert("unused", "firing");
+    deployment["labels"] = serde_json::json!({
+        "alertname": "KubeDeploymentReplicasMismatch", "namespace": ns.name(),
+        "deployment": "web", "severity": "warning"
+    });
+    let mut gone = alert("gone-0", "firing");
+    gone["labels"]["namespace"] = ns.name().into();
+    let answer = post(&http, gw_c.addr(), webhook(vec![deployment, gone])).await;
+    let statuses = answer.as_ref().map(|(code, body)| {
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        let each: Vec<Value> = results.iter().map(|r| r["status"].clone()).collect();
+        (*code, each)
+    });
+    assert_eq!(
+        statuses,
+        Some((201, vec!["created".into(), "rejected".into()])),
+        "{answer:?}\n{}",
+        gw_c.logs().join("\n")
+    );
+
     // The batch line of the traced request carries the caller's trace id.
     gw_a.wait_logged(&format!("\"trace_id\":\"{trace}\"")).await;
 
@@ -394,9 +439,24 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         sum(&local, "gateway_lock_wait_duration_seconds_count", &[]),
         1.0
     );
+    // ... and kubernaut's names, with the process metrics Go's client library serves.
+    assert_eq!(
+        sum(
+            &local,
+            "gateway_signals_deduplicated_total",
+            &[("signal_name", "KubePodCrashLooping")]
+        ),
+        2.0
+    );
+    for name in PROCESS_NAMES {
+        assert!(
+            local.iter().any(|s| s.name == name),
+            "{name} is not on /metrics"
+        );
+    }
 
     // SIGTERM flushes what was recorded since the last (never reached) export period.
-    for gw in [&mut gw_a, &mut gw_b] {
+    for gw in [&mut gw_a, &mut gw_b, &mut gw_c] {
         gw.signal(libc::SIGTERM);
         let status = gw.wait().expect("the gateway exits");
         assert!(status.success(), "{} exited with {status}", gw.name());
@@ -404,40 +464,95 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
 
     let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
     let pod = |p: &'static str| [("k8s_pod_name", p)];
-    // (name, labels, gw-a, gw-b)
+    let prometheus = ("source_type", "prometheus");
+    let signals = "/api/v1/signals/prometheus";
+    // (name, labels, [gw-a, gw-b, gw-c])
     let want: Vec<Want<'_>> = vec![
-        (LOCK_NAMES[0], vec![], 2.0, 1.0),
-        (LOCK_NAMES[1], vec![], 2.0, 0.0),
-        (LOCK_NAMES[2], vec![("reason", "superseded")], 0.0, 1.0),
-        (LOCK_NAMES[3], vec![], 0.0, 1.0),
-        (LOCK_NAMES[4], vec![], 2.0, 1.0),
-        (LOCK_NAMES[5], vec![], 2.0, 0.0),
+        (LOCK_NAMES[0], vec![], [2.0, 1.0, 1.0]),
+        (LOCK_NAMES[1], vec![], [2.0, 0.0, 1.0]),
+        (
+            LOCK_NAMES[2],
+            vec![("reason", "superseded")],
+            [0.0, 1.0, 0.0],
+        ),
+        (LOCK_NAMES[3], vec![], [0.0, 1.0, 0.0]),
+        (LOCK_NAMES[4], vec![], [2.0, 1.0, 1.0]),
+        (LOCK_NAMES[5], vec![], [2.0, 0.0, 1.0]),
         (
             "gateway_signals_total",
             vec![("status", "created")],
-            2.0,
-            0.0,
+            [2.0, 0.0, 1.0],
         ),
         (
             "gateway_signals_total",
             vec![("status", "duplicate")],
-            0.0,
-            2.0,
+            [0.0, 2.0, 0.0],
         ),
         (
             "gateway_signals_total",
             vec![("status", "rejected")],
-            1.0,
-            0.0,
+            [1.0, 0.0, 1.0],
+        ),
+        ("gateway_signals_total", vec![prometheus], [3.0, 2.0, 2.0]),
+        (
+            "gateway_signals_received_total",
+            vec![prometheus, ("severity", "critical")],
+            [2.0, 2.0, 1.0],
         ),
         (
-            "http_server_request_duration_seconds_count",
+            "gateway_signals_received_total",
+            vec![prometheus, ("severity", "warning")],
+            [0.0, 0.0, 1.0],
+        ),
+        (
+            "gateway_signals_deduplicated_total",
+            vec![("signal_name", "KubePodCrashLooping")],
+            [0.0, 2.0, 0.0],
+        ),
+        (
+            "gateway_crds_created_total",
+            vec![prometheus, ("status", "created")],
+            [2.0, 0.0, 1.0],
+        ),
+        ("gateway_crd_creation_errors_total", vec![], [0.0, 0.0, 0.0]),
+        (
+            "gateway_signals_rejected_total",
+            vec![("reason", "invalid_signal")],
+            [1.0, 0.0, 0.0],
+        ),
+        (
+            "gateway_signals_rejected_total",
+            vec![("reason", "resource_not_found")],
+            [0.0, 0.0, 1.0],
+        ),
+        (
+            "gateway_owner_resolution_total",
             vec![
-                ("http_response_status_code", "400"),
-                ("http_request_method", "POST"),
+                ("kind", "Deployment"),
+                ("outcome", "success"),
+                ("detail", "cached"),
             ],
-            1.0,
-            1.0,
+            [0.0, 0.0, 1.0],
+        ),
+        (
+            "gateway_owner_resolution_total",
+            vec![("kind", "Pod"), ("outcome", "failed"), ("detail", "gone")],
+            [0.0, 0.0, 1.0],
+        ),
+        (
+            "gateway_http_request_duration_seconds_count",
+            vec![("endpoint", signals), ("method", "POST"), ("status", "400")],
+            [1.0, 1.0, 0.0],
+        ),
+        (
+            "gateway_http_request_duration_seconds_count",
+            vec![("endpoint", signals), ("status", "201")],
+            [2.0, 0.0, 1.0],
+        ),
+        (
+            "gateway_http_request_duration_seconds_count",
+            vec![("endpoint", signals), ("status", "202")],
+            [0.0, 2.0, 0.0],
         ),
         (
             "gateway_kube_api_requests_total",
@@ -446,31 +561,89 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
                 ("resource", "remediationrequests"),
                 ("outcome", "ok"),
             ],
-            2.0,
-            0.0,
+            [2.0, 0.0, 1.0],
         ),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let samples = loop {
         let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
-        let ok = want.iter().all(|(name, labels, a, b)| {
-            let with = |p| labels.iter().copied().chain(pod(p)).collect::<Vec<_>>();
-            sum(&samples, name, &with("gw-a")) == *a && sum(&samples, name, &with("gw-b")) == *b
+        let ok = want.iter().all(|(name, labels, values)| {
+            PODS.iter().zip(values).all(|(p, v)| {
+                let with: Vec<_> = labels.iter().copied().chain(pod(p)).collect();
+                sum(&samples, name, &with) == *v
+            })
         });
-        if ok {
+        let processes = PODS.iter().all(|p| {
+            PROCESS_NAMES.iter().all(|n| {
+                samples.iter().any(|s| {
+                    s.name == *n && s.labels.get("k8s_pod_name").map(String::as_str) == Some(*p)
+                })
+            })
+        });
+        if ok && processes {
             break samples;
         }
         assert!(
             Instant::now() < deadline,
-            "the collector's Prometheus endpoint never showed {want:#?}; it has:\n{:#?}\n{}",
+            "the collector's Prometheus endpoint never showed {want:#?} and {PROCESS_NAMES:?} of {PODS:?}; it has:\n{:#?}\n{}",
             samples
                 .iter()
-                .filter(|s| s.name.starts_with("gateway_"))
+                .filter(|s| s.name.starts_with("gateway_") || s.name.starts_with("process_"))
                 .collect::<Vec<_>>(),
             log(collector.dir.path())
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Series that no event touched exist at zero, for rate() and increase().
+    for (name, labels) in [
+        (
+            "gateway_crd_creation_errors_total",
+            ("error_type", "k8s_api_error"),
+        ),
+        (
+            "gateway_crd_creation_errors_total",
+            ("error_type", "fetch_existing_failed"),
+        ),
+        (
+            "gateway_signals_rejected_total",
+            ("reason", "unmanaged_resource"),
+        ),
+    ] {
+        for p in PODS {
+            assert!(
+                samples.iter().any(|s| s.name == name
+                    && s.labels.get(labels.0).map(String::as_str) == Some(labels.1)
+                    && s.labels.get("k8s_pod_name").map(String::as_str) == Some(p)
+                    && s.value == 0.0),
+                "{name}{{{}={}}} of {p} is not at zero",
+                labels.0,
+                labels.1
+            );
+        }
+    }
+    // The process metrics are the process' own: plausible values.
+    let value = |name: &str, p: &'static str| sum(&samples, name, &pod(p));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    for p in PODS {
+        let started = value("process_start_time_seconds", p);
+        assert!(
+            started > now - 600.0 && started <= now + 1.0,
+            "{p} started at {started}, now is {now}"
+        );
+        let (open, max) = (value("process_open_fds", p), value("process_max_fds", p));
+        assert!(open >= 3.0 && max >= open, "{p}: {open} of {max} fds");
+        let (rss, vsz) = (
+            value("process_resident_memory_bytes", p),
+            value("process_virtual_memory_bytes", p),
+        );
+        assert!(rss > 1e6 && vsz >= rss, "{p}: rss {rss}, virtual {vsz}");
+        assert!(
+            value("process_cpu_seconds_total", p) > 0.0,
+            "{p} used no CPU"
+        );
+    }
     for name in LOCK_NAMES {
         assert!(samples.iter().any(|s| s.name == name), "{name} is missing");
     }
@@ -488,8 +661,8 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         .collect();
     assert_eq!(
         instances.len(),
-        2,
-        "two processes, two instance ids: {instances:?}"
+        PODS.len(),
+        "three processes, three instance ids: {instances:?}"
     );
     assert!(
         samples.iter().filter(|s| s.name == LOCK_NAMES[0]).all(|s| s
@@ -563,7 +736,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
 }
 
 /// dashboard_and_rule_metrics are the metric names the chart's dashboard and alert rules
-/// query: every `gateway_*` or `http_server_*` word in them, with histogram suffixes kept.
+/// query: every `gateway_*` or `process_*` word in them, with histogram suffixes kept.
 fn dashboard_and_rule_metrics() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("chart");
     let mut text = String::new();
@@ -583,7 +756,7 @@ fn dashboard_and_rule_metrics() -> BTreeSet<String> {
         if c.is_ascii_alphanumeric() || c == '_' {
             word.push(c);
         } else {
-            if word.starts_with("gateway_") || word.starts_with("http_server_") {
+            if word.starts_with("gateway_") || word.starts_with("process_") {
                 out.insert(std::mem::take(&mut word));
             }
             word.clear();
