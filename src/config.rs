@@ -18,6 +18,9 @@ pub struct Config {
     pub lock_wait: Duration,
     pub auth: AuthMode,
     pub cluster_id: Option<String>,
+    /// replay_window bounds the age of the timestamp a replay or freshness check reads
+    /// (`GATEWAY_REPLAY_WINDOW_SECONDS`); None (0) turns those checks off.
+    pub replay_window: Option<Duration>,
     /// owner_resolution follows a Pod's (ReplicaSet's, Job's) controller owners to its workload.
     pub owner_resolution: bool,
     /// scope says which targets the gateway remediates.
@@ -166,6 +169,8 @@ struct Env {
     #[serde(default = "defaults::auth_cache_seconds")]
     auth_cache_seconds: u64,
     cluster_id: Option<String>,
+    #[serde(default = "defaults::replay_window_seconds")]
+    replay_window_seconds: u64,
     #[serde(default = "defaults::yes")]
     owner_resolution: bool,
     #[serde(default)]
@@ -246,6 +251,9 @@ mod defaults {
     }
     pub fn auth_cache_seconds() -> u64 {
         10
+    }
+    pub fn replay_window_seconds() -> u64 {
+        crate::signal::REPLAY_WINDOW_DEFAULT.as_secs()
     }
     pub fn alert_concurrency() -> usize {
         8
@@ -350,6 +358,13 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         100,
         300_000,
     )?;
+    // A day at most: a larger value is more likely milliseconds than a window.
+    in_range(
+        "GATEWAY_REPLAY_WINDOW_SECONDS",
+        env.replay_window_seconds,
+        0,
+        86_400,
+    )?;
     in_range(
         "GATEWAY_REQUEST_TIMEOUT_MS",
         env.request_timeout_ms,
@@ -396,6 +411,12 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
             "required when GATEWAY_TEST_PAUSE_AT is set".into(),
         ));
     }
+    if env.cluster_id.as_ref().is_some_and(|c| c.len() > 253) {
+        return Err(problem(
+            "GATEWAY_CLUSTER_ID",
+            "is longer than 253 characters, the limit of kubernaut's spec.clusterID".into(),
+        ));
+    }
     let instance = platform
         .pod_name
         .or(platform.hostname)
@@ -420,6 +441,8 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         lock_wait: Duration::from_millis(env.lock_wait_ms),
         auth,
         cluster_id: env.cluster_id,
+        replay_window: (env.replay_window_seconds > 0)
+            .then(|| Duration::from_secs(env.replay_window_seconds)),
         owner_resolution: env.owner_resolution,
         scope: env.scope,
         max_body_bytes: env.max_body_bytes,
@@ -807,6 +830,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("GATEWAY_SCOPE"), "{e}");
+    }
+
+    #[test]
+    fn the_replay_window_defaults_to_kubernauts_and_zero_turns_it_off() {
+        let c = Config::from_vars([("POD_NAMESPACE", "ops")]).unwrap();
+        assert_eq!(c.replay_window, Some(Duration::from_secs(300)));
+        let c = Config::from_vars([
+            ("POD_NAMESPACE", "ops"),
+            ("GATEWAY_REPLAY_WINDOW_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.replay_window, None);
+        let c = Config::from_vars([
+            ("POD_NAMESPACE", "ops"),
+            ("GATEWAY_REPLAY_WINDOW_SECONDS", "86400"),
+        ])
+        .unwrap();
+        assert_eq!(c.replay_window, Some(Duration::from_secs(86_400)));
+        for bad in ["300000", "-1", "5m"] {
+            let e = Config::from_vars([
+                ("POD_NAMESPACE", "ops"),
+                ("GATEWAY_REPLAY_WINDOW_SECONDS", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(e.var, "GATEWAY_REPLAY_WINDOW_SECONDS", "{bad}: {e}");
+        }
     }
 
     #[test]

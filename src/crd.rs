@@ -121,7 +121,7 @@ pub struct RemediationRequestSpec {
     #[schemars(length(min = 1, max = SEVERITY_MAX))]
     pub severity: String,
     pub signal_type: SignalType,
-    /// The adapter that received the signal (`alertmanager`, `kubernetes-event`).
+    /// The adapter that received the signal (`prometheus`, `kubernetes-events`, as kubernaut writes).
     // Optional in kubernaut's CRD: empty when another writer left it out.
     #[schemars(length(max = 63))]
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -145,8 +145,8 @@ pub struct RemediationRequestSpec {
     pub original_payload: Option<String>,
 }
 
-/// SignalType is the kind of sender that produced the signal; this gateway writes
-/// `alert` or `event`.
+/// SignalType is the kind of sender that produced the signal; this gateway writes `alert`
+/// for every signal, as kubernaut's Gateway does.
 // A free string in the schema, as in kubernaut's CRD, so that an RR another writer
 // made with another value is still read; `Other` keeps that value as it was.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -206,15 +206,6 @@ pub const SEVERITY_MAX: usize = 50;
 /// SIGNAL_NAME_MAX is the longest `spec.signalName` kubernaut's CRD accepts, in characters.
 pub const SIGNAL_NAME_MAX: usize = 253;
 
-impl From<Source> for SignalType {
-    fn from(source: Source) -> SignalType {
-        match source {
-            Source::Alertmanager => SignalType::Alert,
-            Source::KubernetesEvent => SignalType::Event,
-        }
-    }
-}
-
 impl From<&Signal> for RemediationRequestSpec {
     fn from(signal: &Signal) -> RemediationRequestSpec {
         RemediationRequestSpec {
@@ -222,16 +213,17 @@ impl From<&Signal> for RemediationRequestSpec {
             target_type: TargetType::Kubernetes,
             signal_name: signal.name.clone(),
             severity: signal.severity.clone(),
-            signal_type: signal.source.into(),
-            signal_source: signal.source.as_str().to_owned(),
+            // kubernaut's Gateway writes `alert` for Events too.
+            signal_type: SignalType::Alert,
+            signal_source: signal.source.signal_source().to_owned(),
             target_resource: signal.target.clone(),
             firing_time: Time(signal.firing_time),
             received_time: Time(signal.received_time),
             signal_labels: signal.labels.clone(),
             signal_annotations: signal.annotations.clone(),
-            cluster_id: None,
-            provider_data: None,
-            original_payload: None,
+            cluster_id: signal.cluster_id.clone(),
+            provider_data: Some(signal.provider_data.clone()),
+            original_payload: signal.original_payload.as_deref().map(str::to_owned),
         }
     }
 }
@@ -1199,8 +1191,9 @@ mod tests {
         let firing =
             jiff::Timestamp::from_second(1_700_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let target = TargetResource::pod("prod", "web-0");
-        let signal = Signal {
-            fingerprint: Fingerprint::of(None, &target),
+        let body = r#"{"alerts":[{"labels":{"team":"web"}}]}"#;
+        let mut signal = Signal {
+            fingerprint: Fingerprint::of(Some("eu-1"), &target),
             name: "KubePodCrashLooping".into(),
             severity: "critical".into(),
             source: Source::Alertmanager,
@@ -1209,17 +1202,21 @@ mod tests {
             annotations: BTreeMap::from([("summary".into(), "Pod is crash looping.".into())]),
             firing_time: firing,
             received_time: received,
+            cluster_id: Some("eu-1".into()),
+            provider_data: r#"{"labels":{"team":"web"},"namespace":"prod"}"#.into(),
+            original_payload: Some(body.into()),
         };
         let spec = RemediationRequestSpec::from(&signal);
+        // printf 'eu-1:prod:Pod:web-0' | sha256sum
         assert_eq!(
             spec.signal_fingerprint,
-            "07b7277eee612d0d04d9791f58c16b342e0d1140b3eda071cd2a25a476777e3f"
+            "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb"
         );
         assert_eq!(spec.signal_name, "KubePodCrashLooping");
         assert_eq!(spec.severity, "critical");
         assert_eq!(spec.signal_type, SignalType::Alert);
         assert_eq!(spec.target_type, TargetType::Kubernetes);
-        assert_eq!(spec.signal_source, "alertmanager");
+        assert_eq!(spec.signal_source, "prometheus", "kubernaut's value");
         assert_eq!(spec.target_resource, target);
         assert_eq!(spec.firing_time, Time(firing));
         assert_eq!(spec.received_time, Time(received));
@@ -1231,9 +1228,16 @@ mod tests {
             spec.signal_annotations.get("summary").map(String::as_str),
             Some("Pod is crash looping.")
         );
+        assert_eq!(spec.cluster_id.as_deref(), Some("eu-1"));
+        assert_eq!(
+            spec.provider_data.as_deref(),
+            Some(r#"{"labels":{"team":"web"},"namespace":"prod"}"#)
+        );
+        assert_eq!(spec.original_payload.as_deref(), Some(body));
         let json = serde_json::to_value(&spec).unwrap_or_default();
         assert_eq!(json["targetType"], "kubernetes");
         assert_eq!(json["signalType"], "alert");
+        assert_eq!(json["clusterID"], "eu-1");
         assert_eq!(json["firingTime"], "2023-11-14T22:13:20Z");
         assert_eq!(json["targetResource"]["apiVersion"], "v1");
         let written: Vec<&str> = json
@@ -1243,7 +1247,10 @@ mod tests {
         assert_eq!(
             written,
             [
+                "clusterID",
                 "firingTime",
+                "originalPayload",
+                "providerData",
                 "receivedTime",
                 "severity",
                 "signalAnnotations",
@@ -1254,8 +1261,17 @@ mod tests {
                 "signalType",
                 "targetResource",
                 "targetType"
-            ],
-            "the new optional fields stay out of what the gateway writes"
+            ]
         );
+
+        // An Event is an `alert` from `kubernetes-events`, as kubernaut writes it; the local
+        // cluster and a payload over the bound are left out.
+        signal.source = Source::KubernetesEvent;
+        signal.cluster_id = None;
+        signal.original_payload = None;
+        let json = serde_json::to_value(RemediationRequestSpec::from(&signal)).unwrap_or_default();
+        assert_eq!(json["signalType"], "alert");
+        assert_eq!(json["signalSource"], "kubernetes-events");
+        assert!(json.get("clusterID").is_none() && json.get("originalPayload").is_none());
     }
 }

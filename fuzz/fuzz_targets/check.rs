@@ -1,7 +1,11 @@
 //! Check holds the invariants the fuzz targets assert.
 #![allow(dead_code, reason = "each target uses a part of it")]
 
-use signal_gateway::{kube::lease_name, pipeline::rr_name};
+use signal_gateway::{
+    kube::lease_name,
+    pipeline::rr_name,
+    signal::{ORIGINAL_PAYLOAD_MAX, Signal},
+};
 
 /// short fails when an error message could flood an answer or a log line.
 pub fn short(message: &str) {
@@ -24,4 +28,27 @@ pub fn names(fp: &str) {
         );
         assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
     }
+}
+
+/// signal fails unless the signal's names are valid and the fields it gives its RR are within
+/// what kubernaut's CRD and the payload bound allow.
+pub fn signal(s: &Signal) {
+    names(s.fingerprint.as_str());
+    assert!(
+        s.cluster_id
+            .as_deref()
+            .is_none_or(|c| !c.is_empty() && c.chars().count() <= 253),
+        "{:?}",
+        s.cluster_id
+    );
+    assert!(
+        s.provider_data.starts_with("{\"labels\":") && s.provider_data.ends_with('}'),
+        "{}",
+        s.provider_data
+    );
+    assert!(
+        s.original_payload
+            .as_deref()
+            .is_none_or(|p| p.len() <= ORIGINAL_PAYLOAD_MAX)
+    );
 }

@@ -1,19 +1,30 @@
 //! Alertmanager webhook (version 4) adapter.
 //!
 //! The target is named by the first non-empty label of `target::KINDS` (the README's
-//! target table); namespaced kinds also need a non-empty `namespace` label, or the alert is
-//! rejected rather than matched against a later row. Names that are not valid Kubernetes
-//! names are rejected, never truncated or rewritten.
+//! target table); namespaced kinds also need a non-empty namespace, the `exported_namespace`
+//! label, else the `namespace` label (kubernaut's order), or the alert is rejected rather than
+//! matched against a later row. Names that are not valid Kubernetes names are rejected, never
+//! truncated or rewritten.
+//!
+//! The cluster of an alert is its own `cluster` label (Alertmanager puts the group's common
+//! labels on every alert), else `GATEWAY_CLUSTER_ID`.
+//!
+//! Replay: with `GATEWAY_REPLAY_WINDOW_SECONDS` set, a notification that would write anything
+//! is refused when its `X-Timestamp` header (Unix seconds) is older than the window or more
+//! than two minutes ahead, or, without the header, when no alert has a `startsAt` or the latest
+//! one is more than two minutes ahead. `startsAt` has no age limit: Alertmanager re-sends an
+//! ongoing alert with its original `startsAt` on every `repeat_interval`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::{Map, Value};
 
 use crate::crd::{SEVERITY_MAX, SIGNAL_NAME_MAX};
 
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
-    opt_str, parse_object, parse_timestamp, short, shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
+    bounded, check_fresh, cluster_of, json_kind, opt_str, parse_object, parse_timestamp,
+    provider_data, short, shown, string_map,
     target::{KINDS, NAMESPACE, is_dns1123_label, validate_target},
 };
 
@@ -22,18 +33,15 @@ const SEVERITY_DEFAULT: &str = "unknown";
 
 /// parse_alertmanager turns an Alertmanager v4 webhook body into one item per alert, in payload order.
 ///
-/// The payload must be a JSON object with `version` "4" and a non-empty
-/// `alerts` array; anything else is a [`PayloadError`]. Unknown fields are
-/// ignored. A single malformed alert becomes [`Item::Rejected`] and does not
-/// spoil the rest of the group.
+/// The payload must be a JSON object with a non-empty `alerts` array and, when it says
+/// which, `version` "4"; anything else is a [`PayloadError`], as is a notification the
+/// replay check (module docs) refuses. Unknown fields are ignored. A single malformed alert
+/// becomes [`Item::Rejected`] and does not spoil the rest of the group.
 pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, PayloadError> {
     let payload = parse_object(body)?;
     match payload.get("version") {
-        None | Some(Value::Null) => {
-            return Err(PayloadError::MissingField {
-                field: "version".into(),
-            });
-        }
+        // kubernaut ignores `version`; without one, the v4 shape (an `alerts` array) decides.
+        None | Some(Value::Null) => {}
         Some(Value::String(v)) if v == "4" => {}
         Some(other) => {
             return Err(PayloadError::InvalidValue {
@@ -79,11 +87,74 @@ pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, 
             "alertmanager truncated the alert group"
         );
     }
-    Ok(alerts
+    let whole = body_text(body);
+    let items: Vec<Item> = alerts
         .iter()
         .enumerate()
-        .map(|(index, alert)| parse_alert(index, alert, ctx))
-        .collect())
+        .map(|(index, alert)| parse_alert(index, alert, ctx, whole.as_ref()))
+        .collect();
+    // A notification that writes nothing cannot be replayed to any effect, and its
+    // per-alert answers say more than a refusal would.
+    if items.iter().any(|i| matches!(i, Item::Signal(_))) {
+        check_replay(alerts, ctx)?;
+    }
+    Ok(items)
+}
+
+/// check_replay applies the replay check of the module docs to a notification.
+fn check_replay(alerts: &[Value], ctx: &ParseContext) -> Result<(), PayloadError> {
+    let Some(window) = ctx.replay_window else {
+        return Ok(());
+    };
+    if let Some(header) = &ctx.timestamp_header {
+        let seconds: i64 = header
+            .parse()
+            .map_err(|_| PayloadError::InvalidTimestampHeader {
+                value: shown(header),
+                expected: "Unix seconds (an integer)",
+            })?;
+        if seconds < 0 {
+            return Err(PayloadError::InvalidTimestampHeader {
+                value: shown(header),
+                expected: "Unix seconds (a non-negative integer)",
+            });
+        }
+        let value = match jiff::Timestamp::from_second(seconds) {
+            Ok(ts) => format!("{seconds} ({ts})"),
+            Err(_) => seconds.to_string(),
+        };
+        return check_fresh(
+            Some(("timestamp too old: possible replay attack", window)),
+            "timestamp in future: possible clock skew attack",
+            "header `X-Timestamp`",
+            &value,
+            seconds,
+            ctx.received_time,
+        );
+    }
+    let latest = alerts
+        .iter()
+        .enumerate()
+        .filter_map(|(index, alert)| {
+            let value = alert.get("startsAt")?.as_str()?;
+            let ts = parse_timestamp("startsAt", value, ctx.received_time).ok()??;
+            Some((ts, index, value))
+        })
+        .max_by_key(|(ts, _, _)| *ts);
+    let Some((ts, index, value)) = latest else {
+        return Err(PayloadError::NoTimestamp {
+            problem: "alert payload missing startsAt timestamp",
+            detail: "no alert has a non-zero `startsAt` and there is no `X-Timestamp` header",
+        });
+    };
+    check_fresh(
+        None,
+        "alert startsAt in future: possible clock skew attack",
+        &format!("field `startsAt` of alerts[{index}]"),
+        &shown(value),
+        ts.as_second(),
+        ctx.received_time,
+    )
 }
 
 /// found_value renders a JSON value for an error message: strings quoted, other types by name.
@@ -94,9 +165,10 @@ fn found_value(v: &Value) -> String {
     }
 }
 
-/// parse_alert turns one element of `alerts` into an item.
-fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext) -> Item {
-    let Value::Object(alert) = alert else {
+/// parse_alert turns one element of `alerts` into an item; `whole` is the request body
+/// when it fits in `spec.originalPayload`.
+fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext, whole: Option<&Arc<str>>) -> Item {
+    let Value::Object(fields) = alert else {
         return Item::Rejected {
             reason: format!(
                 "alerts[{index}]: must be an object, found {}",
@@ -104,7 +176,7 @@ fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext) -> Item {
             ),
         };
     };
-    let labels = match string_map(alert, "labels", "labels") {
+    let labels = match string_map(fields, "labels", "labels") {
         Ok(labels) => labels,
         Err(e) => {
             return Item::Rejected {
@@ -117,7 +189,9 @@ fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext) -> Item {
         Some(name) => format!("alerts[{index}] ({})", short(name)),
         None => format!("alerts[{index}]"),
     };
-    match firing_signal(alert, labels, alertname, ctx) {
+    // The request body when it fits, else this alert's own object when that does.
+    let payload = || whole.cloned().or_else(|| bounded(&alert.to_string()));
+    match firing_signal(fields, labels, alertname, ctx, payload) {
         Ok(item) => item,
         Err(reason) => Item::Rejected {
             reason: format!("{prefix}: {reason}"),
@@ -125,20 +199,23 @@ fn parse_alert(index: usize, alert: &Value, ctx: &ParseContext) -> Item {
     }
 }
 
-/// firing_signal classifies one alert by status and, when firing, builds its signal.
+/// firing_signal classifies one alert by status and, when firing, builds its signal;
+/// `original_payload` gives its `spec.originalPayload`.
 fn firing_signal(
     alert: &Map<String, Value>,
     labels: BTreeMap<String, String>,
     alertname: Option<String>,
     ctx: &ParseContext,
+    original_payload: impl FnOnce() -> Option<Arc<str>>,
 ) -> Result<Item, String> {
     let status = opt_str(alert, "status", "status").map_err(|e| e.to_string())?;
     match status {
         Some("firing") => {}
         Some("resolved") => {
-            let fingerprint = target_from_labels(&labels)
-                .ok()
-                .map(|t| Fingerprint::of(ctx.cluster_id.as_deref(), &t));
+            let fingerprint = match (target_from_labels(&labels), cluster_of(Some(&labels), ctx)) {
+                (Ok(target), Ok(cluster)) => Some(Fingerprint::of(cluster.as_deref(), &target)),
+                _ => None,
+            };
             return Ok(Item::Ignored {
                 fingerprint,
                 reason: "alert resolved".into(),
@@ -162,6 +239,7 @@ fn firing_signal(
     let name = alertname.ok_or("no alertname label")?;
     within("alertname", &name, SIGNAL_NAME_MAX)?;
     let target = target_from_labels(&labels)?;
+    let cluster_id = cluster_of(Some(&labels), ctx)?;
     let annotations = string_map(alert, "annotations", "annotations").map_err(|e| e.to_string())?;
     let starts_at = opt_str(alert, "startsAt", "startsAt").map_err(|e| e.to_string())?;
     let firing_time = match starts_at {
@@ -175,17 +253,35 @@ fn firing_signal(
         .filter(|s| !s.is_empty())
         .map_or(SEVERITY_DEFAULT, String::as_str);
     within("severity", severity, SEVERITY_MAX)?;
+    let namespace = alert_namespace(&labels).map_or("", |(_, ns)| ns);
     Ok(Item::Signal(Signal {
-        fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
+        fingerprint: Fingerprint::of(cluster_id.as_deref(), &target),
         name,
         severity: severity.to_owned(),
         source: Source::Alertmanager,
         target,
+        provider_data: provider_data(Some(&labels), namespace),
         labels,
         annotations,
         firing_time: firing_time.unwrap_or(ctx.received_time),
         received_time: ctx.received_time,
+        cluster_id,
+        original_payload: original_payload(),
     }))
+}
+
+/// alert_namespace is the namespace an alert names and the label it came from:
+/// `exported_namespace` (the object's own namespace when the scrape target's is in
+/// `namespace`), else `namespace`, kubernaut's order; empty values count as absent.
+fn alert_namespace(labels: &BTreeMap<String, String>) -> Option<(&'static str, &str)> {
+    ["exported_namespace", "namespace"]
+        .into_iter()
+        .find_map(|key| {
+            labels
+                .get(key)
+                .filter(|v| !v.is_empty())
+                .map(|v| (key, v.as_str()))
+        })
 }
 
 /// within refuses a label value longer than the RR field it fills allows, in
@@ -208,13 +304,13 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     };
-    let namespace = label("namespace");
+    let namespace = alert_namespace(labels);
     for row in KINDS {
         let Some((row_label, name)) = row.label.and_then(|l| Some((l, label(l)?))) else {
             continue;
         };
         let namespace = if row.namespaced {
-            namespace.ok_or_else(|| {
+            namespace.map(|(_, ns)| ns).ok_or_else(|| {
                 format!(
                     "label `{}` names {} {} but there is no `namespace` label; {} is namespaced",
                     row_label,
@@ -235,10 +331,10 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
         validate_target(&target).map_err(|e| format!("label `{row_label}`: {e}"))?;
         return Ok(target);
     }
-    if let Some(ns) = namespace {
+    if let Some((ns_label, ns)) = namespace {
         if !is_dns1123_label(ns) {
             return Err(format!(
-                "label `namespace`: namespace {} is not a valid DNS-1123 label",
+                "label `{ns_label}`: namespace {} is not a valid DNS-1123 label",
                 shown(ns)
             ));
         }
@@ -269,6 +365,8 @@ mod tests {
         "../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
     );
     const V3: &str = include_str!("../../tests/fixtures/alertmanager/v3-unknown-version.json");
+    const NO_VERSION: &str =
+        include_str!("../../tests/fixtures/alertmanager/v4-no-version-federated.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -279,6 +377,17 @@ mod tests {
             cluster_id: None,
             received_time: ts("2025-06-12T08:15:00Z"),
             max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            replay_window: None,
+            timestamp_header: None,
+        }
+    }
+
+    /// checked is the test context with kubernaut's replay window and `X-Timestamp` header.
+    fn checked(header: Option<&str>) -> ParseContext {
+        ParseContext {
+            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            timestamp_header: header.map(str::to_owned),
+            ..ctx()
         }
     }
 
@@ -469,9 +578,17 @@ mod tests {
             payload_error("\"4\""),
             "payload must be a JSON object, found a string"
         );
+        assert!(
+            payload_error(r#"{"alerts":[]}"#).starts_with("field `alerts` is empty"),
+            "no version is fine; the shape decides"
+        );
         assert_eq!(
-            payload_error(r#"{"alerts":[]}"#),
-            "field `version` is required"
+            payload_error(r#"{"version":null}"#),
+            "field `alerts` is required"
+        );
+        assert_eq!(
+            payload_error(r#"{"version":"1","alerts":[{}]}"#),
+            "field `version` must be \"4\" (Alertmanager webhook version 4), found \"1\""
         );
         assert_eq!(
             payload_error(r#"{"version":4,"alerts":[]}"#),
@@ -745,6 +862,268 @@ mod tests {
             "alerts[5] (X): field `annotations.n` must be a string, found a number"
         );
         assert_eq!(signal(&items[6]).target, target("Pod", "p", "a", "v1"));
+    }
+
+    #[test]
+    fn a_body_without_version_is_read_by_its_shape() {
+        let items = parse(NO_VERSION);
+        assert_eq!(items.len(), 2);
+        let deployment = signal(&items[0]);
+        assert_eq!(
+            deployment.target,
+            target("Deployment", "shop", "checkout", "apps/v1"),
+            "exported_namespace is the object's namespace; namespace is the scrape target's"
+        );
+        let pod = signal(&items[1]);
+        assert_eq!(
+            pod.target,
+            target("Pod", "shop", "checkout-7d9c6b5f4-k2x8p", "v1")
+        );
+        for s in [deployment, pod] {
+            assert_eq!(s.cluster_id.as_deref(), Some("eu-west-1"));
+        }
+        // printf 'eu-west-1:shop:Deployment:checkout' | sha256sum
+        assert_eq!(
+            deployment.fingerprint.as_str(),
+            "5ab038d59ea3363be7f31b7978c21e6d858cfdf39f7305eb0fde5b016c764029"
+        );
+    }
+
+    #[test]
+    fn the_alerts_cluster_label_wins_over_the_configured_cluster() {
+        let with = |cluster: Option<&str>| ParseContext {
+            cluster_id: cluster.map(str::to_owned),
+            ..ctx()
+        };
+        let labelled = one_alert(
+            serde_json::json!({"alertname": "X", "namespace": "prod", "pod": "web-0", "cluster": "eu-1"}),
+        );
+        let unlabelled =
+            one_alert(serde_json::json!({"alertname": "X", "namespace": "prod", "pod": "web-0"}));
+        let parsed = |body: &str, ctx: &ParseContext| {
+            let items = parse_alertmanager(body.as_bytes(), ctx).unwrap_or_default();
+            let s = signal(&items[0]);
+            (s.cluster_id.clone(), s.fingerprint.as_str().to_owned())
+        };
+        // printf 'eu-1:prod:Pod:web-0' | sha256sum
+        let eu1 = "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb";
+        assert_eq!(
+            parsed(&labelled, &with(Some("local"))),
+            (Some("eu-1".into()), eu1.into())
+        );
+        assert_eq!(
+            parsed(&labelled, &with(None)),
+            (Some("eu-1".into()), eu1.into())
+        );
+        assert_eq!(
+            parsed(&unlabelled, &with(Some("eu-1"))),
+            (Some("eu-1".into()), eu1.into())
+        );
+        assert_eq!(parsed(&unlabelled, &with(Some(""))).0, None);
+        let resolved = serde_json::json!({"version": "4", "alerts": [{"status": "resolved",
+            "labels": {"alertname": "X", "namespace": "prod", "pod": "web-0", "cluster": "eu-1"}}]});
+        let items = parse(&resolved.to_string());
+        assert_eq!(items[0].fingerprint().map(Fingerprint::as_str), Some(eu1));
+        let long = one_alert(serde_json::json!({"alertname": "X", "namespace": "prod",
+            "pod": "web-0", "cluster": "c".repeat(254)}));
+        assert_eq!(
+            rejected(&parse(&long)[0]),
+            "alerts[0] (X): label `cluster` is 254 characters; a RemediationRequest allows at most 253"
+        );
+    }
+
+    #[test]
+    fn provider_data_and_the_original_payload_are_what_kubernaut_writes() {
+        let s = parse(SINGLE).remove(0);
+        let s = signal(&s);
+        let provider: Value = serde_json::from_str(&s.provider_data).unwrap_or_default();
+        assert_eq!(
+            provider,
+            serde_json::json!({"labels": s.labels, "namespace": "prod"})
+        );
+        assert!(
+            s.provider_data
+                .starts_with(r#"{"labels":{"alertname":"KubePodCrashLooping","container":"web","#)
+                && s.provider_data.ends_with(
+                    r#""uid":"5f0c7a4e-2b1d-4c9a-9d7e-3a6f1b8c2e41"},"namespace":"prod"}"#
+                ),
+            "keys sorted as Go marshals a map: {}",
+            s.provider_data
+        );
+        assert_eq!(
+            s.original_payload.as_deref(),
+            Some(SINGLE),
+            "the body as sent"
+        );
+        let federated = parse(NO_VERSION);
+        let provider: Value =
+            serde_json::from_str(&signal(&federated[0]).provider_data).unwrap_or_default();
+        assert_eq!(provider["namespace"], "shop", "exported_namespace wins");
+        let node = parse(&one_alert(
+            serde_json::json!({"alertname": "X", "node": "w1"}),
+        ));
+        assert_eq!(
+            signal(&node[0]).provider_data,
+            r#"{"labels":{"alertname":"X","node":"w1"},"namespace":""}"#
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_bound_keeps_each_alerts_own_object() {
+        let bound = crate::signal::ORIGINAL_PAYLOAD_MAX;
+        let alert = |pod: &str, filler: usize| {
+            serde_json::json!({"status": "firing", "startsAt": "2025-06-12T08:00:00Z",
+                "labels": {"alertname": "X", "namespace": "p", "pod": pod},
+                "annotations": {"filler": "f".repeat(filler)}})
+        };
+        let body = serde_json::json!({"version": "4", "alerts": [
+            alert("a", bound / 2), alert("b", bound / 2), alert("c", bound),
+        ]})
+        .to_string();
+        assert!(body.len() > bound);
+        let items = parse(&body);
+        let own = signal(&items[0])
+            .original_payload
+            .as_deref()
+            .unwrap_or_default();
+        assert!(
+            own.len() < bound && own.len() > bound / 2,
+            "{} bytes",
+            own.len()
+        );
+        let own: Value = serde_json::from_str(own).unwrap_or_default();
+        assert_eq!(own, alert("a", bound / 2));
+        assert!(signal(&items[1]).original_payload.is_some());
+        assert_eq!(
+            signal(&items[2]).original_payload,
+            None,
+            "an alert over the bound on its own is left out"
+        );
+        // The alerts of a notification within the bound share one copy of it.
+        let group = parse(GROUP);
+        let payloads: Vec<_> = group
+            .iter()
+            .filter_map(|i| signal(i).original_payload.clone())
+            .collect();
+        assert_eq!(payloads.len(), 5);
+        assert!(
+            payloads
+                .iter()
+                .all(|p| std::sync::Arc::ptr_eq(p, &payloads[0]))
+        );
+    }
+
+    #[test]
+    fn the_timestamp_header_is_checked_against_the_replay_window() {
+        let now = ctx().received_time.as_second();
+        let parse_with = |header: &str| {
+            parse_alertmanager(SINGLE.as_bytes(), &checked(Some(header))).map_err(|e| e.to_string())
+        };
+        for fresh in [now, now - 300, now + 120] {
+            assert!(parse_with(&fresh.to_string()).is_ok(), "{fresh}");
+        }
+        let old = (now - 301).to_string();
+        assert_eq!(
+            parse_with(&old).err().unwrap_or_default(),
+            format!(
+                "timestamp too old: possible replay attack: header `X-Timestamp` is {old} \
+                 (2025-06-12T08:09:59Z), 301 s old; the replay window is 300 s"
+            )
+        );
+        let ahead = (now + 121).to_string();
+        assert_eq!(
+            parse_with(&ahead).err().unwrap_or_default(),
+            format!(
+                "timestamp in future: possible clock skew attack: header `X-Timestamp` is \
+                 {ahead} (2025-06-12T08:17:01Z), 121 s ahead of the gateway's clock; at most \
+                 120 s is tolerated"
+            )
+        );
+        assert!(
+            parse_with(&i64::MAX.to_string()).is_err_and(|e| e.starts_with("timestamp in future"))
+        );
+        for bad in ["", "now", "1749716100.5", "2025-06-12T08:15:00Z"] {
+            assert!(
+                parse_with(bad).is_err_and(|e| e.starts_with(&format!(
+                    "invalid timestamp format: header `X-Timestamp` is {bad:?}, expected Unix \
+                     seconds (an integer)"
+                ))),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            parse_with("-1").is_err_and(|e| e.ends_with("a non-negative integer)")),
+            "negative"
+        );
+        // The header, when sent, is what is checked: no startsAt is needed then.
+        let body = serde_json::json!({"alerts": [{"status": "firing",
+            "labels": {"alertname": "X", "namespace": "p", "pod": "a"}}]})
+        .to_string();
+        let header = now.to_string();
+        assert!(parse_alertmanager(body.as_bytes(), &checked(Some(&header))).is_ok());
+    }
+
+    #[test]
+    fn without_the_header_starts_at_may_be_old_but_not_ahead_or_missing() {
+        let check = |body: &str| {
+            parse_alertmanager(body.as_bytes(), &checked(None)).map_err(|e| e.to_string())
+        };
+        // Alertmanager re-sends an ongoing alert with its original startsAt.
+        let old = one_alert(serde_json::json!({"alertname": "X", "namespace": "p", "pod": "a"}))
+            .replace("2025-06-12T08:00:00Z", "2024-01-01T00:00:00Z");
+        assert!(check(&old).is_ok());
+        let alert = |starts_at: Value, status: &str| {
+            serde_json::json!({"status": status, "startsAt": starts_at,
+                "labels": {"alertname": "X", "namespace": "p", "pod": "a"}})
+        };
+        let body = |alerts: Vec<Value>| serde_json::json!({"alerts": alerts}).to_string();
+        assert!(
+            check(&body(vec![
+                alert("2025-06-12T08:17:00Z".into(), "firing"),
+                alert("2025-01-01T00:00:00Z".into(), "firing"),
+            ]))
+            .is_ok(),
+            "120 s ahead is tolerated"
+        );
+        assert_eq!(
+            check(&body(vec![
+                alert("2025-01-01T00:00:00Z".into(), "firing"),
+                alert("2025-06-12T08:17:01Z".into(), "resolved"),
+            ]))
+            .err()
+            .unwrap_or_default(),
+            "alert startsAt in future: possible clock skew attack: field `startsAt` of alerts[1] \
+             is \"2025-06-12T08:17:01Z\", 121 s ahead of the gateway's clock; at most 120 s is \
+             tolerated"
+        );
+        let missing = "alert payload missing startsAt timestamp: no alert has a non-zero \
+                       `startsAt` and there is no `X-Timestamp` header";
+        for none in [Value::Null, "0001-01-01T00:00:00Z".into(), "".into()] {
+            assert_eq!(
+                check(&body(vec![alert(none.clone(), "firing")]))
+                    .err()
+                    .unwrap_or_default(),
+                missing,
+                "{none}"
+            );
+        }
+        // A notification that writes nothing is not checked: its answers stay per alert.
+        let items = parse_alertmanager(
+            body(vec![alert(Value::Null, "resolved")]).as_bytes(),
+            &checked(None),
+        );
+        assert!(matches!(items.as_deref(), Ok([Item::Ignored { .. }])));
+        let nameless = serde_json::json!({"alerts": [{"status": "firing", "labels": {}}]});
+        let items = parse_alertmanager(nameless.to_string().as_bytes(), &checked(None));
+        assert!(matches!(items.as_deref(), Ok([Item::Rejected { .. }])));
+        // Off, nothing is checked.
+        let ahead = body(vec![alert("2025-06-12T09:00:00Z".into(), "firing")]);
+        assert!(parse_alertmanager(ahead.as_bytes(), &ctx()).is_ok());
+        let stale_header = ParseContext {
+            timestamp_header: Some("0".into()),
+            ..ctx()
+        };
+        assert!(parse_alertmanager(SINGLE.as_bytes(), &stale_header).is_ok());
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //! Other kinds keep `involvedObject.namespace` as sent. A missing
 //! `involvedObject.apiVersion` is filled in for known kinds.
 //!
-//! A Warning Event becomes a signal named after its `reason`, severity
-//! `warning`. Its labels are the Event's `metadata.labels` plus `reason`,
-//! `type`, `component` (`source.component`, else `reportingComponent`) and
-//! `host` (`source.host`, else `reportingInstance`) when set. Its annotations
-//! are the Event's `metadata.annotations` plus `message`, `count` and `event`
+//! A Warning or Error Event becomes a signal named after its `reason`, its severity the
+//! type as sent (`Warning`, `Error`), as kubernaut's Gateway writes it. Its labels are the
+//! Event's `metadata.labels` plus `reason`, `type`, `component` (`source.component`, else
+//! `reportingComponent`) and `host` (`source.host`, else `reportingInstance`) when set. Its
+//! annotations are the Event's `metadata.annotations` plus `message`, `count` and `event`
 //! (`<namespace>/<name>` of the Event object) when set. The firing time is
 //! `lastTimestamp`, else `eventTime`, else `firstTimestamp`, else the time the
-//! gateway received it.
+//! gateway received it. Its cluster is `GATEWAY_CLUSTER_ID`.
+//!
+//! Freshness: with `GATEWAY_REPLAY_WINDOW_SECONDS` set, a Warning or Error Event is refused
+//! when that timestamp is missing, older than the window, or more than two minutes ahead of
+//! the gateway's clock.
 
 use std::collections::BTreeMap;
 
@@ -24,20 +28,19 @@ use serde_json::{Map, Value};
 use crate::crd::SIGNAL_NAME_MAX;
 
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, json_kind,
-    opt_object, opt_str, parse_object, parse_timestamp, shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
+    check_fresh, json_kind, opt_object, opt_str, parse_object, parse_timestamp, provider_data,
+    shown, string_map,
     target::{known_kind, validate_target},
 };
-
-/// SEVERITY_WARNING is the severity of every signal made from a Warning Event.
-const SEVERITY_WARNING: &str = "warning";
 
 /// parse_event turns one `core/v1` Event into an item.
 ///
 /// A body that is not an Event object (not JSON, no `involvedObject` with
-/// `kind` and `name`, no `type`, a `type` other than Normal or Warning, a field
-/// of the wrong JSON type, an unparseable timestamp) is a [`PayloadError`]. A
-/// well-formed Warning Event that cannot name a valid target or has no
+/// `kind` and `name`, no `type`, a `type` other than Normal, Warning or Error, a field
+/// of the wrong JSON type, an unparseable timestamp) is a [`PayloadError`], as is a
+/// Warning or Error Event the freshness check (module docs) refuses. A
+/// well-formed Warning or Error Event that cannot name a valid target or has no
 /// `reason` is [`Item::Rejected`].
 pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError> {
     let event = parse_object(body)?;
@@ -93,10 +96,13 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
         opt_str(source, "host", "source.host")?,
         opt_str(&event, "reportingInstance", "reportingInstance")?,
     ]);
+    // The first of these that is set: the firing time, and what the freshness check reads.
     let mut firing_time = None;
     for field in ["lastTimestamp", "eventTime", "firstTimestamp"] {
         let parsed = match opt_str(&event, field, field)? {
-            Some(value) => parse_timestamp(field, value, ctx.received_time)?,
+            Some(value) => {
+                parse_timestamp(field, value, ctx.received_time)?.map(|ts| (ts, field, value))
+            }
             None => None,
         };
         firing_time = firing_time.or(parsed);
@@ -109,21 +115,23 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
         object_api_version,
         event_namespace,
     );
+    let cluster_id = ctx.cluster_id.clone().filter(|c| !c.is_empty());
     match event_type {
+        // kubernaut answers 400; an Event exporter sends every Event, so that would be noise.
         "Normal" => {
             let fingerprint = target
                 .ok()
-                .map(|t| Fingerprint::of(ctx.cluster_id.as_deref(), &t));
+                .map(|t| Fingerprint::of(cluster_id.as_deref(), &t));
             return Ok(Item::Ignored {
                 fingerprint,
                 reason: "normal event".into(),
             });
         }
-        "Warning" => {}
+        "Warning" | "Error" => {}
         other => {
             return Err(PayloadError::InvalidValue {
                 field: "type".into(),
-                expected: "\"Normal\" or \"Warning\"",
+                expected: "\"Normal\", \"Warning\" or \"Error\"",
                 found: shown(other),
             });
         }
@@ -159,6 +167,24 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
         });
     }
 
+    // Only an Event that would write something is checked, as for Alertmanager.
+    if let Some(window) = ctx.replay_window {
+        let Some((ts, field, value)) = firing_time else {
+            return Err(PayloadError::NoTimestamp {
+                problem: "event missing lastTimestamp and firstTimestamp",
+                detail: "none of `lastTimestamp`, `eventTime`, `firstTimestamp` is set",
+            });
+        };
+        check_fresh(
+            Some(("event timestamp too old: possible stale event", window)),
+            "event timestamp in future: possible clock skew",
+            &format!("field `{field}`"),
+            &shown(value),
+            ts.as_second(),
+            ctx.received_time,
+        )?;
+    }
+
     labels.insert("reason".into(), reason.to_owned());
     labels.insert("type".into(), event_type.to_owned());
     insert_some(&mut labels, "component", component);
@@ -170,15 +196,18 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
     }
 
     Ok(Item::Signal(Signal {
-        fingerprint: Fingerprint::of(ctx.cluster_id.as_deref(), &target),
+        fingerprint: Fingerprint::of(cluster_id.as_deref(), &target),
         name: reason.to_owned(),
-        severity: SEVERITY_WARNING.to_owned(),
+        severity: event_type.to_owned(),
         source: Source::KubernetesEvent,
+        provider_data: provider_data(None, &target.namespace),
         target,
         labels,
         annotations,
-        firing_time: firing_time.unwrap_or(ctx.received_time),
+        firing_time: firing_time.map_or(ctx.received_time, |(ts, _, _)| ts),
         received_time: ctx.received_time,
+        cluster_id,
+        original_payload: body_text(body),
     }))
 }
 
@@ -261,6 +290,7 @@ mod tests {
     const NODE_OOM: &str = include_str!("../../tests/fixtures/events/warning-systemoom-node.json");
     const FAILED_SCHEDULING: &str =
         include_str!("../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
+    const ERROR: &str = include_str!("../../tests/fixtures/events/error-reconcile-deployment.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -271,7 +301,18 @@ mod tests {
             cluster_id: None,
             received_time: ts("2025-06-12T08:30:00Z"),
             max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            replay_window: None,
+            timestamp_header: None,
         }
+    }
+
+    /// checked parses `body` with kubernaut's replay window.
+    fn checked(body: &str) -> Result<Item, String> {
+        let ctx = ParseContext {
+            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            ..ctx()
+        };
+        parse_event(body.as_bytes(), &ctx).map_err(|e| e.to_string())
     }
 
     fn parse(body: &str) -> Item {
@@ -312,7 +353,10 @@ mod tests {
     fn warning_backoff_on_a_pod_becomes_a_signal() {
         let s = signal(BACKOFF);
         assert_eq!(s.name, "BackOff");
-        assert_eq!(s.severity, "warning");
+        assert_eq!(
+            s.severity, "Warning",
+            "the type as sent, as kubernaut writes it"
+        );
         assert_eq!(s.source, Source::KubernetesEvent);
         assert_eq!(
             s.target,
@@ -491,8 +535,8 @@ mod tests {
             "field `type` is required"
         );
         assert_eq!(
-            payload_error(&edited("/type", Some("Error".into()))),
-            "field `type` must be \"Normal\" or \"Warning\", found \"Error\""
+            payload_error(&edited("/type", Some("Info".into()))),
+            "field `type` must be \"Normal\", \"Warning\" or \"Error\", found \"Info\""
         );
         assert_eq!(
             payload_error(&edited("/kind", Some("Pod".into()))),
@@ -593,5 +637,96 @@ mod tests {
             fp.as_str(),
             "695282e3b5fc66c24daa6ea0e3d63e5033556b4433090e2bef0e1c76377f03bb"
         );
+    }
+
+    #[test]
+    fn error_events_are_signals_with_their_type_as_severity() {
+        let s = signal(ERROR);
+        assert_eq!(s.name, "ReconcileError");
+        assert_eq!(s.severity, "Error");
+        assert_eq!(s.target.kind, "Deployment");
+        assert_eq!(s.labels.get("type").map(String::as_str), Some("Error"));
+        assert_eq!(s.firing_time, ts("2025-06-12T08:29:10Z"));
+    }
+
+    #[test]
+    fn provider_data_and_the_original_payload_are_what_kubernaut_writes() {
+        let s = signal(BACKOFF);
+        assert_eq!(s.provider_data, r#"{"labels":null,"namespace":"prod"}"#);
+        assert_eq!(s.original_payload.as_deref(), Some(BACKOFF));
+        assert_eq!(s.cluster_id, None);
+        let node = signal(NODE_OOM);
+        assert_eq!(node.provider_data, r#"{"labels":null,"namespace":""}"#);
+        let big = edited(
+            "/message",
+            Some("m".repeat(crate::signal::ORIGINAL_PAYLOAD_MAX).into()),
+        );
+        assert_eq!(signal(&big).original_payload, None, "over the bound");
+    }
+
+    #[test]
+    fn an_event_takes_the_configured_cluster() {
+        let with = ParseContext {
+            cluster_id: Some("eu-1".into()),
+            ..ctx()
+        };
+        let body = edited(
+            "/metadata/labels",
+            Some(serde_json::json!({"cluster": "elsewhere"})),
+        );
+        match parse_event(body.as_bytes(), &with) {
+            Ok(Item::Signal(s)) => assert_eq!(s.cluster_id.as_deref(), Some("eu-1")),
+            other => panic!("expected a signal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_freshness_check_reads_last_then_event_then_first_timestamp() {
+        // ctx() receives at 08:30:00; the BackOff fixture's lastTimestamp is 08:14:22.
+        assert_eq!(
+            checked(BACKOFF).err().unwrap_or_default(),
+            "event timestamp too old: possible stale event: field `lastTimestamp` is \
+             \"2025-06-12T08:14:22Z\", 938 s old; the replay window is 300 s"
+        );
+        let fresh = edited("/lastTimestamp", Some("2025-06-12T08:25:00Z".into()));
+        assert!(checked(&fresh).is_ok(), "300 s old is within the window");
+        let ahead = edited("/lastTimestamp", Some("2025-06-12T08:32:01Z".into()));
+        assert_eq!(
+            checked(&ahead).err().unwrap_or_default(),
+            "event timestamp in future: possible clock skew: field `lastTimestamp` is \
+             \"2025-06-12T08:32:01Z\", 121 s ahead of the gateway's clock; at most 120 s is \
+             tolerated"
+        );
+        let by_event_time = {
+            let mut v: Value = serde_json::from_str(&edited("/lastTimestamp", Some(Value::Null)))
+                .unwrap_or_default();
+            v["eventTime"] = "2025-06-12T08:29:00.123456Z".into();
+            v.to_string()
+        };
+        assert!(
+            checked(&by_event_time).is_ok(),
+            "eventTime before firstTimestamp"
+        );
+        let by_first = edited("/lastTimestamp", None);
+        assert!(
+            checked(&by_first)
+                .is_err_and(|e| e.contains("field `firstTimestamp` is \"2025-06-12T08:09:51Z\""))
+        );
+        let none = {
+            let mut v: Value = serde_json::from_str(&by_first).unwrap_or_default();
+            v["firstTimestamp"] = "0001-01-01T00:00:00Z".into();
+            v.to_string()
+        };
+        assert_eq!(
+            checked(&none).err().unwrap_or_default(),
+            "event missing lastTimestamp and firstTimestamp: none of `lastTimestamp`, \
+             `eventTime`, `firstTimestamp` is set"
+        );
+        // Normal Events and Events that are rejected anyway are not checked; off, none is.
+        assert!(matches!(checked(SCHEDULED), Ok(Item::Ignored { .. })));
+        let nameless = edited("/reason", None);
+        assert!(matches!(checked(&nameless), Ok(Item::Rejected { .. })));
+        assert!(matches!(parse(&none), Item::Signal(_)));
+        assert!(matches!(parse(&ahead), Item::Signal(_)));
     }
 }

@@ -7,7 +7,7 @@
 //! (resolved alerts, Normal events), or is [`Item::Rejected`] with a reason.
 //! Nothing here talks to Kubernetes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde_json::{Map, Value};
 
@@ -32,12 +32,21 @@ pub enum Source {
 }
 
 impl Source {
-    /// as_str is the `signalSource` written on RRs and the `source` metric attribute.
+    /// as_str names the adapter in logs and in the `source` metric attribute.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Alertmanager => "alertmanager",
             Source::KubernetesEvent => "kubernetes-event",
+        }
+    }
+
+    /// signal_source is the `spec.signalSource` kubernaut's Gateway writes for this adapter.
+    #[must_use]
+    pub fn signal_source(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "prometheus",
+            Source::KubernetesEvent => "kubernetes-events",
         }
     }
 }
@@ -55,13 +64,22 @@ pub struct Signal {
     pub annotations: BTreeMap<String, String>,
     pub firing_time: jiff::Timestamp,
     pub received_time: jiff::Timestamp,
+    /// The cluster the signal is about (`spec.clusterID`, and part of the fingerprint): the
+    /// alert's `cluster` label, else `GATEWAY_CLUSTER_ID`; None is the local cluster.
+    pub cluster_id: Option<String>,
+    /// `spec.providerData` as kubernaut's Gateway writes it: `{"labels":...,"namespace":...}`.
+    pub provider_data: String,
+    /// `spec.originalPayload`: the request body, or this alert's own object when the body is
+    /// over [`ORIGINAL_PAYLOAD_MAX`]; None when that is over it too. Shared by the alerts of
+    /// one notification.
+    pub original_payload: Option<Arc<str>>,
 }
 
 impl Signal {
     /// retarget makes `target` (the workload behind the signal's target) what the signal
-    /// is about, and fingerprints it.
-    pub fn retarget(&mut self, target: TargetResource, cluster_id: Option<&str>) {
-        self.fingerprint = Fingerprint::of(cluster_id, &target);
+    /// is about, and fingerprints it in the signal's own cluster.
+    pub fn retarget(&mut self, target: TargetResource) {
+        self.fingerprint = Fingerprint::of(self.cluster_id.as_deref(), &target);
         self.target = target;
     }
 }
@@ -99,22 +117,29 @@ impl Item {
 /// ParseContext carries what adapters need besides the payload itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParseContext {
-    /// Cluster id mixed into every fingerprint, when configured.
+    /// `GATEWAY_CLUSTER_ID`: the cluster of signals that do not name their own.
     pub cluster_id: Option<String>,
     /// When the gateway received the payload; also the fallback firing time.
     pub received_time: jiff::Timestamp,
     /// Most alerts one Alertmanager notification may carry.
     pub max_alerts: usize,
+    /// How old the timestamp a replay or freshness check reads may be
+    /// (`GATEWAY_REPLAY_WINDOW_SECONDS`); None turns those checks off.
+    pub replay_window: Option<Duration>,
+    /// The request's `X-Timestamp` header as sent (Unix seconds), if any.
+    pub timestamp_header: Option<String>,
 }
 
 impl ParseContext {
-    /// now builds a context stamped with the current time.
+    /// now builds a context stamped with the current time, with the replay checks off.
     #[must_use]
     pub fn now(cluster_id: Option<String>) -> ParseContext {
         ParseContext {
             cluster_id,
             received_time: jiff::Timestamp::now(),
             max_alerts: MAX_ALERTS_DEFAULT,
+            replay_window: None,
+            timestamp_header: None,
         }
     }
 }
@@ -129,6 +154,15 @@ pub const MAX_KEY_BYTES: usize = 317;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// MAX_FUTURE is how far after the gateway's clock a firing time may lie (clock skew).
 const MAX_FUTURE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// REPLAY_WINDOW_DEFAULT is the default of `GATEWAY_REPLAY_WINDOW_SECONDS`: kubernaut's 5 minutes.
+pub const REPLAY_WINDOW_DEFAULT: Duration = Duration::from_secs(300);
+/// MAX_AHEAD_SECONDS is how far after the gateway's clock a timestamp the replay checks read
+/// may lie: kubernaut's 2 minutes of tolerated clock skew.
+const MAX_AHEAD_SECONDS: i64 = 120;
+/// ORIGINAL_PAYLOAD_MAX bounds `spec.originalPayload`, in bytes (the README argues it).
+pub const ORIGINAL_PAYLOAD_MAX: usize = 64 * 1024;
+/// CLUSTER_ID_MAX is the longest `spec.clusterID` kubernaut's CRD accepts, in characters.
+const CLUSTER_ID_MAX: usize = 253;
 
 /// PayloadError says why a whole payload is unusable; it will never succeed on retry.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +213,116 @@ pub enum PayloadError {
         #[source]
         source: jiff::Error,
     },
+    /// The `X-Timestamp` header is not Unix seconds.
+    #[error("invalid timestamp format: header `X-Timestamp` is {value}, expected {expected}")]
+    InvalidTimestampHeader {
+        value: String,
+        expected: &'static str,
+    },
+    /// The payload carries no timestamp the replay window could check.
+    #[error("{problem}: {detail}")]
+    NoTimestamp {
+        problem: &'static str,
+        detail: &'static str,
+    },
+    /// The timestamp the replay window checks is older than the window.
+    #[error("{problem}: {what} is {value}, {age} s old; the replay window is {window} s")]
+    TooOld {
+        problem: &'static str,
+        what: String,
+        value: String,
+        age: i64,
+        window: u64,
+    },
+    /// The timestamp the replay window checks lies further ahead than clock skew explains.
+    #[error(
+        "{problem}: {what} is {value}, {ahead} s ahead of the gateway's clock; at most {limit} \
+         s is tolerated"
+    )]
+    TooNew {
+        problem: &'static str,
+        what: String,
+        value: String,
+        ahead: i64,
+        limit: i64,
+    },
+}
+
+/// check_fresh refuses `ts` (Unix seconds; `what` is `value` in the message) when it lies
+/// more than [`MAX_AHEAD_SECONDS`] after `now` (saying `too_new`), or, given `too_old` (what
+/// to say, the window), when it is older than the window.
+fn check_fresh(
+    too_old: Option<(&'static str, Duration)>,
+    too_new: &'static str,
+    what: &str,
+    value: &str,
+    ts: i64,
+    now: jiff::Timestamp,
+) -> Result<(), PayloadError> {
+    let age = now.as_second().saturating_sub(ts);
+    if age < -MAX_AHEAD_SECONDS {
+        return Err(PayloadError::TooNew {
+            problem: too_new,
+            what: what.to_owned(),
+            value: value.to_owned(),
+            ahead: age.saturating_neg(),
+            limit: MAX_AHEAD_SECONDS,
+        });
+    }
+    if let Some((problem, window)) = too_old
+        && age > i64::try_from(window.as_secs()).unwrap_or(i64::MAX)
+    {
+        return Err(PayloadError::TooOld {
+            problem,
+            what: what.to_owned(),
+            value: value.to_owned(),
+            age,
+            window: window.as_secs(),
+        });
+    }
+    Ok(())
+}
+
+/// cluster_of is the cluster a signal with `labels` is about: its non-empty `cluster` label,
+/// else the configured one; a label longer than `spec.clusterID` allows is refused.
+fn cluster_of(
+    labels: Option<&BTreeMap<String, String>>,
+    ctx: &ParseContext,
+) -> Result<Option<String>, String> {
+    let label = labels
+        .and_then(|l| l.get("cluster"))
+        .filter(|c| !c.is_empty());
+    if let Some(cluster) = label {
+        let chars = cluster.chars().count();
+        if chars > CLUSTER_ID_MAX {
+            return Err(format!(
+                "label `cluster` is {chars} characters; a RemediationRequest allows at most \
+                 {CLUSTER_ID_MAX}"
+            ));
+        }
+        return Ok(Some(cluster.clone()));
+    }
+    Ok(ctx.cluster_id.clone().filter(|c| !c.is_empty()))
+}
+
+/// provider_data renders `spec.providerData` as kubernaut's Gateway marshals it: `labels`
+/// (null for Events) and `namespace`, keys sorted as Go sorts a map's.
+fn provider_data(labels: Option<&BTreeMap<String, String>>, namespace: &str) -> String {
+    serde_json::json!({"labels": labels, "namespace": namespace}).to_string()
+}
+
+/// bounded returns `text` when it fits in [`ORIGINAL_PAYLOAD_MAX`] bytes.
+fn bounded(text: &str) -> Option<Arc<str>> {
+    (text.len() <= ORIGINAL_PAYLOAD_MAX).then(|| Arc::from(text))
+}
+
+/// body_text is the request body as text, when it fits in [`ORIGINAL_PAYLOAD_MAX`] bytes.
+fn body_text(body: &[u8]) -> Option<Arc<str>> {
+    if body.len() > ORIGINAL_PAYLOAD_MAX {
+        return None;
+    }
+    // A body that parsed as JSON is UTF-8; the lossy form only guards the impossible case.
+    bounded(&String::from_utf8_lossy(body))
 }
 
 /// DISPLAY_CHARS is how many characters of an untrusted value an error message shows.

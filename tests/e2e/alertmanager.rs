@@ -155,7 +155,7 @@ async fn alertmanager_webhooks_become_one_rr_per_workload() {
     assert_eq!(per_target["cart-0"][0].occurrence_count(), 2);
     assert_eq!(per_target["checkout-0"][0].occurrence_count(), 1);
     let spec = &per_target["cart-0"][0].spec;
-    assert_eq!(spec.signal_source, "alertmanager");
+    assert_eq!(spec.signal_source, "prometheus", "kubernaut's value");
     assert_eq!(spec.target_resource.kind, "Pod");
     assert_eq!(spec.target_resource.namespace, "shop");
     assert!(

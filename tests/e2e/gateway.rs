@@ -30,6 +30,19 @@ async fn call(app: &Router, path: &str, body: String) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// fresh is an Event fixture stamped with the current time, as a live cluster sends it:
+/// the replay window (`GATEWAY_REPLAY_WINDOW_SECONDS`) refuses the fixtures' old timestamps.
+fn fresh(fixture: &str) -> String {
+    let mut event: Value = serde_json::from_str(fixture).expect("an Event fixture");
+    let now = jiff::Timestamp::now().to_string();
+    for field in ["firstTimestamp", "lastTimestamp"] {
+        if event[field].is_string() {
+            event[field] = now.clone().into();
+        }
+    }
+    event.to_string()
+}
+
 #[tokio::test]
 async fn a_new_alert_creates_one_rr_and_a_repeat_counts_on_it() {
     let cp = plane().await;
@@ -218,15 +231,91 @@ async fn warning_events_become_rrs() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
     let app = gateway(cp, ns.name()).await;
-    let event = include_str!("../fixtures/events/warning-backoff-pod.json").to_owned();
+    let event = fresh(include_str!("../fixtures/events/warning-backoff-pod.json"));
     let (status, body) = call(&app, EVENTS, event.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _) = call(&app, EVENTS, event).await;
+    let (status, _) = call(&app, EVENTS, event.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].spec.signal_type, SignalType::Event);
+    // What kubernaut's Gateway writes for an Event.
+    let spec = &list[0].spec;
+    assert_eq!(spec.signal_type, SignalType::Alert);
+    assert_eq!(spec.signal_source, "kubernetes-events");
+    assert_eq!(spec.severity, "Warning");
+    assert_eq!(
+        spec.provider_data.as_deref(),
+        Some(r#"{"labels":null,"namespace":"prod"}"#)
+    );
+    assert_eq!(spec.original_payload.as_deref(), Some(event.as_str()));
+    assert_eq!(spec.cluster_id, None);
     assert_eq!(list[0].occurrence_count(), 2);
+
+    let error = fresh(include_str!(
+        "../fixtures/events/error-reconcile-deployment.json"
+    ));
+    let (status, body) = call(&app, EVENTS, error).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "an Error Event is a signal: {body}"
+    );
+}
+
+#[tokio::test]
+async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let app = gateway(cp, ns.name()).await;
+    let stale = include_str!("../fixtures/events/warning-backoff-pod.json").to_owned();
+    let (status, problem) = call(&app, EVENTS, stale.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("event timestamp too old: possible stale event: field `lastTimestamp`"),
+        "{detail}"
+    );
+    let post = |header: String| {
+        let app = app.clone();
+        async move {
+            let req = Request::post(PROMETHEUS)
+                .header("content-type", "application/json")
+                .header("x-timestamp", header)
+                .body(Body::from(firing("replayed-0")))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or_default(),
+            )
+        }
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let (status, problem) = post((now - 3600).to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d
+                .starts_with("timestamp too old: possible replay attack: header `X-Timestamp`")),
+        "{problem}"
+    );
+    let (status, problem) = post("soon".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        rrs(cp, ns.name()).await.is_empty(),
+        "nothing refused is written"
+    );
+    let (status, body) = post(now.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let off = gateway_with(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
+    let (status, body) = call(&off, EVENTS, stale).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[tokio::test]
@@ -350,9 +439,9 @@ async fn the_lambda_adapter_serves_the_same_router() {
     let payload = firing("lambda-0");
     let apigw = include_str!("../fixtures/lambda/apigw-v2-template.json")
         .replace("\"BODY\"", &serde_json::to_string(&payload).unwrap());
-    let event = include_str!("../fixtures/events/warning-backoff-pod.json");
+    let event = fresh(include_str!("../fixtures/events/warning-backoff-pod.json"));
     let alb = include_str!("../fixtures/lambda/alb-template.json")
-        .replace("\"BODY\"", &serde_json::to_string(event).unwrap());
+        .replace("\"BODY\"", &serde_json::to_string(&event).unwrap());
 
     let mut adapter = Adapter::from(app);
     for (raw, want) in [(apigw.clone(), 201), (apigw, 202), (alb, 201)] {

@@ -117,6 +117,21 @@ pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
         .expect("the RR of kubernaut-pod");
     assert_eq!(rr.data["spec"]["targetType"], "kubernetes", "{rr:?}");
     assert_eq!(rr.data["spec"]["targetResource"]["name"], "kubernaut-pod");
+    // The fields kubernaut's own Gateway fills, as it fills them.
+    assert_eq!(rr.data["spec"]["signalType"], "alert", "{rr:?}");
+    assert_eq!(rr.data["spec"]["signalSource"], "prometheus", "{rr:?}");
+    let provider: serde_json::Value =
+        serde_json::from_str(rr.data["spec"]["providerData"].as_str().unwrap_or_default())
+            .expect("providerData is JSON");
+    assert_eq!(
+        provider,
+        json!({"labels": alert("kubernaut-pod", "firing")["labels"], "namespace": "prod"})
+    );
+    assert_eq!(
+        rr.data["spec"]["originalPayload"].as_str(),
+        Some(firing("kubernaut-pod").as_str()),
+        "the webhook as sent"
+    );
     assert_eq!(rr.data["status"]["deduplication"]["occurrenceCount"], 2);
     // kubernaut's controllers move the phase; the gateway then opens a new RR.
     let patch = json!({"status": {"overallPhase": "Completed"}});
