@@ -56,6 +56,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
     let records = Records::new(
         client.clone(),
         &config.lock_namespace,
+        &config.namespace,
         &config.instance,
         config.lock_duration,
         config.lock_wait,

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::signal::Signal;
 pub use crate::signal::TargetResource;
-use crate::signal::{Signal, Source};
 
 /// RemediationRequestSpec is the immutable description of one problem.
 #[allow(
@@ -667,6 +667,7 @@ mod tests {
 
     use super::*;
     use crate::signal::Fingerprint;
+    use crate::signal::Source;
 
     /// KUBERNAUT_CRD is kubernaut's published CRD, which CI keeps in `../shared` beside the checkout.
     const KUBERNAUT_CRD: &str = concat!(

@@ -115,7 +115,8 @@ pub struct Records {
     instance: String,
     pub(super) duration: Duration,
     wait_budget: Duration,
-    /// rrs reads the RR a held record names: once it exists, the hold is over.
+    /// rrs reads the RR a held record names (in the RR namespace, which may differ from
+    /// the records'): once it exists, the hold is over.
     rrs: Rrs,
     /// locking says whether claims take the lock; off is the rollback switch.
     locking: bool,
@@ -136,11 +137,13 @@ impl Claim {
 }
 
 impl Records {
-    /// new builds the record client; `instance` (the pod name) prefixes holder identities.
+    /// new builds the record client for records in `namespace`, whose RRs live in
+    /// `rr_namespace`; `instance` (the pod name) prefixes holder identities.
     #[must_use]
     pub fn new(
         client: kube::Client,
         namespace: &str,
+        rr_namespace: &str,
         instance: &str,
         duration: Duration,
         wait_budget: Duration,
@@ -148,7 +151,7 @@ impl Records {
     ) -> Records {
         Records {
             api: Api::namespaced(client.clone(), namespace),
-            rrs: Rrs::new(client.clone(), namespace),
+            rrs: Rrs::new(client.clone(), rr_namespace),
             client,
             namespace: namespace.to_owned(),
             instance: instance.to_owned(),

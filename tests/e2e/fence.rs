@@ -49,6 +49,7 @@ fn records(cp: &ControlPlane, ns: &str, instance: &str, lease_s: u64, wait_ms: u
     Records::new(
         cp.gateway_client(),
         ns,
+        ns,
         instance,
         Duration::from_secs(lease_s),
         Duration::from_millis(wait_ms),
@@ -282,6 +283,53 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         .await
         .unwrap();
     assert!(matches!(busy, Claimed::Busy { .. }), "{busy:?}");
+}
+
+/// With the records in a namespace of their own, a writer waiting on a holder reads the
+/// holder's RR where RRs live, and stops waiting once it exists instead of sitting out its
+/// whole wait budget.
+#[tokio::test]
+async fn a_waiter_sees_the_holders_rr_when_the_records_live_apart() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let locks = cp.new_namespace().await.unwrap();
+    let fp = fp_of("split");
+    let a = paused_gateway(cp, ns.name(), &[("GATEWAY_LOCK_NAMESPACE", locks.name())]).await;
+    let a_app = a.app.clone();
+    let from_a = tokio::spawn(async move { post(&a_app, &firing("split")).await });
+    await_record(cp, locks.name(), &fp, claimed(1)).await;
+    let b = Records::new(
+        cp.gateway_client(),
+        locks.name(),
+        ns.name(),
+        "gw-b",
+        Duration::from_secs(30),
+        Duration::from_millis(20_000),
+        true,
+    );
+    let view = b.read(&fp, &calls()).await.unwrap();
+    assert!(view.held(), "A holds the record while it creates");
+    let waiting = {
+        let fp = fp.clone();
+        tokio::spawn(async move {
+            b.claim(
+                &fp,
+                &view,
+                false,
+                1,
+                &rr_name(&fp, 1),
+                NOT_CANCELLED,
+                &calls(),
+            )
+            .await
+        })
+    };
+    std::fs::write(&a.resume, b"").expect("resuming A");
+    assert_eq!(from_a.await.expect("A's request").0, 201);
+    match waiting.await.expect("B's claim").expect("claiming") {
+        Claimed::Changed(fresh) => assert_eq!(fresh.rr, Some(rr_name(&fp, 1))),
+        other => panic!("B must see A's RR in the RR namespace and decide again, got {other:?}"),
+    }
 }
 
 #[tokio::test]
