@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use calls::{ApiCalls, KubeError, backoff};
 pub use owners::{Owners, Resolution};
 pub use record::{Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name};
-pub use rrs::{Counted, Rr, Rrs, Tally};
+pub use rrs::{CREATE_RR, Counted, Rr, Rrs, Tally};
 pub use scope::{MANAGED, Scope};
 pub use sweep::sweep;
 pub use tokenreview::{Permission, may_create, review_token};

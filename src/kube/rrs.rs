@@ -18,6 +18,9 @@ use super::{
 use crate::crd::TERMINAL_PHASES;
 use crate::crd::{Deduplication, RemediationRequest, holds};
 
+/// CREATE_RR names the create of an RR: the one call whose refusal refuses the signal.
+pub const CREATE_RR: &str = "creating remediationrequest";
+
 /// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
 /// and the count answered stop there alike.
 const MAX_COUNT: i64 = i32::MAX as i64;
@@ -181,14 +184,7 @@ impl Rrs {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        match calls
-            .run(
-                "creating remediationrequest",
-                name,
-                self.api.create(&pp, rr),
-            )
-            .await?
-        {
+        match calls.run(CREATE_RR, name, self.api.create(&pp, rr)).await? {
             // A new RR has no status, so it holds whatever the clock says.
             Ok(created) => Ok(Some(Rr {
                 name: created.metadata.name.clone().unwrap_or_default(),
@@ -200,7 +196,7 @@ impl Rrs {
                     .map_or_else(jiff::Timestamp::now, |t| t.0),
             })),
             Err(e) if code(&e) == Some(409) => Ok(None),
-            Err(e) => Err(KubeError::failed("creating remediationrequest", name, e)),
+            Err(e) => Err(KubeError::failed(CREATE_RR, name, e)),
         }
     }
 

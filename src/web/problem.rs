@@ -8,7 +8,10 @@ use axum::{
     response::Response,
 };
 
-use crate::{kube::KubeError, pipeline};
+use crate::{
+    kube::{CREATE_RR, KubeError},
+    pipeline,
+};
 
 /// Rejection is why a request was not (or not wholly) accepted.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +74,14 @@ impl Rejection {
 /// not count the others again forever.
 #[must_use]
 pub fn rejects_object(e: &pipeline::Error) -> bool {
-    let pipeline::Error::Kube(KubeError::Failed { source, .. }) = e else {
+    // Only the create of this signal's RR refuses *this* signal; a 4xx from any other call
+    // (a 403 quota on Leases, a 422 on a status write) is the gateway's own problem.
+    let pipeline::Error::Kube(KubeError::Failed { op, source, .. }) = e else {
         return false;
     };
+    if *op != CREATE_RR {
+        return false;
+    }
     match source.as_ref() {
         kube::Error::Api(s) => {
             matches!(s.code, 400 | 413 | 422)
@@ -177,7 +185,7 @@ mod tests {
 
     fn api_error(code: u16) -> KubeError {
         KubeError::failed(
-            "creating",
+            CREATE_RR,
             "x",
             kube::Error::Api(
                 kube::core::Status::failure("boom", "Reason")
@@ -233,19 +241,39 @@ mod tests {
                 "{code}"
             );
         }
-        let quota = KubeError::failed(
-            "creating",
+        let quota = |op| {
+            KubeError::failed(
+                op,
+                "x",
+                kube::Error::Api(
+                    kube::core::Status::failure(
+                        "remediationrequests \"x\" is forbidden: exceeded quota: q",
+                        "Forbidden",
+                    )
+                    .with_code(403)
+                    .boxed(),
+                ),
+            )
+        };
+        assert!(rejects_object(&pipeline::Error::Kube(quota(CREATE_RR))));
+        // The same refusals from any other call are the gateway's problem, not the signal's.
+        assert!(!rejects_object(&pipeline::Error::Kube(quota(
+            "claiming lease"
+        ))));
+        let other = KubeError::failed(
+            "updating remediationrequest status",
             "x",
             kube::Error::Api(
-                kube::core::Status::failure(
-                    "remediationrequests \"x\" is forbidden: exceeded quota: q",
-                    "Forbidden",
-                )
-                .with_code(403)
-                .boxed(),
+                kube::core::Status::failure("bad", "Invalid")
+                    .with_code(422)
+                    .boxed(),
             ),
         );
-        assert!(rejects_object(&pipeline::Error::Kube(quota)));
+        assert!(!rejects_object(&pipeline::Error::Kube(other.clone())));
+        assert_eq!(
+            status_of(&pipeline::Error::Kube(other).into()).as_u16(),
+            500
+        );
         assert!(bounded("é".repeat(1000)).len() <= MAX_DETAIL_BYTES + 3);
         let res = error_response(timeout);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");

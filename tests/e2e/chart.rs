@@ -614,6 +614,7 @@ fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
         (&["auth=oidc"], "/auth"),
         (&["logFormat=xml"], "/logFormat"),
         (&["lockDurationSeconds=0"], "/lockDurationSeconds"),
+        (&["lockDurationSeconds=901"], "/lockDurationSeconds"),
         (&["lockWaitMs=60001"], "/lockWaitMs"),
         (&["distributedLocking=maybe"], "/distributedLocking"),
     ];
@@ -625,7 +626,7 @@ fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
             "auth=bearer",
             "bearerTokenSecret=sg-token",
             "logFormat=text",
-            "lockDurationSeconds=3600",
+            "lockDurationSeconds=900",
             "lockWaitMs=60000",
             "auth=none",
         ],
