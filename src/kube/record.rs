@@ -406,6 +406,11 @@ impl Records {
         };
         match result {
             Ok(lease) => Ok(Some(lease)),
+            // A create answered 404 means the namespace itself is missing: a configuration
+            // error (its message names the namespace), never a race to retry.
+            Err(e) if code(&e) == Some(404) && view.resource_version.is_none() => {
+                Err(KubeError::failed("creating lease", &name, e))
+            }
             Err(e) if matches!(code(&e), Some(404 | 409)) => Ok(None),
             Err(e) => Err(KubeError::failed("claiming lease", &name, e)),
         }

@@ -609,7 +609,7 @@ fn refused(cases: &[(&[&str], &str)]) {
 fn values_the_gateway_would_reject_at_start_up_fail_the_rendering() {
     // Each of these would otherwise install a Deployment whose pods exit at
     // start-up with a configuration error.
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["auth=bearer"], "/bearerTokenSecret"),
         (&["auth=oidc"], "/auth"),
         (&["logFormat=xml"], "/logFormat"),

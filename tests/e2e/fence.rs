@@ -885,3 +885,31 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     let lease = lease(&cp, ns, &fresh).await.expect("the record");
     assert_eq!(holder(&lease), None, "without locking nothing is held");
 }
+
+/// A lock namespace that does not exist is a configuration error named in the answer
+/// (500), not a record that "changed" on every attempt (503 after eight rounds). The admin
+/// identity is used so that the API server answers 404 rather than 403.
+#[tokio::test]
+async fn a_missing_lock_namespace_is_named_in_a_500() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let config = signal_gateway::config::Config::from_vars([
+        ("GATEWAY_NAMESPACE", ns.name()),
+        ("GATEWAY_LOCK_NAMESPACE", "sg-no-such-namespace"),
+        ("GATEWAY_AUTH", "none"),
+        ("GATEWAY_OWNER_RESOLUTION", "false"),
+        ("POD_NAME", "missing-ns"),
+    ])
+    .expect("a valid configuration");
+    let app = signal_gateway::app::assemble(&config, cp.admin_client())
+        .await
+        .router();
+    let (status, body) = post(&app, &firing("missing-ns")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("sg-no-such-namespace")),
+        "{body}"
+    );
+}
