@@ -106,6 +106,8 @@ pub enum PausePoint {
     AfterLock,
     /// After every check, right before the RR create request.
     BeforeCreate,
+    /// Right after the RR was created, before its first status write.
+    AfterCreate,
 }
 
 /// Chaos holds the test-only switches; they are refused unless built with the `chaos` feature.

@@ -162,6 +162,7 @@ const COLLIDED: u8 = 1;
 const TOOK_OVER: u8 = 2;
 const CREATED: u8 = 4;
 const CLAIMED_SETTLED: u8 = 8;
+const COUNTED_OWN_ENDED: u8 = 16;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Writer {
@@ -175,6 +176,8 @@ struct Writer {
     /// The RR state read is still current: a status patch carrying it would succeed.
     fresh_read: bool,
     claimed: bool,
+    /// This round created the RR it patches: it is counted on whatever its phase.
+    own: bool,
     /// The RR the view names was read existing (terminal): its claim is over, so the
     /// view's holder does not block.
     settled: bool,
@@ -272,7 +275,7 @@ impl Fence {
             w.pc = Pc::Release;
             return;
         }
-        (w.claimed, w.fresh_claim) = (false, false);
+        (w.claimed, w.fresh_claim, w.own) = (false, false, false);
         if w.acked.is_some() || w.rounds + 1 >= self.max_rounds {
             w.pc = Pc::Done; // without an acknowledgement this is a 503
         } else {
@@ -320,11 +323,32 @@ impl Fence {
                     Read::Stale(k) => k,
                 };
                 match got {
+                    MISSING if w.claimed => self.finish(w),
+                    _ if w.own => w.pc = Pc::PatchStatusAfterCreate,
                     ACTIVE => w.pc = Pc::PatchStatus,
                     _ if w.claimed => self.finish(w),
                     k => self.decide(w, k == TERMINAL),
                 }
             }
+            // The batch's own RR is counted on even if the orchestrator ended it at once:
+            // the signals that opened it are its occurrences, and no second RR is opened.
+            Pc::PatchStatusAfterCreate if w.own => match now {
+                Rr::Never | Rr::Deleted => self.finish(w),
+                Rr::Active(count) | Rr::Terminal(count) | Rr::Backoff(count, _) if w.fresh_read => {
+                    let counted = match now {
+                        Rr::Active(_) => Rr::Active(count + 1),
+                        Rr::Backoff(_, passed) => Rr::Backoff(count + 1, passed),
+                        _ => Rr::Terminal(count + 1),
+                    };
+                    if kind(now) == TERMINAL {
+                        w.flags |= COUNTED_OWN_ENDED;
+                    }
+                    s.write_rr(w.name, counted);
+                    w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                    self.finish(w);
+                }
+                _ => w.pc = Pc::GetRr, // 409: GET it again
+            },
             Pc::PatchStatus | Pc::PatchStatusAfterCreate => match now {
                 Rr::Never | Rr::Deleted if w.claimed => self.finish(w),
                 Rr::Never | Rr::Deleted if self.cfg.old_protocol => w.pc = Pc::GetRr,
@@ -378,6 +402,7 @@ impl Fence {
             Pc::CreateRr if kind(now) == MISSING => {
                 s.write_rr(w.name, Rr::Active(0));
                 (w.fresh_read, w.pc) = (true, Pc::PatchStatusAfterCreate);
+                w.own = !self.cfg.old_protocol;
                 w.flags |= CREATED;
             }
             Pc::CreateRr => {
@@ -416,6 +441,7 @@ fn canon(w: &mut Writer) {
     w.name *= u8::from(name);
     w.fresh_read &= read;
     w.settled &= w.pc == Pc::ClaimRecord;
+    w.own &= matches!(w.pc, Pc::GetRr | Pc::PatchStatusAfterCreate);
     w.rounds *= u8::from(w.pc != Pc::Done);
 }
 
@@ -456,13 +482,16 @@ const TAKEOVER_CREATES: &str = "a takeover after LeaseExpire leads to a create";
 const SETTLED_CREATES: &str =
     "a claim over an unexpired holder whose RR exists (no release) leads to a create";
 const SWEPT_AND_CLAIMED: &str = "a swept record is claimed again";
+const OWN_ENDED_COUNTED: &str =
+    "a batch whose new RR the orchestrator ended at once is counted on it";
 const COUNTED_IN_BACKOFF: &str = "a signal is counted on an RR held by a backoff";
 const NEW_AFTER_BACKOFF: &str = "a new generation is created once the clock passes a backoff";
-const SOMETIMES: [&str; 4] = [
+const SOMETIMES: [&str; 5] = [
     ACK_AFTER_COLLISION,
     SECOND_GENERATION,
     TAKEOVER_CREATES,
     SETTLED_CREATES,
+    OWN_ENDED_COUNTED,
 ];
 
 impl Model for Fence {
@@ -612,6 +641,9 @@ impl Model for Fence {
                 let both = CLAIMED_SETTLED | CREATED;
                 s.writers.iter().any(|w| w.flags & both == both)
             }),
+            Property::sometimes(OWN_ENDED_COUNTED, |_, s: &State| {
+                s.writers.iter().any(|w| w.flags & COUNTED_OWN_ENDED != 0)
+            }),
         ];
         if self.cfg.sweep {
             let reclaimed = |_: &Fence, s: &State| s.swept && s.record.present;
@@ -734,6 +766,9 @@ fn script(text: &str) -> Vec<Action> {
         ["Delete", n] => Action::Delete(num(n).unwrap()),
         [w, "GetRr", "stale", "terminal"] => {
             Action::Call(num(w).unwrap(), Pc::GetRr, Read::Stale(TERMINAL))
+        }
+        [w, "GetRr", "stale", "missing"] => {
+            Action::Call(num(w).unwrap(), Pc::GetRr, Read::Stale(MISSING))
         }
         [w, call] => Action::Call(num(w).unwrap(), pc(call), Read::Fresh),
         _ => panic!("cannot parse step {step:?}"),
@@ -895,7 +930,7 @@ fn deleting_a_claimed_name_duplicates() {
         &checker,
         "w0 GetRecord, w0 ClaimRecord, LeaseExpire,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Complete rr-1,
-         w1 PatchStatusAfterCreate, w1 GetRr, w1 Release,
+         w1 PatchStatusAfterCreate, w1 GetRr stale missing, w1 Release,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Delete rr-1,
          w0 CreateRr",
     );
@@ -916,7 +951,7 @@ fn a_stale_terminal_read_duplicates() {
     duplicates(
         &checker,
         "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, Complete rr-1,
-         w0 PatchStatusAfterCreate, w0 GetRr, w0 Release, Delete rr-1,
+         w0 PatchStatusAfterCreate, w0 GetRr stale missing, w0 Release, Delete rr-1,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
          w0 GetRecord, w0 GetRr stale terminal, w0 ClaimRecord, w0 CreateRr",
     );

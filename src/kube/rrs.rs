@@ -59,6 +59,8 @@ pub struct Rr {
     status: Status,
     /// server_now is the API server's clock when this was read.
     server_now: jiff::Timestamp,
+    /// own says this batch created the RR: it is counted on even if it no longer holds.
+    own: bool,
 }
 
 /// Status is the part of an RR's status the writer reads; every field is optional and
@@ -105,6 +107,7 @@ impl Rr {
             resource_version: read.metadata.resource_version,
             status: read.status.unwrap_or_default(),
             server_now,
+            own: false,
         }
     }
 
@@ -194,6 +197,7 @@ impl Rrs {
                     .metadata
                     .creation_timestamp
                     .map_or_else(jiff::Timestamp::now, |t| t.0),
+                own: true,
             })),
             Err(e) if code(&e) == Some(409) => Ok(None),
             Err(e) => Err(KubeError::failed(CREATE_RR, name, e)),
@@ -203,7 +207,10 @@ impl Rrs {
     /// add_occurrences adds `k` to the RR's count with a status patch carrying the
     /// resourceVersion it read, so that no concurrent increment is lost; on conflict
     /// it re-reads and tries again, at most `MAX_STATUS_ATTEMPTS` times. The patch sets
-    /// only `status.deduplication`: every other field is left as it was.
+    /// only `status.deduplication`: every other field is left as it was. An RR that no
+    /// longer holds its problem is not counted on (`Counted::Released`), unless this batch
+    /// created it: an orchestrator that ends a new RR at once still sees the signals that
+    /// opened it counted, and the batch never opens a second RR.
     pub async fn add_occurrences(
         &self,
         mut rr: Rr,
@@ -211,12 +218,13 @@ impl Rrs {
         calls: &ApiCalls,
     ) -> Result<Counted, KubeError> {
         let name = rr.name.clone();
+        let own = rr.own;
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         for attempt in 0..MAX_STATUS_ATTEMPTS {
-            if !rr.holds() {
+            if !own && !rr.holds() {
                 return Ok(Counted::Released);
             }
             let now = jiff::Timestamp::now();

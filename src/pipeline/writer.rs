@@ -222,6 +222,7 @@ impl Writer {
         let (created, rr) = match made {
             Some(created) => {
                 telemetry::metrics().crd_created(signal.source);
+                self.pauser.pause(PausePoint::AfterCreate).await;
                 (true, created)
             }
             // The writer we collided with won: count on its RR.

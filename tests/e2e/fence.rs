@@ -913,3 +913,67 @@ async fn a_missing_lock_namespace_is_named_in_a_500() {
         "{body}"
     );
 }
+
+/// An orchestrator that ends a new RR at once (here `Skipped` before the gateway's first
+/// status write) gets one RR per request, counted with the signals that opened it: the
+/// batch counts on the RR it created whatever its phase, and never claims a further
+/// generation. (Before, the status write found it terminal and the batch opened rr-2.)
+#[tokio::test]
+async fn an_rr_ended_at_once_counts_its_batch_and_no_second_is_opened() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let fp = fp_of("skipped-at-once");
+    let a = paused_gateway(cp, ns.name(), &[("GATEWAY_TEST_PAUSE_AT", "after-create")]).await;
+    let app = a.app.clone();
+    let answer = tokio::spawn(async move { post(&app, &firing("skipped-at-once")).await });
+    let first = rr_name(&fp, 1);
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={first}"))
+        .timeout(60);
+    let mut events = rr_api(cp, ns.name())
+        .watch(&wp, "0")
+        .await
+        .expect("watching the RR")
+        .boxed();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(60), events.try_next())
+            .await
+            .expect("the RR was never created")
+            .expect("the watch failed")
+            .expect("the watch ended");
+        if matches!(next, WatchEvent::Added(_)) {
+            break;
+        }
+    }
+    rr_api(cp, ns.name())
+        .patch_status(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"overallPhase": "Skipped"}})),
+        )
+        .await
+        .expect("the orchestrator skipping the RR");
+    std::fs::write(&a.resume, b"").expect("resuming the gateway");
+    let (status, body) = answer.await.expect("the request");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["results"][0]["remediationRequest"],
+        format!("{}/{first}", ns.name())
+    );
+    let all = rr_api(cp, ns.name())
+        .list(&ListParams::default())
+        .await
+        .expect("listing RRs")
+        .items;
+    assert_eq!(all.len(), 1, "one RR per request: {all:?}");
+    assert_eq!(all[0].occurrence_count(), 1, "the batch is counted on it");
+    let phase = all[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.overall_phase.as_deref());
+    assert_eq!(
+        phase,
+        Some("Skipped"),
+        "the count kept the orchestrator's phase"
+    );
+}
