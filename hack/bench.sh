@@ -5,8 +5,12 @@
 # latency_cdf.svg (the Markdown is also printed). Scenarios, each with the
 # lock on and off: new, duplicate, crowded (10,000 other RRs), plan (the
 # original plan's 1,000 signals at 50/s over 3 replicas), storm, scale (1-3
-# replicas). It asserts nothing; compare numbers within one report (the
-# machine may be shared). About six minutes on two cores.
+# replicas); with owner resolution on, lock on only: owners (200 Deployments
+# of 2 Pods each: a new RR from a Pod never seen, a new Pod of a known
+# ReplicaSet, a duplicate; compared with new and duplicate) and rollout-storm
+# (50 Pods of one Deployment alerting at once over 3 replicas: one RR counts
+# 50). It asserts nothing; compare numbers within one report (the machine may
+# be shared). About six and a half minutes on two cores.
 # Arguments go to the bench binary; `hack/bench.sh --help` lists them
 # (counts, rate, --smoke for tiny counts).
 set -euo pipefail
