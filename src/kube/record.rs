@@ -32,6 +32,9 @@ use super::{
 
 /// GENERATION annotates the record with the generation of the fingerprint's current RR.
 pub const GENERATION: &str = "signal-gateway.kubernaut.ai/generation";
+/// RR_NAMESPACE labels a record with the namespace of the RRs it fences, so that a sweep
+/// touches only its own records when several releases share a lock namespace.
+pub const RR_NAMESPACE: &str = "signal-gateway.kubernaut.ai/rr-namespace";
 /// REMEDIATION_REQUEST annotates the record with the name of that RR.
 pub const REMEDIATION_REQUEST: &str = "signal-gateway.kubernaut.ai/remediation-request";
 
@@ -161,10 +164,10 @@ impl Records {
         }
     }
 
-    /// locking reports whether claims take the lock.
+    /// rr_namespace is where the RRs this client's records fence live.
     #[must_use]
-    pub fn locking(&self) -> bool {
-        self.locking
+    pub fn rr_namespace(&self) -> &str {
+        self.rrs.namespace()
     }
 
     /// read gets the latest record of `fp` (a consistent read), judging its holder's
@@ -344,7 +347,12 @@ impl Records {
         calls: &ApiCalls,
     ) -> Result<Option<Lease>, KubeError> {
         let name = lease_name(fp);
-        let stamp = holder.map(|_| MicroTime(jiff::Timestamp::now()));
+        // renewTime changes on every claim, held or not: a claim is always a real write, so
+        // that resourceVersion and the write time move and the sweep sees a fresh record
+        // (with locking off, a claim of the same generation would otherwise change nothing).
+        let now = MicroTime(jiff::Timestamp::now());
+        let acquired = holder.map(|_| now.clone());
+        let owner = [(RR_NAMESPACE.to_owned(), self.rrs.namespace().to_owned())];
         let annotations = [
             (GENERATION.to_owned(), generation.to_string()),
             (REMEDIATION_REQUEST.to_owned(), rr.to_owned()),
@@ -354,15 +362,20 @@ impl Records {
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
-                        labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+                        labels: Some(
+                            [(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]
+                                .into_iter()
+                                .chain(owner)
+                                .collect(),
+                        ),
                         annotations: Some(annotations.into()),
                         ..ObjectMeta::default()
                     },
                     spec: Some(LeaseSpec {
                         holder_identity: holder.map(str::to_owned),
                         lease_duration_seconds: Some(self.duration_secs()),
-                        acquire_time: stamp.clone(),
-                        renew_time: stamp,
+                        acquire_time: acquired,
+                        renew_time: Some(now),
                         lease_transitions: Some(0),
                         ..LeaseSpec::default()
                     }),
@@ -384,13 +397,14 @@ impl Records {
                 let patch = json!({
                     "metadata": {
                         "resourceVersion": rv,
+                        "labels": { RR_NAMESPACE: self.rrs.namespace() },
                         "annotations": { GENERATION: generation.to_string(), REMEDIATION_REQUEST: rr },
                     },
                     "spec": {
                         "holderIdentity": holder,
                         "leaseDurationSeconds": self.duration_secs(),
-                        "acquireTime": stamp,
-                        "renewTime": stamp,
+                        "acquireTime": acquired,
+                        "renewTime": now,
                         "leaseTransitions": transitions,
                     },
                 });

@@ -1,6 +1,8 @@
 //! Sweep deletes fence records that no longer fence anything, so that Leases do not pile
 //! up for fingerprints that never recur.
 //!
+//! It lists only the records labelled with its own RR namespace (`record::RR_NAMESPACE`):
+//! releases that share a lock namespace never judge each other's records.
 //! A record may go when nobody holds it (or the holder's lease expired), its last write is
 //! older than `min_age` on the API server's clock, and the RR it names does not exist. The
 //! delete carries the record's uid and resourceVersion, so a writer that claimed it after
@@ -21,7 +23,7 @@ use super::{
     MANAGED_BY,
     calls::{ApiCalls, KubeError, code},
     clock,
-    record::{REMEDIATION_REQUEST, Records},
+    record::{REMEDIATION_REQUEST, RR_NAMESPACE, Records},
     rrs::Rrs,
 };
 use crate::crd::RemediationRequest;
@@ -41,7 +43,14 @@ pub async fn sweep(
         "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
         records.namespace
     );
-    let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // Only this release's records: another release may share the lock namespace, and its
+    // records name RRs this sweep cannot see.
+    let lp = ListParams::default().labels(&format!(
+        "{}={},{RR_NAMESPACE}={}",
+        MANAGED_BY.0,
+        MANAGED_BY.1,
+        records.rr_namespace()
+    ));
     let req = kube::core::Request::new(url)
         .list(&lp)
         .map_err(|e| KubeError::failed("listing leases", "", kube::Error::BuildRequest(e)))?;

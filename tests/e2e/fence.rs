@@ -977,3 +977,125 @@ async fn an_rr_ended_at_once_counts_its_batch_and_no_second_is_opened() {
         "the count kept the orchestrator's phase"
     );
 }
+
+/// Two releases share one lock namespace, each with its own RR namespace: one release's
+/// sweep never deletes the other's records (it would find their RRs "missing" in its own
+/// namespace). Release B runs in rollback mode, so its records are never held.
+#[tokio::test]
+async fn a_sweep_leaves_another_releases_records_alone() {
+    let cp = plane().await;
+    let (a_ns, b_ns, locks) = (
+        cp.new_namespace().await.unwrap(),
+        cp.new_namespace().await.unwrap(),
+        cp.new_namespace().await.unwrap(),
+    );
+    let b = gateway(
+        cp,
+        b_ns.name(),
+        &[
+            ("GATEWAY_LOCK_NAMESPACE", locks.name()),
+            ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(post(&b, &firing("shared-locks")).await.0, 201);
+    let fp = fp_of("shared-locks");
+    assert!(lease(cp, locks.name(), &fp).await.is_some());
+    let a = Records::new(
+        cp.gateway_client(),
+        locks.name(),
+        a_ns.name(),
+        "gw-a",
+        Duration::from_secs(30),
+        Duration::ZERO,
+        true,
+    );
+    let a_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), a_ns.name());
+    let removed = sweep(&a, &a_rrs, Duration::ZERO, &calls()).await.unwrap();
+    assert_eq!(removed, 0, "release A swept release B's record");
+    assert!(lease(cp, locks.name(), &fp).await.is_some());
+    // B's own sweep still judges it: its RR exists, so it stays.
+    let b_records = Records::new(
+        cp.gateway_client(),
+        locks.name(),
+        b_ns.name(),
+        "gw-b",
+        Duration::from_secs(30),
+        Duration::ZERO,
+        false,
+    );
+    let b_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), b_ns.name());
+    assert_eq!(
+        sweep(&b_records, &b_rrs, Duration::ZERO, &calls())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// With locking off, a claim of the generation a record already names used to send a patch
+/// identical to the record: the API server wrote nothing, so a sweep that had read the
+/// record could still delete it with its resourceVersion precondition, right after the
+/// claim. Every claim is now a real write: the precondition of that sweep fails.
+#[tokio::test]
+async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let unlocked = |instance| {
+        Records::new(
+            cp.gateway_client(),
+            ns.name(),
+            ns.name(),
+            instance,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            false,
+        )
+    };
+    let (r, fp) = (unlocked("gw-a"), fp_of("noop-claim"));
+    let name = rr_name(&fp, 1);
+    let first = match r
+        .claim(
+            &fp,
+            &View::default(),
+            false,
+            1,
+            &name,
+            NOT_CANCELLED,
+            &calls(),
+        )
+        .await
+        .unwrap()
+    {
+        Claimed::Won(claim) => claim,
+        other => panic!("the first claim must win, got {other:?}"),
+    };
+    drop(first);
+    // What a sweep read: the record as it is now.
+    let swept = lease(cp, ns.name(), &fp).await.expect("the record");
+    let view = r.read(&fp, &calls()).await.unwrap();
+    let again = r
+        .claim(&fp, &view, false, 1, &name, NOT_CANCELLED, &calls())
+        .await
+        .unwrap();
+    assert!(matches!(again, Claimed::Won(_)), "{again:?}");
+    let now = lease(cp, ns.name(), &fp).await.expect("the record");
+    assert_ne!(
+        now.metadata.resource_version, swept.metadata.resource_version,
+        "the re-claim must change the record"
+    );
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: swept.metadata.uid.clone(),
+            resource_version: swept.metadata.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    let deleted = Api::<Lease>::namespaced(cp.gateway_client(), ns.name())
+        .delete(&lease_name(&fp), &dp)
+        .await;
+    assert!(
+        matches!(&deleted, Err(kube::Error::Api(s)) if s.code == 409),
+        "a sweep holding the old version must not delete the re-claimed record: {deleted:?}"
+    );
+}
