@@ -3,11 +3,13 @@
 //!
 //! Data flows one way: `web` (HTTP adapter) -> `signal` (model) -> `pipeline` (coalesce,
 //! count or create) -> `kube` (every Kubernetes call, the fence record and its lock).
-//! `crd` holds the resource types, `app` wires the parts, `main.rs` only picks a mode.
+//! `crd` holds the resource types, `audit` the audit events of each decision, `app` wires
+//! the parts, `main.rs` only picks a mode.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod app;
+pub mod audit;
 pub(crate) mod chaos;
 pub mod config;
 pub mod crd;

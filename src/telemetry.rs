@@ -3,16 +3,17 @@
 //! Metrics leave the process over OTLP because instances are short-lived and many, and,
 //! when `GATEWAY_METRICS_ADDR` is set, are also served in the Prometheus text format for a
 //! scraper. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the signal's own
-//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_ENDPOINT`) is set, unless `OTEL_SDK_DISABLED=true`
-//! or `OTEL_{METRICS,TRACES}_EXPORTER=none`. `OTEL_EXPORTER_OTLP_PROTOCOL` selects
+//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES,LOGS}_ENDPOINT`) is set, unless
+//! `OTEL_SDK_DISABLED=true` or `OTEL_{METRICS,TRACES,LOGS}_EXPORTER=none`. OTLP logs carry
+//! the audit events (`audit`) only. `OTEL_EXPORTER_OTLP_PROTOCOL` selects
 //! `http/protobuf` (default) or `grpc`; `https://` endpoints use rustls with the system
 //! roots and, when `OTEL_EXPORTER_OTLP_CERTIFICATE` (or the signal's own
-//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_CERTIFICATE`) names a PEM file, its CAs too
+//! `OTEL_EXPORTER_OTLP_{METRICS,TRACES,LOGS}_CERTIFICATE`) names a PEM file, its CAs too
 //! (opentelemetry-otlp reads neither that variable nor, for gRPC, the system roots, so the
 //! gateway configures its clients). Every export runs
 //! on the SDK's own thread with the exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`,
-//! default 10 s), so a slow or absent collector never slows a request; spans wait in a
-//! bounded queue that drops when full.
+//! default 10 s), so a slow or absent collector never slows a request; spans and audit
+//! records wait in bounded queues that drop when full.
 
 use std::{
     collections::HashSet,
@@ -25,6 +26,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Histogram, Meter},
@@ -37,6 +39,7 @@ use opentelemetry_otlp::{
 };
 use opentelemetry_sdk::{
     Resource,
+    logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider},
     metrics::SdkMeterProvider,
     propagation::TraceContextPropagator,
     resource::{ResourceDetector as _, TelemetryResourceDetector},
@@ -47,6 +50,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, fmt, layer::SubscriberExt as _};
 
 use crate::{
+    audit,
     config::{ConfigError, LogFormat},
     signal::{Item, Source},
 };
@@ -63,6 +67,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Telemetry {
     meters: Option<SdkMeterProvider>,
     tracer: Option<SdkTracerProvider>,
+    /// logs exports the audit events as OTLP log records.
+    logs: Option<SdkLoggerProvider>,
     /// registry holds the instruments served on `GATEWAY_METRICS_ADDR`.
     registry: Option<prometheus::Registry>,
 }
@@ -99,6 +105,24 @@ const TRACES: Signal = Signal {
     upper: "TRACES",
     exporter: "OTEL_TRACES_EXPORTER",
 };
+const LOGS: Signal = Signal {
+    upper: "LOGS",
+    exporter: "OTEL_LOGS_EXPORTER",
+};
+
+/// AUDIT_QUEUE_DEFAULT is the batch log processor's queue size unless
+/// `OTEL_BLRP_MAX_QUEUE_SIZE` sets it (the SDK's default).
+const AUDIT_QUEUE_DEFAULT: usize = 2048;
+
+/// audit_queue is the bound on audit records waiting for export: `OTEL_BLRP_MAX_QUEUE_SIZE`,
+/// else the SDK's default.
+fn audit_queue(env: Env<'_>) -> audit::Queue {
+    let size = env("OTEL_BLRP_MAX_QUEUE_SIZE")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(AUDIT_QUEUE_DEFAULT);
+    audit::Queue::new(size)
+}
 
 /// otlp_protocol says whether `signal` is exported over OTLP and how; an unknown protocol
 /// is a configuration error naming its variable.
@@ -266,7 +290,7 @@ fn exporter_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
 /// init installs the global log subscriber, the meter provider and, when traces are
 /// exported, the tracer; `prometheus` also serves the instruments for a scraper.
 /// `RUST_LOG` overrides the default `info` level.
-/// otlp_exporter builds a span or metric exporter (distinct builder types with the same
+/// otlp_exporter builds a span, metric or log exporter (distinct builder types with the same
 /// methods) for `protocol`, trusting the CA bundle `pem` when one is set. It uses `?` on
 /// the HTTP client's construction.
 macro_rules! otlp_exporter {
@@ -302,6 +326,7 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics_protocol = otlp_protocol(env, METRICS)?;
     let traces_protocol = otlp_protocol(env, TRACES)?;
+    let logs_protocol = otlp_protocol(env, LOGS)?;
     let resource = resource(env);
 
     let tracer = match traces_protocol {
@@ -318,6 +343,32 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
                 .build();
             global::set_text_map_propagator(TraceContextPropagator::new());
             global::set_tracer_provider(provider.clone());
+            Some(provider)
+        }
+    };
+
+    let logs_provider = match logs_protocol {
+        None => None,
+        Some(protocol) => {
+            let pem = otlp_certificate(env, LOGS)?;
+            let timeout = otlp_timeout(env, LOGS);
+            let otlp = opentelemetry_otlp::LogExporter::builder;
+            let exporter = otlp_exporter!(otlp, protocol, pem, timeout)
+                .map_err(|e| exporter_error("log", e))?;
+            // The processor's own queue is as large as the audit queue, so it never drops
+            // a record that the audit queue did not already refuse and count.
+            let queue = audit_queue(env);
+            let config = BatchConfigBuilder::default()
+                .with_max_queue_size(queue.capacity())
+                .build();
+            let processor = BatchLogProcessor::builder(queue.exporter(exporter))
+                .with_batch_config(config)
+                .build();
+            let provider = SdkLoggerProvider::builder()
+                .with_resource(resource.clone())
+                .with_log_processor(processor)
+                .build();
+            audit::install(provider.logger(audit::TARGET), queue);
             Some(provider)
         }
     };
@@ -374,6 +425,7 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
         global::set_meter_provider(provider.clone());
         // The instruments, their zero series and the process metrics exist from start-up.
         let _ = metrics();
+        audit::register_metrics();
     }
     if let Some(protocol) = metrics_protocol {
         tracing::info!(protocol = ?protocol, "exporting metrics over OTLP");
@@ -381,9 +433,13 @@ fn init_with(format: LogFormat, prometheus: bool, env: Env<'_>) -> anyhow::Resul
     if let Some(protocol) = traces_protocol {
         tracing::info!(protocol = ?protocol, "exporting traces over OTLP");
     }
+    if let Some(protocol) = logs_protocol {
+        tracing::info!(protocol = ?protocol, "exporting audit events over OTLP logs");
+    }
     Ok(Telemetry {
         meters,
         tracer,
+        logs: logs_provider,
         registry,
     })
 }
@@ -406,13 +462,16 @@ impl Telemetry {
     /// flush pushes what was recorded so far, bounded by a timeout, off the async threads.
     /// Lambda calls it at the end of every invocation: the instance may freeze right after.
     pub async fn flush(&self) {
-        if self.meters.is_none() && self.tracer.is_none() {
+        if self.meters.is_none() && self.tracer.is_none() && self.logs.is_none() {
             return;
         }
         let this = self.clone();
         let work = tokio::task::spawn_blocking(move || {
             if let Some(t) = &this.tracer {
                 let _ = t.force_flush();
+            }
+            if let Some(l) = &this.logs {
+                let _ = l.force_flush();
             }
             if let Some(m) = &this.meters {
                 let _ = m.force_flush();
@@ -427,8 +486,11 @@ impl Telemetry {
     pub async fn shutdown(self) {
         let done = tokio::task::spawn_blocking(move || {
             let traces = self.tracer.as_ref().map(SdkTracerProvider::shutdown);
+            let logs = self.logs.as_ref().map(SdkLoggerProvider::shutdown);
             let metrics = self.meters.as_ref().map(SdkMeterProvider::shutdown);
-            !matches!(traces, Some(Err(_))) && !matches!(metrics, Some(Err(_)))
+            [traces, logs, metrics]
+                .iter()
+                .all(|r| !matches!(r, Some(Err(_))))
         })
         .await;
         if !matches!(done, Ok(true)) {
@@ -1124,6 +1186,39 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
         ]);
         assert_eq!(otlp_protocol(&e, METRICS).unwrap(), None);
+    }
+
+    #[test]
+    fn audit_logs_follow_the_variables_of_the_other_signals() {
+        let e = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        assert_eq!(
+            otlp_protocol(&e, LOGS).unwrap(),
+            Some(Protocol::HttpProtobuf)
+        );
+        assert_eq!(audit_queue(&e).capacity(), AUDIT_QUEUE_DEFAULT);
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "64"),
+        ]);
+        assert_eq!(otlp_protocol(&e, LOGS).unwrap(), Some(Protocol::Grpc));
+        assert_eq!(otlp_protocol(&e, METRICS).unwrap(), None);
+        assert_eq!(audit_queue(&e).capacity(), 64);
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ]);
+        assert_eq!(otlp_protocol(&e, LOGS).unwrap(), None);
+        assert!(otlp_protocol(&e, TRACES).unwrap().is_some());
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+        ]);
+        let err = otlp_protocol(&e, LOGS).unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
+        let e = env(&[("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/nonexistent.pem")]);
+        let err = otlp_certificate(&e, LOGS).unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! One writer step is one API call and is named after it. `GetRecord` is the view of the Lease
 //! `sg-<fp>`: served from the process cache (any version the Lease has had) on a writer's first
 //! look, else a GET (also the re-read of a writer waiting for a live holder, and the GET after
-//! a 409). `GetRr` is the GET of the RR named in that view, served any state the name has had
+//! a 409). `ListRrs` is the LIST of the fingerprint's RRs by field selector that a writer
+//! sends when it finds no record (`Writer::discover`). `GetRr` is the GET of the RR named in that view, served any state the name has had
 //! (in the old protocol, the LIST of the fingerprint's RRs). `PatchStatus` and
 //! `PatchStatusAfterCreate` are the status patches carrying the RR's resourceVersion.
 //! `ClaimRecord` is the create-if-absent of the Lease or the update carrying its
@@ -16,8 +17,8 @@
 //! `nextAllowedExecution` ahead, or `ManualReviewRequired`: terminal, yet it still holds its
 //! problem), `BackoffPasses` (the API server's clock passes `nextAllowedExecution`: the RR
 //! stops holding with no write, so a status patch carrying the version read before still
-//! succeeds), `Delete` (retention or an operator) and `Sweep` (the record sweep deleting a
-//! record that fences nothing). "Active" in the properties is `rrs::holds`: a phase that is
+//! succeeds), `Delete` (retention or an operator), `Sweep` (the record sweep deleting a
+//! record that fences nothing) and `LoseRecord` (anyone deleting the record). "Active" in the properties is `rrs::holds`: a phase that is
 //! not terminal, or a backoff the clock has not passed.
 //!
 //! Histories are kept as sets, since a stale read may return any earlier state, and a reader
@@ -49,6 +50,14 @@ struct Config {
     /// The rule this replaces: a writer reads a terminal phase as released, whatever
     /// `nextAllowedExecution` and the outcome say.
     ignore_backoff: bool,
+    /// A writer that finds no record lists the fingerprint's RRs (`ListRrs`) and goes on
+    /// from the one that holds the problem, or the highest generation; off is the rule this
+    /// replaces (no record: generation 1).
+    discover: bool,
+    /// Anyone may delete the record (`LoseRecord`: a person, a restore, another release),
+    /// except while a writer has claimed and not yet sent its create, or acts on a view
+    /// that saw no record (between its `ListRrs` and the create of the record).
+    lose_records: bool,
 }
 
 /// PROTOCOL is the protocol as the service implements it.
@@ -61,6 +70,8 @@ const PROTOCOL: Config = Config {
     sweep: false,
     backoff: false,
     ignore_backoff: false,
+    discover: true,
+    lose_records: false,
 };
 
 /// Fence is the model. Each writer processes one signal (k = 1) in at most `max_rounds`
@@ -128,6 +139,7 @@ fn count(r: Rr) -> u8 {
 enum Pc {
     #[default]
     GetRecord,
+    ListRrs,
     GetRr,
     PatchStatus,
     ClaimRecord,
@@ -155,6 +167,7 @@ enum Action {
     BackoffPasses(u8),
     Delete(u8),
     Sweep,
+    LoseRecord,
 }
 
 // Ghost flags of a writer's current round, read only by the `sometimes` properties.
@@ -201,6 +214,7 @@ struct State {
     completes: u8,
     deletes: u8,
     swept: bool,
+    lost: bool,
     /// A lease has expired at some point (a ghost, read only by `EXCLUSIVE`).
     ever_expired: bool,
     /// A signal was counted on an RR in backoff (a ghost, read by a `sometimes`).
@@ -251,9 +265,12 @@ impl Fence {
         self.cfg.locking && w.view.holder.is_some() && !(w.fresh_view && s.expired) && !w.settled
     }
 
-    /// step2 goes on from a new view: read its RR, or claim generation 1 if it names none.
+    /// step2 goes on from a new view: list the RRs if there is no record (`discover`), read
+    /// the view's RR, or claim the next generation if it names none.
     fn step2(&self, w: &mut Writer) {
-        if self.cfg.old_protocol || w.view.name != 0 {
+        if self.cfg.discover && !self.cfg.old_protocol && !w.view.present && w.view.name == 0 {
+            w.pc = Pc::ListRrs;
+        } else if self.cfg.old_protocol || w.view.name != 0 {
             (w.name, w.pc) = (w.view.name, Pc::GetRr);
         } else {
             (w.next, w.pc) = (w.view.generation + 1, Pc::ClaimRecord);
@@ -301,6 +318,25 @@ impl Fence {
                 w.fresh_view = read == Read::Fresh;
                 w.settled = false;
                 self.step2(w);
+            }
+            Pc::ListRrs => {
+                // A consistent LIST by field selector: every RR of the fingerprint as it is.
+                let names = 1..s.rrs.len() as u8;
+                let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
+                let holding = names.clone().find(|n| kind_of(n) == ACTIVE);
+                let highest = names.filter(|n| kind_of(n) != MISSING).max().unwrap_or(0);
+                w.view = Version {
+                    present: false,
+                    generation: highest,
+                    name: holding.unwrap_or(highest),
+                    holder: None,
+                };
+                w.fresh_view = !s.record.present;
+                if w.view.name != 0 {
+                    (w.name, w.pc) = (w.view.name, Pc::GetRr);
+                } else {
+                    (w.next, w.pc) = (1, Pc::ClaimRecord);
+                }
             }
             Pc::GetRr if self.cfg.old_protocol && !w.claimed => {
                 // The LIST is served fresh: a stale one would only weaken the old protocol.
@@ -574,6 +610,17 @@ impl Model for Fence {
         if self.cfg.sweep && !s.swept && s.record.present && free && unnamed && !pending {
             out.push(Action::Sweep);
         }
+        // The assumption: a record is not lost while a writer acts on a view that saw no
+        // record (from its LIST up to the create of the record), nor between a claim and its
+        // create; each is a window of one or two API calls.
+        let recovering = s.writers.iter().any(|w| {
+            !w.claimed
+                && !w.view.present
+                && matches!(w.pc, Pc::GetRr | Pc::PatchStatus | Pc::ClaimRecord)
+        });
+        if self.cfg.lose_records && !s.lost && s.record.present && !pending && !recovering {
+            out.push(Action::LoseRecord);
+        }
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
@@ -610,6 +657,10 @@ impl Model for Fence {
             Action::Sweep => {
                 s.write_record(Version::default());
                 s.swept = true;
+            }
+            Action::LoseRecord => {
+                s.write_record(Version::default());
+                s.lost = true;
             }
         }
         Some(s)
@@ -690,6 +741,7 @@ impl Fence {
         let outcome = match (pc, read) {
             (Pc::GetRecord, Read::Fresh) => show(after.view),
             (Pc::GetRecord, _) => format!("{} (stale)", show(after.view)),
+            (Pc::ListRrs, _) => format!("no record; RRs say {}", show(after.view)),
             (Pc::GetRr, _) if self.cfg.old_protocol && !w.claimed => {
                 let live = (1..s.rrs.len()).filter(|&n| kind(s.rrs[n].now) != MISSING);
                 format!("LIST {:?}", live.map(rr).collect::<Vec<_>>())
@@ -750,6 +802,7 @@ fn script(text: &str) -> Vec<Action> {
     let num = |s: &str| s.trim_start_matches(|c: char| !c.is_ascii_digit()).parse();
     let pc = |name: &str| match name {
         "GetRecord" => Pc::GetRecord,
+        "ListRrs" => Pc::ListRrs,
         "GetRr" => Pc::GetRr,
         "PatchStatus" => Pc::PatchStatus,
         "ClaimRecord" => Pc::ClaimRecord,
@@ -760,6 +813,7 @@ fn script(text: &str) -> Vec<Action> {
     };
     let step = |step: &str| match step.split_whitespace().collect::<Vec<_>>()[..] {
         ["LeaseExpire"] => Action::LeaseExpire,
+        ["LoseRecord"] => Action::LoseRecord,
         ["Complete", n] => Action::Complete(num(n).unwrap()),
         ["Backoff", n] => Action::Backoff(num(n).unwrap()),
         ["BackoffPasses", n] => Action::BackoffPasses(num(n).unwrap()),
@@ -889,7 +943,7 @@ fn unfenced_paused_holder_duplicates() {
     let checker = run("unfenced", Fence::new(cfg, 2), Some(ONE_ACTIVE));
     duplicates(
         &checker,
-        "w0 GetRecord, w0 ClaimRecord, LeaseExpire,
+        "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, LeaseExpire,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr,
          w0 CreateRr",
     );
@@ -928,7 +982,7 @@ fn deleting_a_claimed_name_duplicates() {
     let checker = run("deletes unrestricted", Fence::new(cfg, 2), Some(ONE_ACTIVE));
     duplicates(
         &checker,
-        "w0 GetRecord, w0 ClaimRecord, LeaseExpire,
+        "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, LeaseExpire,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Complete rr-1,
          w1 PatchStatusAfterCreate, w1 GetRr stale missing, w1 Release,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Delete rr-1,
@@ -950,7 +1004,7 @@ fn a_stale_terminal_read_duplicates() {
     let checker = run("stale terminal read", Fence::new(cfg, 2), Some(ONE_ACTIVE));
     duplicates(
         &checker,
-        "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, Complete rr-1,
+        "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, w0 CreateRr, Complete rr-1,
          w0 PatchStatusAfterCreate, w0 GetRr stale missing, w0 Release, Delete rr-1,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
          w0 GetRecord, w0 GetRr stale terminal, w0 ClaimRecord, w0 CreateRr",
@@ -989,7 +1043,45 @@ fn ignoring_the_backoff_duplicates() {
     let checker = run("backoff ignored", model, Some(ONE_ACTIVE));
     duplicates(
         &checker,
-        "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, w0 PatchStatusAfterCreate, Backoff rr-1,
+        "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, w0 CreateRr, w0 PatchStatusAfterCreate, Backoff rr-1,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr",
+    );
+}
+
+/// A lost record (deleted by anyone, at any step but between a claim and its create) never
+/// opens a second active RR: a writer that finds no record lists the fingerprint's RRs and
+/// goes on from the one that holds the problem, or from the highest generation.
+#[test]
+fn a_lost_record_holds() {
+    let cfg = Config {
+        lose_records: true,
+        ..PROTOCOL
+    };
+    let mut model = Fence::new(cfg, 2);
+    model.max_completes = 1;
+    let checker = run("lost record", model, None);
+    holds(&checker);
+}
+
+/// The rule this replaces: without the list, a writer that finds no record starts again at
+/// generation 1, beside the active rr-2 once rr-1 is gone.
+#[test]
+fn a_lost_record_without_discovery_duplicates() {
+    let cfg = Config {
+        lose_records: true,
+        discover: false,
+        ..PROTOCOL
+    };
+    let checker = run(
+        "lost record, no discovery",
+        Fence::new(cfg, 2),
+        Some(ONE_ACTIVE),
+    );
+    duplicates(
+        &checker,
+        "w0 GetRecord, w0 ClaimRecord, w0 CreateRr, w1 GetRecord, Complete rr-1,
+         w1 GetRr, w1 ClaimRecord, w1 CreateRr, Delete rr-1,
+         w0 PatchStatusAfterCreate, w0 Release, LoseRecord,
+         w0 GetRecord, w0 ClaimRecord, w0 CreateRr",
     );
 }

@@ -55,6 +55,25 @@ pub struct View {
 }
 
 impl View {
+    /// discovered is the view of a fingerprint whose record is missing, made from the RRs
+    /// that exist: `generation` is the highest fenced one found, `rr` the RR to read first
+    /// (the one that holds the problem, else that highest one). Claims made from it create
+    /// the record.
+    #[must_use]
+    pub fn discovered(generation: u64, rr: Option<String>) -> View {
+        View {
+            generation,
+            rr,
+            ..View::default()
+        }
+    }
+
+    /// exists reports whether a record was read (or written) behind this view.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.resource_version.is_some()
+    }
+
     /// held reports whether another writer held the record, unexpired, when it was read.
     #[must_use]
     pub fn held(&self) -> bool {

@@ -92,6 +92,13 @@ struct Dedup {
     occurrence_count: Option<i64>,
 }
 
+/// ReadList is the wire form of a list of RRs.
+#[derive(Deserialize)]
+struct ReadList {
+    #[serde(default)]
+    items: Vec<Read>,
+}
+
 /// Read is the wire form of an RR as `Rr` reads it.
 #[derive(Deserialize)]
 struct Read {
@@ -174,6 +181,25 @@ impl Rrs {
             .map_err(|e| KubeError::failed(OP, name, kube::Error::BuildRequest(e)))?;
         let (read, now) = clock::get_dated::<Read>(&self.client, req, OP, name, calls).await?;
         Ok(read.map(|r| Rr::from_read(r, now)))
+    }
+
+    /// find lists the RRs of fingerprint `fp` (a consistent read, selected by the
+    /// `spec.signalFingerprint` field, whoever made them). It runs only when the
+    /// fingerprint's fence record is missing: once per new fingerprint, never per signal.
+    pub async fn find(&self, fp: &str, calls: &ApiCalls) -> Result<Vec<Rr>, KubeError> {
+        const OP: &str = "listing remediationrequests";
+        let url = RemediationRequest::url_path(&(), Some(&self.namespace));
+        let lp = kube::api::ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
+        let req = kube::core::Request::new(url)
+            .list(&lp)
+            .map_err(|e| KubeError::failed(OP, fp, kube::Error::BuildRequest(e)))?;
+        let (list, now) = clock::get_dated::<ReadList>(&self.client, req, OP, fp, calls).await?;
+        Ok(list
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| Rr::from_read(r, now))
+            .collect())
     }
 
     /// create creates `rr`; None means an RR of that name already exists.

@@ -23,6 +23,7 @@ use std::{sync::Arc, time::Duration};
 use tracing::Instrument as _;
 
 use crate::{
+    audit::{self, Caller},
     kube::{ApiCalls, KubeError, Tally},
     signal::{Fingerprint, Signal},
     telemetry,
@@ -108,9 +109,10 @@ pub struct Settings {
 
 type Answer = Result<Counted, Error>;
 
-/// Traced is a signal with its span, under which its batch's work is traced.
+/// Traced is a signal with its caller and its span, under which its batch's work is traced.
 struct Traced {
     signal: Signal,
+    caller: Caller,
     span: tracing::Span,
 }
 
@@ -140,9 +142,10 @@ impl Pipeline {
         }
     }
 
-    /// submit resolves one signal to its workload and counts it, returning once its effect
-    /// is durable; its span (`signal`) is a child of the caller's current span.
-    pub async fn submit(&self, mut signal: Signal) -> Result<Outcome, Error> {
+    /// submit resolves one signal from `caller` to its workload and counts it, returning
+    /// once its effect is durable; its span (`signal`) is a child of the caller's current
+    /// span. Its batch emits the audit events of what became of it.
+    pub async fn submit(&self, mut signal: Signal, caller: Caller) -> Result<Outcome, Error> {
         let calls = ApiCalls::new(self.api_timeout);
         let refused = self
             .resolver
@@ -156,14 +159,14 @@ impl Pipeline {
                 counted: Err(refusal),
             });
         }
-        let counted = self.count(signal).await?;
+        let counted = self.count(signal, caller).await?;
         Ok(Outcome {
             fingerprint,
             counted: Ok(counted),
         })
     }
 
-    async fn count(&self, signal: Signal) -> Answer {
+    async fn count(&self, signal: Signal, caller: Caller) -> Answer {
         let span = tracing::info_span!(
             "signal",
             fingerprint = %signal.fingerprint,
@@ -172,6 +175,7 @@ impl Pipeline {
         let traced = Traced {
             span: span.clone(),
             signal,
+            caller,
         };
         match self
             .coalescer
@@ -224,8 +228,15 @@ async fn run_batch(
     };
     let namespace = writer.rrs.namespace();
     let answer = written.map(|w| (w.created, format!("{namespace}/{}", w.rr), w.tally));
-    batch.reply(|i, _| {
-        answer
+    // The create was made for the first signal, on behalf of the batch: one event.
+    let mut events: Vec<audit::Event> = match (&answer, batch.items().next()) {
+        (Err(e), Some(first)) if audit::is_create_failure(e) => {
+            vec![audit::crd_failed(&first.signal, e)]
+        }
+        _ => Vec::new(),
+    };
+    batch.reply(|i, item| {
+        let counted = answer
             .clone()
             .map(|(created, remediation_request, tally)| Counted {
                 disposition: if created && i == 0 {
@@ -235,8 +246,28 @@ async fn run_batch(
                 },
                 remediation_request,
                 tally,
-            })
+            });
+        if let Ok(c) = &counted {
+            let (signal, caller, rr) = (&item.signal, &item.caller, &c.remediation_request);
+            match c.disposition {
+                Disposition::Created => {
+                    events.push(audit::received(signal, caller, rr));
+                    events.push(audit::crd_created(signal, rr));
+                }
+                Disposition::Duplicate => {
+                    // The batch was counted in arrival order: this signal's own count.
+                    let later = (signals - 1 - i) as i64;
+                    let count = (c.tally.occurrence_count - later).max(1);
+                    events.push(audit::deduplicated(signal, caller, rr, count));
+                }
+            }
+        }
+        counted
     });
+    // After the answers: the audit path never delays a signal.
+    for event in &events {
+        audit::emit(&span, event);
+    }
     let trace_id = trace_id.as_deref();
     match &answer {
         Ok((created, rr, tally)) => tracing::info!(

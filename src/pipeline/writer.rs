@@ -60,6 +60,15 @@ pub fn rr_name(fp: &str, generation: u64) -> String {
     format!("rr-{fp}-{generation}")
 }
 
+/// generation_of reads the generation of a fenced RR name of `fp` (None for other names).
+fn generation_of(fp: &str, name: &str) -> Option<u64> {
+    name.strip_prefix("rr-")?
+        .strip_prefix(fp)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
 impl Writer {
     pub(crate) fn new(records: Records, rrs: Rrs, pauser: Arc<Pauser>) -> Writer {
         Writer {
@@ -81,12 +90,7 @@ impl Writer {
         let fp = signal.fingerprint.as_str();
         let mut view = match self.cached(fp) {
             Some(view) => view,
-            None => {
-                self.records
-                    .read(fp, calls)
-                    .instrument(info_span!("record read"))
-                    .await?
-            }
+            None => self.read(fp, calls).await?,
         };
         for _ in 0..MAX_ROUNDS {
             // settled: the view's RR exists, so whoever claimed it is done with the record.
@@ -117,7 +121,7 @@ impl Writer {
                 .instrument(info_span!("lock wait", generation = next))
                 .await?
             {
-                Claimed::Changed(fresh) => view = fresh,
+                Claimed::Changed(fresh) => view = self.discover(fp, fresh, calls).await?,
                 Claimed::Cancelled => return Err(Error::Cancelled),
                 Claimed::Busy { view, waited } => {
                     // The holder may have finished just now: count on its RR if it is active.
@@ -146,11 +150,7 @@ impl Writer {
                         }
                         Ok(None) => {
                             self.release(fp, claim, calls).await;
-                            view = self
-                                .records
-                                .read(fp, calls)
-                                .instrument(info_span!("record read"))
-                                .await?;
+                            view = self.read(fp, calls).await?;
                         }
                         Err(e) => {
                             self.release(fp, claim, calls).await;
@@ -163,6 +163,41 @@ impl Writer {
         Err(Error::Contention(format!(
             "fingerprint {fp}: the current RemediationRequest changed {MAX_ROUNDS} times while this signal was processed"
         )))
+    }
+
+    /// read gets the fingerprint's record (traced as `record read`), and when it is missing,
+    /// what the RRs that exist say (`discover`).
+    async fn read(&self, fp: &str, calls: &ApiCalls) -> Result<View, Error> {
+        let view = self
+            .records
+            .read(fp, calls)
+            .instrument(info_span!("record read"))
+            .await?;
+        self.discover(fp, view, calls).await
+    }
+
+    /// discover makes the view of a fingerprint whose record is missing from its RRs, so
+    /// that a lost record (deleted by a person, a restore, a changed lock namespace) never
+    /// restarts the fingerprint at generation 1 beside an RR that holds the problem: the
+    /// view names the RR that holds it, else the highest fenced generation found, and the
+    /// next claim re-creates the record from there. A view with a record is returned as is.
+    async fn discover(&self, fp: &str, view: View, calls: &ApiCalls) -> Result<View, Error> {
+        if view.exists() {
+            return Ok(view);
+        }
+        let found = self
+            .rrs
+            .find(fp, calls)
+            .instrument(info_span!("rr discovery"))
+            .await?;
+        let fenced = |rr: &Rr| generation_of(fp, &rr.name);
+        let highest = found.iter().filter_map(fenced).max().unwrap_or(0);
+        let holding = found.iter().find(|rr| rr.holds()).map(|rr| rr.name.clone());
+        if let Some(name) = &holding {
+            tracing::info!(fingerprint = fp, rr = %name, "no fence record: adopting the RR that holds the problem");
+        }
+        let rr = holding.or_else(|| (highest > 0).then(|| rr_name(fp, highest)));
+        Ok(View::discovered(highest, rr))
     }
 
     /// count_on adds `k` to the RR `name` if it exists and holds its problem.
@@ -305,5 +340,8 @@ mod tests {
         assert_eq!(n, format!("rr-{fp}-12"));
         assert!(n.len() <= 253);
         assert_ne!(rr_name(&fp, 1), rr_name(&fp, 11));
+        assert_eq!(generation_of(&fp, &n), Some(12));
+        assert_eq!(generation_of(&fp, &format!("rr-{fp}-u00ff")), None);
+        assert_eq!(generation_of(&fp, "rr-ab12cd34ef56-0c1d2e3f"), None);
     }
 }

@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::problem::Rejection;
 use crate::{
+    audit::Caller,
     config::{AuthMode, Review, SecretSource},
     kube::{ApiCalls, Permission, may_create, review_token},
 };
@@ -66,15 +67,19 @@ impl Auth {
         }
     }
 
-    /// check succeeds if the request carries credentials of a caller that may send signals.
+    /// check succeeds with the caller if the request carries credentials of a caller that
+    /// may send signals: the TokenReview's user, or an anonymous caller in `bearer` and
+    /// `none` modes, which learn no identity.
     pub async fn check(
         &self,
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Caller, Rejection> {
         let result = match self {
-            Auth::None => return Ok(()),
-            Auth::Bearer(secret) => bearer(headers).and_then(|token| secret.check(token)),
+            Auth::None => return Ok(Caller::anonymous()),
+            Auth::Bearer(secret) => bearer(headers)
+                .and_then(|token| secret.check(token))
+                .map(|()| Caller::anonymous()),
             Auth::TokenReview(reviewer) => match bearer(headers) {
                 Ok(token) => reviewer.check(token).await,
                 Err(e) => Err(e),
@@ -175,9 +180,10 @@ impl BearerSecret {
 }
 
 /// Decision is a cacheable answer about one token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Decision {
-    Allowed,
+    /// Allowed carries who the caller is, for the audit events of its signals.
+    Allowed(Caller),
     /// The token is invalid, expired or not meant for this audience.
     Unauthenticated,
     /// The caller is authenticated but may not send signals.
@@ -224,7 +230,7 @@ impl Reviewer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match cache.get(key) {
-            Some((at, decision)) if at.elapsed() < self.ttl => Some(*decision),
+            Some((at, decision)) if at.elapsed() < self.ttl => Some(decision.clone()),
             Some(_) => {
                 cache.pop(key);
                 None
@@ -233,7 +239,7 @@ impl Reviewer {
         }
     }
 
-    async fn check(&self, token: &str) -> Result<(), Rejection> {
+    async fn check(&self, token: &str) -> Result<Caller, Rejection> {
         let key = digest(token);
         let decision = match self.cached(&key) {
             Some(decision) => decision,
@@ -246,13 +252,13 @@ impl Reviewer {
                     self.cache
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .put(key, (Instant::now(), decision));
+                        .put(key, (Instant::now(), decision.clone()));
                 }
                 decision
             }
         };
         match decision {
-            Decision::Allowed => Ok(()),
+            Decision::Allowed(caller) => Ok(caller),
             Decision::Unauthenticated => Err(Rejection::Unauthorized(
                 "the token is invalid, expired, or not issued for this gateway's audience".into(),
             )),
@@ -296,7 +302,9 @@ impl Reviewer {
             .await
             .map_err(unavailable)?;
         if allowed {
-            Ok(Decision::Allowed)
+            Ok(Decision::Allowed(Caller::authenticated(
+                user.username.as_deref().unwrap_or_default(),
+            )))
         } else {
             tracing::info!(
                 user = user.username.as_deref().unwrap_or(""),
@@ -362,7 +370,15 @@ mod tests {
         );
         assert!(auth.check(&with_token("Bearer s3cre"), None).await.is_err());
         assert!(auth.check(&with_token("Basic s3cret"), None).await.is_err());
-        assert!(auth.check(&with_token("bearer s3cret"), None).await.is_ok());
+        // A shared secret names nobody: the caller's signals are audited as `external`.
+        assert_eq!(
+            auth.check(&with_token("bearer s3cret"), None).await.ok(),
+            Some(Caller::anonymous())
+        );
+        assert_eq!(
+            Auth::None.check(&HeaderMap::new(), None).await.ok(),
+            Some(Caller::anonymous())
+        );
     }
 
     #[tokio::test]

@@ -23,7 +23,8 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 
 pub use auth::Auth;
-use problem::{Rejection, error_response, problem, rejects_object};
+pub(crate) use problem::rejects_object;
+use problem::{Rejection, error_response, problem};
 pub use server::{Limits, serve};
 
 use crate::{
@@ -191,7 +192,7 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    s.auth.check(req.headers(), peer).await?;
+    let caller = s.auth.check(req.headers(), peer).await?;
     check_content_type(req.headers())?;
     let timestamp_header = req
         .headers()
@@ -228,11 +229,12 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
     let results: Vec<Result<SignalResult, Rejection>> = stream::iter(items)
         .map(|item| {
             let pipeline = Arc::clone(&s.pipeline);
+            let caller = caller.clone();
             async move {
                 match item {
                     Item::Signal(signal) => {
                         let fingerprint = Some(signal.fingerprint.to_string());
-                        let outcome = match pipeline.submit(signal).await {
+                        let outcome = match pipeline.submit(signal, caller).await {
                             Ok(outcome) => outcome,
                             Err(e) if rejects_object(&e) => {
                                 return Ok(SignalResult {

@@ -832,6 +832,12 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     let (ns, fp) = (ns.name(), fp_of("hot"));
     let body = firing("hot");
     let app = gateway(&cp, ns, &[]).await;
+    // A fresh API server counts its first LIST of a resource twice (it was measured: one
+    // request from the gateway, two in `apiserver_request_total`); list once beforehand.
+    rr_api(&cp, ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing RRs");
     let new = cost(&cp, post(&app, &body)).await;
     let dup = cost(&cp, post(&app, &body)).await;
     complete(&cp, ns, &rr_name(&fp, 1)).await;
@@ -840,13 +846,14 @@ async fn the_hot_path_lists_nothing_and_keeps_to_its_request_budget() {
     let cold_dup = cost(&cp, post(&cold, &body)).await;
     let new_rr = breakdown(&[
         ("GET leases", 1.0),
+        ("LIST remediationrequests", 1.0),
         ("POST leases", 1.0),
         ("POST remediationrequests", 1.0),
         ("PATCH remediationrequests/status", 1.0),
     ]);
     assert_eq!(
         new, new_rr,
-        "a new fingerprint: read the record, create it claimed, create the RR, count; no release"
+        "a new fingerprint: read the record, find it missing and look for the fingerprint's RRs once, create it claimed, create the RR, count; no release"
     );
     assert_eq!(
         dup,
@@ -1098,4 +1105,43 @@ async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
         matches!(&deleted, Err(kube::Error::Api(s)) if s.code == 409),
         "a sweep holding the old version must not delete the re-claimed record: {deleted:?}"
     );
+}
+
+/// The lost-record trace: the record names the active rr-<fp>-3, rr-1 and rr-2 are gone
+/// (retention), and the record is deleted (a person, a restore, a changed lock namespace).
+/// A process that never saw the fingerprint finds no record; it must not start again at
+/// generation 1 beside rr-3. It looks for the fingerprint's RRs once, counts on rr-3, and
+/// the next generation after rr-3 is 4.
+#[tokio::test]
+async fn a_lost_record_never_opens_a_second_active_rr() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let (ns, fp) = (ns.name(), fp_of("lost-record"));
+    let body = firing("lost-record");
+    let app = gateway(cp, ns, &[]).await;
+    for generation in 1..=3 {
+        assert_eq!(post(&app, &body).await.0, 201, "generation {generation}");
+        if generation < 3 {
+            complete(cp, ns, &rr_name(&fp, generation)).await;
+        }
+    }
+    for generation in 1..=2 {
+        rr_api(cp, ns)
+            .delete(&rr_name(&fp, generation), &DeleteParams::default())
+            .await
+            .expect("retention deleting an old RR");
+    }
+    Api::<Lease>::namespaced(cp.admin_client(), ns)
+        .delete(&lease_name(&fp), &DeleteParams::default())
+        .await
+        .expect("deleting the record");
+    let cold = gateway(cp, ns, &[("POD_NAME", "cold")]).await;
+    let (status, answer) = post(&cold, &body).await;
+    assert_eq!(status, 202, "counted on rr-3: {answer}");
+    assert_eq!(active(cp, ns, &fp).await, vec![(rr_name(&fp, 3), 2)]);
+    complete(cp, ns, &rr_name(&fp, 3)).await;
+    assert_eq!(post(&cold, &body).await.0, 201);
+    assert_eq!(active(cp, ns, &fp).await, vec![(rr_name(&fp, 4), 1)]);
+    let record = lease(cp, ns, &fp).await.expect("the record is back");
+    assert_eq!(annotation(&record, GENERATION).as_deref(), Some("4"));
 }

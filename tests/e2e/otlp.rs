@@ -1,5 +1,5 @@
-//! End-to-end: gateway processes export metrics and traces over OTLP to a real
-//! OpenTelemetry Collector (built pinned by `hack/tool.sh otelcol`), whose
+//! End-to-end: gateway processes export metrics, traces and audit events (logs) over OTLP
+//! to a real OpenTelemetry Collector (built pinned by `hack/tool.sh otelcol`), whose
 //! Prometheus exporter shows the names a Prometheus server would store; and a
 //! gateway serves the same instruments on `GATEWAY_METRICS_ADDR`.
 
@@ -18,7 +18,7 @@ use crate::support::{
     Http, PROMETHEUS, alert, firing, free_port, http, post, setup, spawn, webhook,
 };
 
-/// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics and traces
+/// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics, traces and logs
 /// out to JSON-lines files, and metrics on a Prometheus scrape endpoint.
 struct Collector {
     child: Child,
@@ -63,6 +63,8 @@ exporters:
     path: {metrics}
   file/traces:
     path: {traces}
+  file/logs:
+    path: {logs}
   prometheus:
     endpoint: 127.0.0.1:{prometheus_port}
     resource_to_telemetry_conversion:
@@ -78,9 +80,13 @@ service:
     traces:
       receivers: [otlp]
       exporters: [file/traces]
+    logs:
+      receivers: [otlp]
+      exporters: [file/logs]
 ",
             metrics = path("metrics.jsonl"),
             traces = path("traces.jsonl"),
+            logs = path("logs.jsonl"),
         );
         let config_path = dir.path().join("otelcol.yaml");
         std::fs::write(&config_path, config).expect("writing the config");
@@ -159,6 +165,29 @@ service:
         out
     }
 
+    /// audit_records are the log records received so far from pod `pod`, each with its
+    /// attributes as one plain JSON object (`attributes`).
+    fn audit_records(&self, pod: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for v in self.exported("logs.jsonl") {
+            for rl in v["resourceLogs"].as_array().into_iter().flatten() {
+                let resource = attributes(&rl["resource"]["attributes"]);
+                if resource["k8s.pod.name"] != pod {
+                    continue;
+                }
+                for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                    for r in sl["logRecords"].as_array().into_iter().flatten() {
+                        let mut r = r.clone();
+                        r["scope"] = sl["scope"]["name"].clone();
+                        r["attributes"] = attributes(&r["attributes"]);
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// otlp_names are the OTLP metric names received so far.
     fn otlp_names(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -173,6 +202,44 @@ service:
         }
         out
     }
+}
+
+/// attributes turns an OTLP/JSON attribute list into one JSON object (ints, which
+/// OTLP/JSON writes as strings, become numbers again).
+fn attributes(list: &Value) -> Value {
+    fn value(v: &Value) -> Value {
+        if let Some(s) = v.get("stringValue") {
+            s.clone()
+        } else if let Some(b) = v.get("boolValue") {
+            b.clone()
+        } else if let Some(i) = v.get("intValue") {
+            i.as_str()
+                .and_then(|s| s.parse::<i64>().ok())
+                .map_or_else(|| i.clone(), Value::from)
+        } else if let Some(d) = v.get("doubleValue") {
+            d.clone()
+        } else if let Some(kv) = v.get("kvlistValue") {
+            attributes(&kv["values"])
+        } else if let Some(a) = v.get("arrayValue") {
+            Value::Array(
+                a["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(value)
+                    .collect(),
+            )
+        } else {
+            Value::Null
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for kv in list.as_array().into_iter().flatten() {
+        if let Some(k) = kv["key"].as_str() {
+            out.insert(k.to_owned(), value(&kv["value"]));
+        }
+    }
+    Value::Object(out)
 }
 
 fn log(dir: &Path) -> String {
@@ -769,6 +836,203 @@ fn dashboard_and_rule_metrics() -> BTreeSet<String> {
     out
 }
 
+/// AUDIT is the target of the gateway's audit log lines and the scope of its records.
+const AUDIT: &str = "signal_gateway::audit";
+
+/// audit_lines are the audit events gateway `gw` logged, as JSON.
+fn audit_lines(gw: &testenv::gateway::Gateway) -> Vec<Value> {
+    gw.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == AUDIT)
+        .collect()
+}
+
+/// post_as sends `body` with the bearer token `token`; None means the connection failed.
+async fn post_as(http: &Http, to: SocketAddr, body: String, token: &str) -> Option<(u16, Value)> {
+    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(body.into()))
+        .expect("a request");
+    let res = http.request(req).await.ok()?;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+#[tokio::test]
+async fn audit_events_reach_the_collector_as_log_records() {
+    let (cp, ns) = setup().await;
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    // The caller is named by a TokenReview: the admin's static token, judged for the API
+    // server's own audience, and allowed by a SubjectAccessReview.
+    let mut gw = spawn(
+        cp,
+        ns.name(),
+        "gw-audit",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+            ("GATEWAY_AUTH", "tokenreview"),
+            ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
+        ],
+    );
+    let http = http();
+    let token = cp.token(testenv::Identity::Admin);
+    let mut answers = Vec::new();
+    for want in [201, 202] {
+        let answer = post_as(&http, gw.addr(), firing("audit-0"), token).await;
+        let (code, body) = answer.expect("an answer");
+        assert_eq!(
+            code,
+            want,
+            "{body}
+{}",
+            gw.logs().join(
+                "
+"
+            )
+        );
+        answers.push(body["results"][0].clone());
+    }
+    let fingerprint = answers[0]["fingerprint"].as_str().unwrap_or_default();
+    let rr = answers[0]["remediationRequest"]
+        .as_str()
+        .unwrap_or_default();
+    let rr_name = rr.rsplit_once('/').map_or("", |(_, n)| n);
+    assert_eq!(answers[1]["remediationRequest"], rr);
+    assert!(
+        !fingerprint.is_empty() && !rr_name.is_empty(),
+        "{answers:?}"
+    );
+    // Parse failures, resolved alerts and rejected alerts emit nothing.
+    let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
+    let answer = post_as(&http, gw.addr(), webhook(vec![no_target]), token).await;
+    assert_eq!(answer.map(|a| a.0), Some(400));
+    let resolved = webhook(vec![alert("audit-0", "resolved")]);
+    let answer = post_as(&http, gw.addr(), resolved, token).await;
+    assert_eq!(answer.map(|a| a.0), Some(200));
+    let answer = post_as(&http, gw.addr(), "{not json".into(), token).await;
+    assert_eq!(answer.map(|a| a.0), Some(400));
+
+    // The same events are log lines, without OTLP.
+    let want_types = [
+        "gateway.signal.received",
+        "gateway.crd.created",
+        "gateway.signal.deduplicated",
+    ];
+    let lines = audit_lines(&gw);
+    let line_types: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["event_type"].as_str())
+        .collect();
+    assert_eq!(line_types, want_types, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l["version"] == "1.0"
+            && l["event_category"] == "gateway"
+            && l["event_data"].as_str().is_some_and(|d| d.starts_with('{'))),
+        "{lines:#?}"
+    );
+
+    // SIGTERM flushes the records.
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait().expect("the gateway exits");
+    assert!(status.success(), "gw-audit exited with {status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut records = loop {
+        let records = collector.audit_records("gw-audit");
+        if records.len() >= want_types.len() {
+            break records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the audit records never arrived: {records:#?}
+{}",
+            log(collector.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let time = |r: &Value| {
+        r["timeUnixNano"]
+            .as_str()
+            .and_then(|t| t.parse::<u128>().ok())
+            .unwrap_or_default()
+    };
+    records.sort_by_key(time);
+    let types: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["attributes"]["event_type"].as_str())
+        .collect();
+    assert_eq!(types, want_types, "exactly these records: {records:#?}");
+    for r in &records {
+        let a = &r["attributes"];
+        assert_eq!(r["scope"], AUDIT, "{r:#}");
+        assert_eq!(r["eventName"], a["event_type"], "{r:#}");
+        assert_eq!(r["body"]["stringValue"], a["event_type"], "{r:#}");
+        assert!(
+            r["traceId"].as_str().is_some_and(|t| t.len() == 32),
+            "a record carries its batch's trace: {r:#}"
+        );
+        assert!(time(r) > 0, "{r:#}");
+        assert_eq!(a["version"], "1.0");
+        assert_eq!(a["event_category"], "gateway");
+        assert_eq!(a["namespace"], "prod");
+        assert_eq!(a["correlation_id"], rr_name, "{a:#}");
+        assert!(a.get("cluster_id").is_none(), "the local cluster: {a:#}");
+        assert!(
+            a["event_timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{a:#}"
+        );
+        let d = &a["event_data"];
+        assert_eq!(d["event_type"], a["event_type"]);
+        assert_eq!(d["signal_type"], "alert");
+        assert_eq!(d["signal_name"], "KubePodCrashLooping");
+        assert_eq!(d["namespace"], "prod");
+        assert_eq!(d["fingerprint"], fingerprint);
+        assert_eq!(d["remediation_request"], rr);
+    }
+    let (received, created, duplicate) = (
+        &records[0]["attributes"],
+        &records[1]["attributes"],
+        &records[2]["attributes"],
+    );
+    for signal_event in [received, duplicate] {
+        assert_eq!(signal_event["actor_type"], "authenticated-service");
+        assert_eq!(signal_event["actor_id"], "admin");
+        assert_eq!(signal_event["resource_type"], "Signal");
+        assert_eq!(signal_event["resource_id"], fingerprint);
+        assert_eq!(signal_event["event_outcome"], "success");
+        let d = &signal_event["event_data"];
+        assert_eq!(
+            d["signal_labels"]["pod"], "audit-0",
+            "labels kept: {signal_event:#}"
+        );
+        assert_eq!(d["signal_annotations"]["summary"], "Pod is crash looping.");
+        assert!(d.get("original_payload").is_none(), "left out: {d:#}");
+    }
+    assert_eq!(received["event_action"], "received");
+    assert_eq!(received["event_data"]["deduplication_status"], "new");
+    assert_eq!(received["event_data"]["severity"], "critical");
+    assert_eq!(received["event_data"]["resource_kind"], "Pod");
+    assert_eq!(received["event_data"]["resource_name"], "audit-0");
+    assert_eq!(created["event_action"], "created");
+    assert_eq!(created["actor_type"], "gateway");
+    assert_eq!(created["actor_id"], "crd-creator");
+    assert_eq!(created["resource_type"], "RemediationRequest");
+    assert_eq!(created["resource_id"], rr);
+    assert_eq!(created["event_data"]["occurrence_count"], 1);
+    assert_eq!(duplicate["event_action"], "deduplicated");
+    assert_eq!(duplicate["event_data"]["occurrence_count"], 2);
+    assert_eq!(duplicate["event_data"]["deduplication_status"], "duplicate");
+}
+
 #[tokio::test]
 async fn requests_keep_their_latency_when_the_collector_hangs() {
     let (cp, ns) = setup().await;
@@ -782,7 +1046,11 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+            // A small audit queue, so that the hung exports fill it.
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "4"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10000"),
+            ("GATEWAY_METRICS_ADDR", "127.0.0.1:0"),
         ],
     );
     let http = http();
@@ -829,6 +1097,16 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
         worst < Duration::from_secs(2),
         "a request took {worst:?} while exports hung: exports must not block requests"
     );
+    // The audit records that found the queue full were dropped and counted; the log
+    // lines have every event: 10 new RRs (received and created) and 15 duplicates.
+    let scrape = format!("http://{}/metrics", metrics_addr(&gw));
+    let local = parse(&get(&http, &scrape).await.unwrap_or_default());
+    let dropped = sum(&local, "gateway_audit_events_dropped_total", &[]);
+    assert!(
+        dropped > 0.0,
+        "a hung collector fills the audit queue: {dropped}"
+    );
+    assert_eq!(audit_lines(&gw).len(), 2 * 10 + 15);
 }
 
 /// Answered receives the body of every answer the fake Lambda runtime API gets.
@@ -914,6 +1192,7 @@ async fn under_lambda_every_invocation_is_flushed_before_its_answer() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         // No period would export within the test: only the flush can.
         .env("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "600000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("a log file"));
@@ -929,14 +1208,24 @@ async fn under_lambda_every_invocation_is_flushed_before_its_answer() {
             )
         });
     assert!(answer.contains("\"statusCode\":201"), "{answer}");
-    // The instance now waits for its next invocation (frozen, on Lambda); the metrics
-    // of the one it served have left already. The file exporter writes within 1 s.
+    // The instance now waits for its next invocation (frozen, on Lambda); the metrics and
+    // audit records of the one it served have left already. The file exporter writes
+    // within 1 s.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !collector.otlp_names().contains("gateway.signals") {
+    let audited = |c: &Collector| {
+        let records = c.audit_records("gw-lambda");
+        let types: Vec<Value> = records
+            .iter()
+            .map(|r| r["attributes"]["event_type"].clone())
+            .collect();
+        types == ["gateway.signal.received", "gateway.crd.created"]
+    };
+    while !collector.otlp_names().contains("gateway.signals") || !audited(&collector) {
         assert!(
             Instant::now() < deadline,
-            "the invocation's metrics were not flushed: {:?}",
-            collector.otlp_names()
+            "the invocation's metrics and audit records were not flushed: {:?}, {:#?}",
+            collector.otlp_names(),
+            collector.audit_records("gw-lambda")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

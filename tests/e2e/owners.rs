@@ -528,6 +528,7 @@ async fn owner_resolution_keeps_the_request_budget(cp: &ControlPlane) {
             ("GET pods", 1.0),
             ("GET replicasets", 1.0),
             ("GET leases", 1.0),
+            ("LIST remediationrequests", 1.0),
             ("POST leases", 1.0),
             ("POST remediationrequests", 1.0),
             ("PATCH remediationrequests/status", 1.0),
