@@ -81,14 +81,17 @@ pub(crate) fn age(lease: &Lease, server_now: jiff::Timestamp) -> Option<Duration
 }
 
 /// is_expired judges a held Lease's expiry on the API server's clock alone; a
-/// Lease counts as expired only when its rounded age exceeds its duration.
+/// Lease counts as expired only when its rounded age exceeds its duration, which is never
+/// taken longer than this gateway's own (`configured`): a hand-edited record with a huge
+/// `leaseDurationSeconds` cannot block a fingerprint for longer.
 #[must_use]
-pub(crate) fn is_expired(lease: &Lease, server_now: jiff::Timestamp, default: Duration) -> bool {
+pub(crate) fn is_expired(lease: &Lease, server_now: jiff::Timestamp, configured: Duration) -> bool {
     let secs = lease
         .spec
         .as_ref()
         .and_then(|s| s.lease_duration_seconds)
-        .map_or(default.as_secs(), |s| u64::try_from(s).unwrap_or(0));
+        .map_or(configured.as_secs(), |s| u64::try_from(s).unwrap_or(0))
+        .min(configured.as_secs());
     age(lease, server_now).is_some_and(|age| age.as_secs() > secs)
 }
 
@@ -139,6 +142,13 @@ mod tests {
         assert!(!is_expired(&l, at(2005), Duration::from_secs(30)));
         assert!(is_expired(&l, at(2011), Duration::from_secs(30)));
         assert_eq!(age(&l, at(2011)), Some(Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn a_hand_edited_duration_is_capped_at_our_own() {
+        let l = lease(1000, None, i32::MAX);
+        assert!(is_expired(&l, at(1031), Duration::from_secs(30)));
+        assert!(!is_expired(&l, at(1030), Duration::from_secs(30)));
     }
 
     #[test]
