@@ -20,7 +20,10 @@ use std::time::Duration;
 
 pub use calls::{ApiCalls, KubeError, backoff};
 pub use owners::{Owners, Resolution};
-pub use record::{Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name};
+pub use record::{
+    Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, generation_of, lease_name,
+    rr_name,
+};
 pub use rrs::{CREATE_RR, Counted, Rr, Rrs, Tally};
 pub use scope::{MANAGED, Scope};
 pub use sweep::sweep;

@@ -55,16 +55,16 @@ pub struct View {
 }
 
 impl View {
-    /// discovered is the view of a fingerprint whose record is missing, made from the RRs
-    /// that exist: `generation` is the highest fenced one found, `rr` the RR to read first
-    /// (the one that holds the problem, else that highest one). Claims made from it create
-    /// the record.
+    /// discovered is this view (of a missing record, or of one that names no RR it can
+    /// trust) with what the RRs that exist say: `generation` is the highest fenced one
+    /// found, `rr` the RR to read first (the one that holds the problem, else that highest
+    /// one). Claims made from it create the record, or repair it by compare-and-swap.
     #[must_use]
-    pub fn discovered(generation: u64, rr: Option<String>) -> View {
+    pub fn discovered(self, generation: u64, rr: Option<String>) -> View {
         View {
             generation,
             rr,
-            ..View::default()
+            ..self
         }
     }
 
@@ -144,6 +144,35 @@ pub struct Records {
     locking: bool,
 }
 
+/// rr_name is the fenced name of generation `generation` of a fingerprint's RR.
+#[must_use]
+pub fn rr_name(fp: &str, generation: u64) -> String {
+    format!("rr-{fp}-{generation}")
+}
+
+/// generation_of reads the generation of a fenced RR name of `fp` (None for other names).
+#[must_use]
+pub fn generation_of(fp: &str, name: &str) -> Option<u64> {
+    name.strip_prefix("rr-")?
+        .strip_prefix(fp)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// trusted reports whether a record's annotations are ones a writer of `fp` wrote: the RR
+/// name is the fenced name of its generation (or, with fencing off in the chaos tests, an
+/// unfenced name of this fingerprint).
+fn trusted(fp: &str, view: &View) -> bool {
+    match &view.rr {
+        None => true,
+        Some(name) => {
+            generation_of(fp, name) == Some(view.generation)
+                || name.starts_with(&format!("rr-{fp}-u"))
+        }
+    }
+}
+
 /// lease_name is the record's name for a fingerprint: always a valid DNS-1123 name.
 #[must_use]
 pub fn lease_name(fp: &str) -> String {
@@ -202,9 +231,21 @@ impl Records {
             .map_err(|e| KubeError::failed("reading lease", &name, kube::Error::BuildRequest(e)))?;
         let (lease, now) =
             clock::get_dated::<Lease>(&self.client, req, "reading lease", &name, calls).await?;
-        Ok(lease.map_or_else(View::default, |l| {
+        let view = lease.map_or_else(View::default, |l| {
             View::from_lease(&l, Some(now), self.duration)
-        }))
+        });
+        if trusted(fp, &view) {
+            return Ok(view);
+        }
+        // A hand-edited record (another fingerprint's RR, a name that is not its
+        // generation's) is never trusted: it names nothing, and the writer looks for the
+        // fingerprint's RRs and repairs it with its next claim.
+        tracing::warn!(lease = %name, rr = ?view.rr, generation = view.generation, "fence record annotations do not match its fingerprint; ignoring them");
+        Ok(View {
+            generation: 0,
+            rr: None,
+            ..view
+        })
     }
 
     /// claim compare-and-swaps the record from `view` to (`generation`, `rr`), holding it when
@@ -563,6 +604,25 @@ mod tests {
             n.len() <= 253
                 && n.bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        );
+    }
+
+    #[test]
+    fn only_annotations_of_the_fingerprint_are_trusted() {
+        let fp = "ab".repeat(32);
+        let view = |generation, rr: &str| View {
+            generation,
+            rr: Some(rr.to_owned()),
+            ..View::default()
+        };
+        assert!(trusted(&fp, &View::default()));
+        assert!(trusted(&fp, &view(3, &rr_name(&fp, 3))));
+        assert!(trusted(&fp, &view(1, &format!("rr-{fp}-u00ff"))));
+        assert!(!trusted(&fp, &view(3, &rr_name(&fp, 2))), "a lowered name");
+        let other = "cd".repeat(32);
+        assert!(
+            !trusted(&fp, &view(3, &rr_name(&other, 3))),
+            "another fingerprint's RR"
         );
     }
 

@@ -54,20 +54,8 @@ pub(crate) struct Writer {
     views: Mutex<HashMap<String, View>>,
 }
 
-/// rr_name is the fenced name of generation `generation` of a fingerprint's RR.
-#[must_use]
-pub fn rr_name(fp: &str, generation: u64) -> String {
-    format!("rr-{fp}-{generation}")
-}
-
-/// generation_of reads the generation of a fenced RR name of `fp` (None for other names).
-fn generation_of(fp: &str, name: &str) -> Option<u64> {
-    name.strip_prefix("rr-")?
-        .strip_prefix(fp)?
-        .strip_prefix('-')?
-        .parse()
-        .ok()
-}
+use crate::kube::generation_of;
+pub use crate::kube::rr_name;
 
 impl Writer {
     pub(crate) fn new(records: Records, rrs: Rrs, pauser: Arc<Pauser>) -> Writer {
@@ -176,13 +164,14 @@ impl Writer {
         self.discover(fp, view, calls).await
     }
 
-    /// discover makes the view of a fingerprint whose record is missing from its RRs, so
-    /// that a lost record (deleted by a person, a restore, a changed lock namespace) never
-    /// restarts the fingerprint at generation 1 beside an RR that holds the problem: the
-    /// view names the RR that holds it, else the highest fenced generation found, and the
-    /// next claim re-creates the record from there. A view with a record is returned as is.
+    /// discover makes the view of a fingerprint whose record is missing (or names no RR it
+    /// can trust) from its RRs, so that a lost record (deleted by a person, a restore, a
+    /// changed lock namespace) never restarts the fingerprint at generation 1 beside an RR
+    /// that holds the problem: the view names the RR that holds it, else the highest fenced
+    /// generation found, and the next claim re-creates (or repairs) the record from there.
+    /// A view that names an RR is returned as is.
     async fn discover(&self, fp: &str, view: View, calls: &ApiCalls) -> Result<View, Error> {
-        if view.exists() {
+        if view.rr.is_some() {
             return Ok(view);
         }
         let found = self
@@ -197,7 +186,7 @@ impl Writer {
             tracing::info!(fingerprint = fp, rr = %name, "no fence record: adopting the RR that holds the problem");
         }
         let rr = holding.or_else(|| (highest > 0).then(|| rr_name(fp, highest)));
-        Ok(View::discovered(highest, rr))
+        Ok(view.discovered(highest, rr))
     }
 
     /// count_on adds `k` to the RR `name` if it exists and holds its problem.

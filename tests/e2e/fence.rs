@@ -1145,3 +1145,67 @@ async fn a_lost_record_never_opens_a_second_active_rr() {
     let record = lease(cp, ns, &fp).await.expect("the record is back");
     assert_eq!(annotation(&record, GENERATION).as_deref(), Some("4"));
 }
+
+/// A hand-edited record that names another fingerprint's RR is not trusted: the signal is
+/// counted on its own fingerprint's RR, found by the writer's list, and the other RR is
+/// left alone.
+#[tokio::test]
+async fn a_record_naming_another_fingerprints_rr_is_not_trusted() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let ns = ns.name();
+    let app = gateway(cp, ns, &[]).await;
+    let (a, b) = (fp_of("edited-a"), fp_of("edited-b"));
+    assert_eq!(post(&app, &firing("edited-a")).await.0, 201);
+    assert_eq!(post(&app, &firing("edited-b")).await.0, 201);
+    Api::<Lease>::namespaced(cp.admin_client(), ns)
+        .patch(
+            &lease_name(&a),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {REMEDIATION_REQUEST: rr_name(&b, 1)}}}),
+            ),
+        )
+        .await
+        .expect("hand-editing the record");
+    let cold = gateway(cp, ns, &[("POD_NAME", "cold")]).await;
+    let (status, body) = post(&cold, &firing("edited-a")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(active(cp, ns, &a).await, vec![(rr_name(&a, 1), 2)]);
+    assert_eq!(
+        active(cp, ns, &b).await,
+        vec![(rr_name(&b, 1), 1)],
+        "B's RR untouched"
+    );
+}
+
+/// An RR under a fenced name that another writer made with only kubernaut's required fields
+/// (a free `signalType`, no `signalSource`, no status) is counted on, never refused.
+#[tokio::test]
+async fn a_foreign_rr_with_kubernauts_minimal_fields_is_counted_on() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let ns = ns.name();
+    let fp = fp_of("foreign");
+    let foreign: RemediationRequest = serde_json::from_value(json!({
+        "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
+        "metadata": {"name": rr_name(&fp, 1)},
+        "spec": {
+            "signalFingerprint": fp, "signalName": "KubePodCrashLooping", "severity": "critical",
+            "signalType": "prometheus-alert", "targetType": "kubernetes",
+            "targetResource": {"kind": "Pod", "name": "foreign", "namespace": "prod"},
+            "firingTime": "2026-11-27T08:14:27Z", "receivedTime": "2026-11-27T08:14:28Z",
+        },
+    }))
+    .expect("a minimal RR");
+    rr_api(cp, ns)
+        .create(&Default::default(), &foreign)
+        .await
+        .expect("another writer creating the RR");
+    let app = gateway(cp, ns, &[]).await;
+    let (status, body) = post(&app, &firing("foreign")).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post(&app, &firing("foreign")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(active(cp, ns, &fp).await, vec![(rr_name(&fp, 1), 2)]);
+}
