@@ -1209,3 +1209,35 @@ async fn a_foreign_rr_with_kubernauts_minimal_fields_is_counted_on() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(active(cp, ns, &fp).await, vec![(rr_name(&fp, 1), 2)]);
 }
+
+/// A 403 on Leases (the gateway may not write records in its lock namespace) is the
+/// gateway's misconfiguration: the whole request is a 500, never a 2xx with the alert
+/// marked `failed` (which Alertmanager would never retry).
+#[tokio::test]
+async fn a_403_on_leases_is_a_500_not_a_failed_alert() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let locks = format!("sg-norole-{:08x}", rand::random::<u32>());
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": locks}})).expect("a namespace");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cp.admin_client())
+        .create(&Default::default(), &namespace)
+        .await
+        .expect("creating a namespace where the gateway holds no Role");
+    let app = gateway(cp, ns.name(), &[("GATEWAY_LOCK_NAMESPACE", locks.as_str())]).await;
+    let (status, body) = post(&app, &firing("no-lease-rights")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.get("results").is_none(), "{body}");
+    assert!(
+        rr_api(cp, ns.name())
+            .list(&ListParams::default())
+            .await
+            .expect("listing RRs")
+            .items
+            .is_empty()
+    );
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cp.admin_client())
+        .delete(&locks, &DeleteParams::default())
+        .await
+        .expect("cleaning up");
+}
