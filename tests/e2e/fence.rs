@@ -751,7 +751,7 @@ async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
 
 /// requests_of reads the API server's `apiserver_request_total`, summed by
 /// "VERB resource[/subresource]", for the resources the gateway reads or writes.
-pub(crate) async fn requests_of(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
+async fn requests_of(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
     let req = axum::http::Request::get("/metrics")
         .body(Vec::new())
         .expect("a request");
@@ -802,7 +802,7 @@ pub(crate) async fn requests_of(cp: &ControlPlane) -> std::collections::BTreeMap
 /// cost runs `step` and returns the requests the API server counted meanwhile: the gateway
 /// sends nothing after its answer. The API server renews its own identity Lease with PUT,
 /// a verb the gateway never uses; it is left out.
-async fn cost<F: std::future::Future<Output = (u16, Value)>>(
+pub(crate) async fn cost<F: std::future::Future<Output = (u16, Value)>>(
     cp: &ControlPlane,
     step: F,
 ) -> std::collections::BTreeMap<String, f64> {

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use signal_gateway::{pipeline::rr_name, signal::Fingerprint, signal::TargetResource};
 use testenv::ControlPlane;
 
-use crate::fence::{breakdown, requests_of};
+use crate::fence::{breakdown, cost};
 use crate::support::{PROMETHEUS, in_process, send, setup};
 
 /// kubernaut_plane starts a control plane with kubernaut's CRD, as kubernaut installs it.
@@ -507,21 +507,7 @@ async fn owner_resolution_keeps_the_request_budget(cp: &ControlPlane) {
     let ns = ns.name();
     let pods = deployment(cp, ns, "budget", 2).await;
     let app = resolving(cp, ns, &[]).await;
-    let cost = |body: String, app: axum::Router| async move {
-        let before = requests_of(cp).await;
-        let (status, answer) = post(&app, body).await;
-        assert!((200..300).contains(&status), "{status} {answer}");
-        let after = requests_of(cp).await;
-        after
-            .into_iter()
-            .filter(|(k, _)| k != "PUT leases")
-            .filter_map(|(k, v)| {
-                let d = v - before.get(&k).copied().unwrap_or(0.0);
-                (d > 0.0).then_some((k, d))
-            })
-            .collect::<BTreeMap<String, f64>>()
-    };
-    let new = cost(webhook(vec![alert(ns, &pods[0])]), app.clone()).await;
+    let new = cost(cp, post(&app, webhook(vec![alert(ns, &pods[0])]))).await;
     assert_eq!(
         new,
         breakdown(&[
@@ -535,7 +521,7 @@ async fn owner_resolution_keeps_the_request_budget(cp: &ControlPlane) {
         ]),
         "a cold process reads the owner chain once: the Pod and its ReplicaSet"
     );
-    let dup = cost(webhook(vec![alert(ns, &pods[0])]), app.clone()).await;
+    let dup = cost(cp, post(&app, webhook(vec![alert(ns, &pods[0])]))).await;
     assert_eq!(
         dup,
         breakdown(&[
@@ -544,7 +530,7 @@ async fn owner_resolution_keeps_the_request_budget(cp: &ControlPlane) {
         ]),
         "a duplicate in a warm process: read the RR, count"
     );
-    let sibling = cost(webhook(vec![alert(ns, &pods[1])]), app.clone()).await;
+    let sibling = cost(cp, post(&app, webhook(vec![alert(ns, &pods[1])]))).await;
     assert_eq!(
         sibling,
         breakdown(&[
