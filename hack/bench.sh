@@ -9,7 +9,10 @@
 # of 2 Pods each: a new RR from a Pod never seen, a new Pod of a known
 # ReplicaSet, a duplicate; compared with new and duplicate) and rollout-storm
 # (50 Pods of one Deployment alerting at once over 3 replicas: one RR counts
-# 50). It asserts nothing; compare numbers within one report (the machine may
+# 50). storm-split (lock on only) is storm with the gateways' fence records in
+# a lock namespace of their own (GATEWAY_LOCK_NAMESPACE); its p95 is compared
+# with storm's (target <= 1.5: a waiter that sat out GATEWAY_LOCK_WAIT_MS made
+# it seconds). It asserts nothing; compare numbers within one report (the machine may
 # be shared). About six and a half minutes on two cores.
 # Arguments go to the bench binary; `hack/bench.sh --help` lists them
 # (counts, rate, --smoke for tiny counts).

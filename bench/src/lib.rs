@@ -36,7 +36,7 @@ use crate::load::{
 };
 use crate::otel::{Collector, LockCounts};
 
-pub use crate::report::{OWNER_SCENARIOS, Report, SCENARIOS};
+pub use crate::report::{LOCK_ON_ONLY_SCENARIOS, OWNER_SCENARIOS, Report, SCENARIOS};
 
 /// BoxError is any error of the bench.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,7 +61,7 @@ pub struct Options {
     pub signals: usize,
     /// plan_signals is the number of signals of the `plan` scenario.
     pub plan_signals: usize,
-    /// storm is the number of identical signals of the `storm` scenario.
+    /// storm is the number of identical signals of the `storm` and `storm_split` scenarios.
     pub storm: usize,
     /// crowd is the number of other RRs in the `crowded` namespace.
     pub crowd: usize,
@@ -136,8 +136,24 @@ pub struct Run {
     pub duplicates: u64,
     /// resolved is what the RRs say about the scenario's Deployments (owner resolution on).
     pub resolved: Option<Resolved>,
+    /// split is what `storm_split` left in its two namespaces (None for the other runs).
+    pub split: Option<Split>,
     /// fleet names the gateways that served it (their lock metrics).
     pub fleet: String,
+}
+
+/// Split checks, after `storm_split` (fence records in a lock namespace of their own),
+/// where the fence records went and that one RR counted the whole burst.
+pub struct Split {
+    /// lock_records counts the fence records (Leases `sg-*`) in the lock namespace: the
+    /// storm's fingerprint's and the warm-ups'.
+    pub lock_records: u64,
+    /// rr_records counts those in the RRs' namespace: none.
+    pub rr_records: u64,
+    /// rrs counts the RRs about the storm's Pod: one.
+    pub rrs: u64,
+    /// occurrences sums their occurrence counts: every signal of the burst, once.
+    pub occurrences: u64,
 }
 
 /// Resolved checks, after a phase with owner resolution on, that the signals about Pods
@@ -264,6 +280,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     for locking in [true, false] {
         b.storm(locking).await?;
     }
+    b.storm_split().await?;
     b.owners().await?;
     b.rollout_storm().await?;
     for replicas in 1..=3 {
@@ -320,15 +337,30 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
 }
 
 impl Bench {
-    /// fleet starts `replicas` gateways in `ns` and warms each up. With owner
-    /// resolution on (`owners`) the warm-up signal is about the one Pod of a
-    /// Deployment of its own, `warmup-<instance>`, created here: the gateway
-    /// refuses a Pod that does not exist, and the scenario's own Deployments stay
-    /// unresolved until it measures them. `ns` then needs its `default` ServiceAccount.
+    /// fleet is [`Bench::fleet_in`] with the fence records beside the RRs, in `ns`.
     async fn fleet(
         &mut self,
         name: &str,
         ns: &str,
+        replicas: usize,
+        locking: bool,
+        owners: bool,
+    ) -> Result<Fleet, BoxError> {
+        self.fleet_in(name, ns, None, replicas, locking, owners)
+            .await
+    }
+
+    /// fleet_in starts `replicas` gateways in `ns` and warms each up. With
+    /// `lock_ns` they keep their fence records there (`GATEWAY_LOCK_NAMESPACE`). With owner
+    /// resolution on (`owners`) the warm-up signal is about the one Pod of a
+    /// Deployment of its own, `warmup-<instance>`, created here: the gateway
+    /// refuses a Pod that does not exist, and the scenario's own Deployments stay
+    /// unresolved until it measures them. `ns` then needs its `default` ServiceAccount.
+    async fn fleet_in(
+        &mut self,
+        name: &str,
+        ns: &str,
+        lock_ns: Option<&str>,
         replicas: usize,
         locking: bool,
         owners: bool,
@@ -351,13 +383,16 @@ impl Bench {
         let mut gws = Vec::new();
         for instance in &instances {
             let resource = format!("service.instance.id={instance}");
-            let env = [
+            let mut env = vec![
                 ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", on_true(locking)),
                 ("GATEWAY_OWNER_RESOLUTION", on_true(owners)),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
                 ("OTEL_METRIC_EXPORT_INTERVAL", EXPORT_INTERVAL_MS),
                 ("OTEL_RESOURCE_ATTRIBUTES", resource.as_str()),
             ];
+            if let Some(lock_ns) = lock_ns {
+                env.push(("GATEWAY_LOCK_NAMESPACE", lock_ns));
+            }
             gws.push(spawn(&self.options.gateway, &self.cp, ns, instance, &env)?);
         }
         for (g, body) in gws.iter().zip(warmups) {
@@ -434,6 +469,7 @@ impl Bench {
             phase,
             duplicates: listed.duplicates(),
             resolved,
+            split: None,
             fleet: fleet.name.clone(),
         });
         Ok(())
@@ -544,6 +580,35 @@ impl Bench {
         let bodies = vec![body; self.options.storm];
         self.phase("storm", &mut fleet, bodies, Schedule::Burst)
             .await?;
+        self.stop(fleet).await
+    }
+
+    /// storm_split is `storm` with locking on and the fence records in a lock namespace of
+    /// their own (`GATEWAY_LOCK_NAMESPACE`), created like the RRs' one so that the gateway
+    /// identity holds the chart's Role there. A waiter must find the holder's RR in the RRs'
+    /// namespace, not in the lock namespace, or it sits out its whole `GATEWAY_LOCK_WAIT_MS`.
+    async fn storm_split(&mut self) -> Result<(), BoxError> {
+        let ns = self.cp.new_namespace().await?;
+        let lock_ns = self.cp.new_namespace().await?;
+        let name = "storm-split-on";
+        let mut fleet = self
+            .fleet_in(name, ns.name(), Some(lock_ns.name()), 3, true, false)
+            .await?;
+        let pod = format!("{name}-0");
+        let bodies = vec![alert(&pod); self.options.storm];
+        self.phase("storm_split", &mut fleet, bodies, Schedule::Burst)
+            .await?;
+        let client = self.cp.admin_client();
+        let (rrs, occurrences) = rrs::list(&client, ns.name()).await?.about_pod(&pod);
+        let split = Split {
+            lock_records: rrs::fence_records(&client, lock_ns.name()).await?,
+            rr_records: rrs::fence_records(&client, ns.name()).await?,
+            rrs,
+            occurrences,
+        };
+        if let Some(run) = self.runs.last_mut() {
+            run.split = Some(split);
+        }
         self.stop(fleet).await
     }
 

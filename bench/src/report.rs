@@ -13,13 +13,14 @@ use crate::svg::{self, Series};
 use crate::{BoxError, Results, Run};
 
 /// SCENARIOS are the scenario names in the order they are reported.
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 14] = [
     "new",
     "duplicate",
     "crowded_new",
     "crowded_duplicate",
     "plan",
     "storm",
+    "storm_split",
     "owners_new",
     "owners_sibling",
     "owners_duplicate",
@@ -32,6 +33,16 @@ pub const SCENARIOS: [&str; 13] = [
 /// OWNER_SCENARIOS are the scenarios run with owner resolution on, with locking on only;
 /// every other one runs with owner resolution off, with locking on and off.
 pub const OWNER_SCENARIOS: [&str; 4] = [
+    "owners_new",
+    "owners_sibling",
+    "owners_duplicate",
+    "rollout_storm",
+];
+
+/// LOCK_ON_ONLY_SCENARIOS are the scenarios run with locking on only: `storm_split`
+/// (owner resolution off) and the [`OWNER_SCENARIOS`].
+pub const LOCK_ON_ONLY_SCENARIOS: [&str; 5] = [
+    "storm_split",
     "owners_new",
     "owners_sibling",
     "owners_duplicate",
@@ -88,6 +99,12 @@ fn run_json(run: &Run) -> Value {
         v["rrs_for_deployments"] = json!(r.rrs);
         v["occurrence_count"] = json!(r.occurrences);
         v["pod_rrs"] = json!(r.pod_rrs);
+    }
+    if let Some(x) = &run.split {
+        v["fence_records_lock_namespace"] = json!(x.lock_records);
+        v["fence_records_rr_namespace"] = json!(x.rr_records);
+        v["rrs_for_fingerprint"] = json!(x.rrs);
+        v["occurrence_count"] = json!(x.occurrences);
     }
     v
 }
@@ -226,7 +243,7 @@ fn summary(r: &Results) -> Summary {
     }
 }
 
-fn to_json(r: &Results, s: &Summary) -> Value {
+fn to_json(r: &Results, s: &Summary, goals: &[Goal]) -> Value {
     let mut scenarios = Map::new();
     for name in SCENARIOS {
         let mut by = Map::new();
@@ -243,8 +260,17 @@ fn to_json(r: &Results, s: &Summary) -> Value {
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
         .collect();
     let o = &r.options;
+    let ratio = |a: &str, b: &str| match (st(find(r, a, true)), st(find(r, b, true))) {
+        (Some(a), Some(b)) => json!(round(a.p95 / b.p95)),
+        _ => Value::Null,
+    };
     json!({
         "scenarios": scenarios,
+        "storm_split_p95_ratio": ratio("storm_split", "storm"),
+        "goals": goals.iter().map(|x| json!({
+            "figure": x.figure, "value": x.value, "target": x.target, "source": x.source,
+            "met": x.met,
+        })).collect::<Vec<_>>(),
         "lock_overhead_p95_ms": round(s.overhead_p95_ms),
         "lock_overhead_p95_ratio": round(s.overhead_p95_ratio),
         "lock_overhead_p99_ms": round(s.overhead_p99_ms),
@@ -418,7 +444,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     g.push(Goal {
         figure: "lock contention rate".into(),
         value: format!(
-            "{} ({} of {} claims); without `storm` and `rollout_storm`: {}",
+            "{} ({} of {} claims); without `storm`, `storm_split` and `rollout_storm`: {}",
             pct(l.contention_rate()),
             l.contention,
             l.attempts,
@@ -427,7 +453,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         target: "< 5 %",
         source: "original plan",
         met: l.contention_rate() < 0.05,
-        why: "Contention is what `storm` and `rollout_storm` are made of: every replica meets one \
+        why: "Contention is what `storm`, `storm_split` and `rollout_storm` are made of: every replica meets one \
               new fingerprint at the same moment, and all but one claim find the record held \
               (within one process the signals are coalesced first, so at most one claim per \
               replica). The rate without them is the one the original plan's mixed load would see."
@@ -465,6 +491,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 .into(),
         });
     }
+    split_goals(r, &mut g);
     for (crowded, empty) in [("crowded_new", "new"), ("crowded_duplicate", "duplicate")] {
         for locking in [true, false] {
             let (c, e) = (find(r, crowded, locking), find(r, empty, locking));
@@ -539,6 +566,71 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     g
 }
 
+/// split_goals are the figures of `storm_split`: its p95 against `storm`'s (both locking
+/// on), and its correctness.
+fn split_goals(r: &Results, g: &mut Vec<Goal>) {
+    let Some(split) = find(r, "storm_split", true) else {
+        return;
+    };
+    if let (Some(sp), Some(so)) = (st(Some(split)), st(find(r, "storm", true))) {
+        let ratio = sp.p95 / so.p95;
+        let locks = r
+            .locks
+            .iter()
+            .find(|(fleet, _)| *fleet == split.fleet)
+            .map_or_else(|| "none reported".into(), |(_, c)| failures_text(c));
+        g.push(Goal {
+            figure: "`storm_split` p95 / `storm` p95 (locking on)".into(),
+            value: format!("{ratio:.2} ({:.1} / {:.1} ms)", sp.p95, so.p95),
+            target: "<= 1.5",
+            source: "lock namespace",
+            met: ratio <= 1.5,
+            why: format!(
+                "With the fence records in a namespace of their own, a replica that finds the \
+                 record held waits for the holder's RR, which lives in the RRs' namespace: a \
+                 waiter that looks for it in the lock namespace never finds it and sits out its \
+                 whole `GATEWAY_LOCK_WAIT_MS` (5 s by default), so the p95 is seconds. Failed \
+                 claims of `{}` by reason: {locks} (a `timeout` is such a wait).",
+                split.fleet
+            ),
+        });
+    }
+    if let Some(x) = &split.split {
+        let p = &split.phase;
+        g.push(Goal {
+            figure: format!(
+                "`storm_split`: RRs for the fingerprint, its occurrenceCount, errors, duplicates \
+                 ({} identical signals at once over {} replicas, fence records in a lock \
+                 namespace of their own)",
+                p.signals, split.replicas
+            ),
+            value: format!(
+                "{} RR, occurrenceCount {}, {} errors, {} duplicates; fence records: {} in the \
+                 lock namespace, {} beside the RRs",
+                x.rrs,
+                x.occurrences,
+                p.errors(),
+                split.duplicates,
+                x.lock_records,
+                x.rr_records
+            ),
+            target: "1 RR, = signals, 0, 0",
+            source: "lock namespace",
+            met: x.rrs == 1
+                && x.occurrences == p.signals
+                && p.errors() == 0
+                && split.duplicates == 0
+                && x.lock_records > 0
+                && x.rr_records == 0,
+            why: "The replicas contend for one fingerprint as in `storm`, their fence records \
+                  in the lock namespace and the RR in the gateways' own: one RR must count every \
+                  signal, with no error and no second RR. Fence records beside the RRs, or none \
+                  in the lock namespace, mean `GATEWAY_LOCK_NAMESPACE` was not honoured."
+                .into(),
+        });
+    }
+}
+
 /// owner_goals are the figures of the scenarios with owner resolution on.
 fn owner_goals(r: &Results, g: &mut Vec<Goal>) {
     for a in added(r) {
@@ -562,7 +654,7 @@ fn owner_goals(r: &Results, g: &mut Vec<Goal>) {
             source: "owner resolution",
             // Both are estimates net of background traffic: allow 2 % of a new RR's budget.
             met: d <= budget + 0.08,
-            why: "A cold cache reads the Pod and then its ReplicaSet (metadata only), once each;                   a new Pod of a known ReplicaSet reads the Pod; a Pod seen in the last 10                   minutes reads nothing. The breakdown shows what else was sent."
+            why: "A cold cache reads the Pod and then its ReplicaSet (metadata only), once each; a new Pod of a known ReplicaSet reads the Pod; a Pod seen in the last 10 minutes reads nothing. The breakdown shows what else was sent."
                 .into(),
         });
     }
@@ -809,6 +901,10 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
          - `plan`: the original plan's run, {plan} signals at {rate:.0}/s over 3 replicas \
          (round robin), fingerprints drawn from {pf} with a skew (a few repeat often, many once).\n\
          - `storm`: {storm} identical signals sent at once over 3 replicas.\n\
+         - `storm_split` (locking on only): the same burst, with the gateways' fence records in \
+         a lock namespace of their own (`GATEWAY_LOCK_NAMESPACE`, a second fresh namespace \
+         where the gateway identity holds the chart's Role); the RRs stay in the gateways' \
+         namespace. Compared with `storm`, locking on.\n\
          - `owners_new`, `owners_sibling`, `owners_duplicate` (owner resolution on, locking on \
          only): {own} Deployments, each with a ReplicaSet and 2 Pods (real objects, created with \
          the admin client; nothing runs them), one gateway, {own} signals per phase at \
@@ -1026,7 +1122,7 @@ fn series(r: &Results) -> Vec<Series> {
 pub fn write(r: &Results) -> Result<Report, BoxError> {
     let s = summary(r);
     let goals = goals(r, &s);
-    let json = to_json(r, &s);
+    let json = to_json(r, &s, &goals);
     let markdown = markdown(r, &s, &goals);
     let readme = readme(r, &s, &goals);
     let svg = svg::cdf(

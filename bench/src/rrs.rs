@@ -115,9 +115,52 @@ impl Listed {
             .fold((0, 0), |(n, sum), r| (n + 1, sum + r.occurrences))
     }
 
+    /// about_pod counts the RRs whose target is Pod `name`, and sums their occurrence counts.
+    pub fn about_pod(&self, name: &str) -> (u64, u64) {
+        self.rrs
+            .iter()
+            .filter(|r| r.kind == "Pod" && r.target == name)
+            .fold((0, 0), |(n, sum), r| (n + 1, sum + r.occurrences))
+    }
+
     /// of_kind counts the RRs whose target is of kind `kind`.
     pub fn of_kind(&self, kind: &str) -> u64 {
         self.rrs.iter().filter(|r| r.kind == kind).count() as u64
+    }
+}
+
+/// fence_records counts the gateways' fence records (the Leases `sg-<fingerprint>`) in
+/// `ns`, a page at a time.
+pub async fn fence_records(client: &kube::Client, ns: &str) -> Result<u64, BoxError> {
+    let mut n = 0;
+    let mut token = String::new();
+    loop {
+        let mut url = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases?limit={PAGE}");
+        if !token.is_empty() {
+            url.push_str(&format!("&continue={token}"));
+        }
+        let text = client
+            .request_text(http::Request::get(url).body(Vec::new())?)
+            .await
+            .map_err(|e| format!("listing Leases in {ns}: {e}"))?;
+        let page: Value = serde_json::from_str(&text)?;
+        n += page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| {
+                l["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with("sg-"))
+            })
+            .count() as u64;
+        token = page["metadata"]["continue"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if token.is_empty() {
+            return Ok(n);
+        }
     }
 }
 

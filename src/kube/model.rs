@@ -325,6 +325,18 @@ impl Fence {
                 let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
                 let holding = names.clone().find(|n| kind_of(n) == ACTIVE);
                 let highest = names.filter(|n| kind_of(n) != MISSING).max().unwrap_or(0);
+                if w.view.present {
+                    // The RR the record names is missing: count on the RR that holds the
+                    // problem, go past a later generation, or re-claim the same one.
+                    match holding {
+                        Some(n) => (w.name, w.pc) = (n, Pc::GetRr),
+                        None if highest > w.view.generation => {
+                            (w.next, w.settled, w.pc) = (highest + 1, false, Pc::ClaimRecord);
+                        }
+                        None => self.decide(w, false),
+                    }
+                    return;
+                }
                 w.view = Version {
                     present: false,
                     generation: highest,
@@ -363,6 +375,7 @@ impl Fence {
                     _ if w.own => w.pc = Pc::PatchStatusAfterCreate,
                     ACTIVE => w.pc = Pc::PatchStatus,
                     _ if w.claimed => self.finish(w),
+                    MISSING if self.cfg.discover && !self.cfg.old_protocol => w.pc = Pc::ListRrs,
                     k => self.decide(w, k == TERMINAL),
                 }
             }
@@ -466,6 +479,7 @@ fn canon(w: &mut Writer) {
         Pc::GetRr => (!w.claimed, false, true, false),
         Pc::PatchStatus => (!w.claimed, false, true, true),
         Pc::ClaimRecord => (true, true, false, false),
+        Pc::ListRrs => (true, false, false, false),
         Pc::CreateRr => (false, false, true, false),
         Pc::PatchStatusAfterCreate => (false, false, true, true),
         _ => (false, false, false, false),
@@ -944,7 +958,7 @@ fn unfenced_paused_holder_duplicates() {
     duplicates(
         &checker,
         "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, LeaseExpire,
-         w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr,
+         w1 GetRecord, w1 GetRr, w1 ListRrs, w1 ClaimRecord, w1 CreateRr,
          w0 CreateRr",
     );
 }
@@ -983,7 +997,7 @@ fn deleting_a_claimed_name_duplicates() {
     duplicates(
         &checker,
         "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, LeaseExpire,
-         w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Complete rr-1,
+         w1 GetRecord, w1 GetRr, w1 ListRrs, w1 ClaimRecord, w1 CreateRr, Complete rr-1,
          w1 PatchStatusAfterCreate, w1 GetRr stale missing, w1 Release,
          w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, Delete rr-1,
          w0 CreateRr",
@@ -1006,7 +1020,7 @@ fn a_stale_terminal_read_duplicates() {
         &checker,
         "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, w0 CreateRr, Complete rr-1,
          w0 PatchStatusAfterCreate, w0 GetRr stale missing, w0 Release, Delete rr-1,
-         w1 GetRecord, w1 GetRr, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
+         w1 GetRecord, w1 GetRr, w1 ListRrs, w1 ClaimRecord, w1 CreateRr, w1 PatchStatusAfterCreate,
          w0 GetRecord, w0 GetRr stale terminal, w0 ClaimRecord, w0 CreateRr",
     );
 }

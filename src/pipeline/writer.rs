@@ -94,7 +94,19 @@ impl Writer {
                         });
                     }
                     Counted::Released => (view.generation.saturating_add(1), true),
-                    Counted::Missing => (view.generation.max(1), false),
+                    // The RR the record names is gone. The RRs that exist say whether
+                    // another holds the problem, or a later generation exists (a record
+                    // edited back, or restored from an old backup); else re-claim the same
+                    // generation, to collide with a writer that claimed it.
+                    Counted::Missing => match self.survey(fp, calls).await? {
+                        (_, Some(other)) if other != name => {
+                            let generation = view.generation;
+                            view = view.discovered(generation, Some(other));
+                            continue;
+                        }
+                        (highest, _) if highest > view.generation => (highest + 1, false),
+                        _ => (view.generation.max(1), false),
+                    },
                     Counted::Contended => return Err(contended(&name)),
                 },
             };
@@ -174,6 +186,17 @@ impl Writer {
         if view.rr.is_some() {
             return Ok(view);
         }
+        let (highest, holding) = self.survey(fp, calls).await?;
+        if let Some(name) = &holding {
+            tracing::info!(fingerprint = fp, rr = %name, "no fence record: adopting the RR that holds the problem");
+        }
+        let rr = holding.or_else(|| (highest > 0).then(|| rr_name(fp, highest)));
+        Ok(view.discovered(highest, rr))
+    }
+
+    /// survey lists the fingerprint's RRs (one field-selected LIST) and returns the highest
+    /// fenced generation among them and the RR that holds the problem, if one does.
+    async fn survey(&self, fp: &str, calls: &ApiCalls) -> Result<(u64, Option<String>), Error> {
         let found = self
             .rrs
             .find(fp, calls)
@@ -182,11 +205,7 @@ impl Writer {
         let fenced = |rr: &Rr| generation_of(fp, &rr.name);
         let highest = found.iter().filter_map(fenced).max().unwrap_or(0);
         let holding = found.iter().find(|rr| rr.holds()).map(|rr| rr.name.clone());
-        if let Some(name) = &holding {
-            tracing::info!(fingerprint = fp, rr = %name, "no fence record: adopting the RR that holds the problem");
-        }
-        let rr = holding.or_else(|| (highest > 0).then(|| rr_name(fp, highest)));
-        Ok(view.discovered(highest, rr))
+        Ok((highest, holding))
     }
 
     /// count_on adds `k` to the RR `name` if it exists and holds its problem.

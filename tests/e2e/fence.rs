@@ -1241,3 +1241,47 @@ async fn a_403_on_leases_is_a_500_not_a_failed_alert() {
         .await
         .expect("cleaning up");
 }
+
+/// A record edited back (or restored from an old backup) to a consistent but older pair,
+/// generation 1 naming the deleted rr-1, while rr-3 holds the problem: a writer that finds
+/// the named RR missing looks at the fingerprint's RRs before re-claiming, and counts on
+/// rr-3 instead of creating rr-1 beside it.
+#[tokio::test]
+async fn a_record_set_back_never_opens_a_second_active_rr() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let (ns, fp) = (ns.name(), fp_of("set-back"));
+    let body = firing("set-back");
+    let app = gateway(cp, ns, &[("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "false")]).await;
+    for generation in 1..=3 {
+        assert_eq!(post(&app, &body).await.0, 201, "generation {generation}");
+        if generation < 3 {
+            complete(cp, ns, &rr_name(&fp, generation)).await;
+        }
+    }
+    rr_api(cp, ns)
+        .delete(&rr_name(&fp, 1), &DeleteParams::default())
+        .await
+        .expect("retention deleting rr-1");
+    Api::<Lease>::namespaced(cp.admin_client(), ns)
+        .patch(
+            &lease_name(&fp),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                GENERATION: "1", REMEDIATION_REQUEST: rr_name(&fp, 1)}}})),
+        )
+        .await
+        .expect("setting the record back");
+    let cold = gateway(
+        cp,
+        ns,
+        &[
+            ("POD_NAME", "cold"),
+            ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "false"),
+        ],
+    )
+    .await;
+    let (status, answer) = post(&cold, &body).await;
+    assert_eq!(status, 202, "counted on rr-3: {answer}");
+    assert_eq!(active(cp, ns, &fp).await, vec![(rr_name(&fp, 3), 2)]);
+}
