@@ -54,6 +54,13 @@ struct Config {
     /// from the one that holds the problem, or the highest generation; off is the rule this
     /// replaces (no record: generation 1).
     discover: bool,
+    /// The sweep is two calls, as it is in the service (`SweepRead`: the LIST that judges a
+    /// record old, free and naming a missing RR; `SweepDelete`: the delete carrying the
+    /// version read, which fails if the record was written since).
+    split_sweep: bool,
+    /// The rule this replaces: a claim identical to the record (locking off, the same
+    /// generation) writes nothing, so the sweep's version stays current.
+    noop_claims: bool,
     /// Anyone may delete the record (`LoseRecord`: a person, a restore, another release),
     /// except while a writer has claimed and not yet sent its create, or acts on a view
     /// that saw no record (between its `ListRrs` and the create of the record).
@@ -72,6 +79,8 @@ const PROTOCOL: Config = Config {
     ignore_backoff: false,
     discover: true,
     lose_records: false,
+    split_sweep: false,
+    noop_claims: false,
 };
 
 /// Fence is the model. Each writer processes one signal (k = 1) in at most `max_rounds`
@@ -167,6 +176,8 @@ enum Action {
     BackoffPasses(u8),
     Delete(u8),
     Sweep,
+    SweepRead,
+    SweepDelete,
     LoseRecord,
 }
 
@@ -214,6 +225,8 @@ struct State {
     completes: u8,
     deletes: u8,
     swept: bool,
+    /// What a split sweep read: Some(still current).
+    sweep_read: Option<bool>,
     lost: bool,
     /// A lease has expired at some point (a ghost, read only by `EXCLUSIVE`).
     ever_expired: bool,
@@ -228,6 +241,9 @@ impl State {
         }
         self.record = v;
         self.expired = false; // every write renews the lease on the server's clock
+        if let Some(current) = &mut self.sweep_read {
+            *current = false;
+        }
         for w in &mut self.writers {
             (w.fresh_view, w.fresh_claim) = (false, false);
         }
@@ -440,12 +456,16 @@ impl Fence {
                     w.flags |= TOOK_OVER;
                 }
                 let fenced = !self.cfg.old_protocol;
-                s.write_record(Version {
+                let claimed = Version {
                     present: true,
                     generation: if fenced { w.next } else { 0 },
                     name: if fenced { w.name } else { 0 },
                     holder: self.cfg.locking.then_some(id),
-                });
+                };
+                // The old rule: a merge patch equal to the record is no write at all.
+                if !(self.cfg.noop_claims && claimed == s.record) {
+                    s.write_record(claimed);
+                }
                 (w.claimed, w.fresh_claim, w.settled, w.pc) = (true, true, false, Pc::CreateRr);
             }
             Pc::CreateRr if kind(now) == MISSING => {
@@ -621,8 +641,17 @@ impl Model for Fence {
         let free = s.record.holder.is_none() || s.expired;
         let unnamed = kind(s.rrs[s.record.name as usize].now) == MISSING;
         let pending = s.writers.iter().any(|w| w.pc == Pc::CreateRr);
-        if self.cfg.sweep && !s.swept && s.record.present && free && unnamed && !pending {
+        let judged = !s.swept && s.record.present && free && unnamed && !pending;
+        if self.cfg.sweep && !self.cfg.split_sweep && judged {
             out.push(Action::Sweep);
+        }
+        if self.cfg.sweep && self.cfg.split_sweep {
+            if judged && s.sweep_read.is_none() {
+                out.push(Action::SweepRead);
+            }
+            if s.sweep_read == Some(true) {
+                out.push(Action::SweepDelete);
+            }
         }
         // The assumption: a record is not lost while a writer acts on a view that saw no
         // record (from its LIST up to the create of the record), nor between a claim and its
@@ -671,6 +700,11 @@ impl Model for Fence {
             Action::Sweep => {
                 s.write_record(Version::default());
                 s.swept = true;
+            }
+            Action::SweepRead => s.sweep_read = Some(true),
+            Action::SweepDelete => {
+                s.write_record(Version::default());
+                (s.swept, s.sweep_read) = (true, None);
             }
             Action::LoseRecord => {
                 s.write_record(Version::default());
@@ -764,6 +798,9 @@ impl Fence {
             (Pc::GetRr, Read::Stale(k)) => {
                 let k = ["", "missing", "active", "", "terminal"][k as usize];
                 format!("rr-{n} {k} (stale)")
+            }
+            (Pc::ClaimRecord, _) if t.record == s.record && after.claimed => {
+                format!("g{} rr-{}: ok, but no write (no-op)", w.next, after.name)
             }
             (Pc::ClaimRecord, _) if t.record == s.record => "409".into(),
             (Pc::ClaimRecord, _) if self.cfg.old_protocol => format!("rr-{}: ok", after.name),
@@ -1098,4 +1135,60 @@ fn a_lost_record_without_discovery_duplicates() {
          w0 PatchStatusAfterCreate, w0 Release, LoseRecord,
          w0 GetRecord, w0 ClaimRecord, w0 CreateRr",
     );
+}
+
+/// The sweep as the service runs it, a LIST then a delete carrying the version it read:
+/// every claim is a real write, so a claim between the two makes the delete fail.
+#[test]
+fn a_split_sweep_holds() {
+    let cfg = Config {
+        sweep: true,
+        split_sweep: true,
+        locking: false,
+        ..PROTOCOL
+    };
+    let mut model = Fence::new(cfg, 2);
+    model.max_completes = 1;
+    let checker = run("split sweep, locking off", model, None);
+    holds(&checker);
+}
+
+/// The rule this replaces: with locking off, a claim of the generation the record already
+/// names wrote nothing. The record's version did not move, so a writer that read it before
+/// (and read rr-1 terminal) still wins its compare-and-swap for generation 2 after rr-1 was
+/// re-created under that very claim; a sweep that read the record could delete it likewise.
+#[test]
+fn a_noop_claim_duplicates() {
+    let cfg = Config {
+        sweep: true,
+        split_sweep: true,
+        locking: false,
+        noop_claims: true,
+        ..PROTOCOL
+    };
+    let checker = run("no-op claims", Fence::new(cfg, 2), Some(ONE_ACTIVE));
+    duplicates(
+        &checker,
+        "w0 GetRecord, w0 ListRrs, w0 ClaimRecord, w0 CreateRr, w1 GetRecord, Complete rr-1,
+         w1 GetRr, Delete rr-1, w0 PatchStatusAfterCreate,
+         w0 GetRecord, w0 GetRr, w0 ListRrs, w0 ClaimRecord, w0 CreateRr,
+         w1 ClaimRecord, w1 CreateRr",
+    );
+}
+
+/// Real writes close the sweep's race on their own: the split sweep without discovery
+/// keeps one active RR.
+#[test]
+fn real_claims_close_the_split_sweep_without_discovery() {
+    let cfg = Config {
+        sweep: true,
+        split_sweep: true,
+        locking: false,
+        discover: false,
+        ..PROTOCOL
+    };
+    let mut model = Fence::new(cfg, 2);
+    model.max_completes = 1;
+    let checker = run("real claims, split sweep, no discovery", model, None);
+    holds(&checker);
 }
