@@ -26,6 +26,9 @@ done <"$fifo"
 addr="${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}"
 cat <<MSG
 
+Owner resolution is off here (GATEWAY_OWNER_RESOLUTION=false): the sample alert
+names a Pod that this empty control plane does not run.
+
 Send a sample alert:
   curl -sS -X POST -H 'Content-Type: application/json' \\
     --data @tests/fixtures/alertmanager/v4-single-crashloop.json \\
@@ -43,5 +46,6 @@ GATEWAY_NAMESPACE=signal-gateway \
 GATEWAY_LISTEN_ADDR="$addr" \
 GATEWAY_AUTH="${GATEWAY_AUTH:-none}" \
 GATEWAY_LOG_FORMAT="${GATEWAY_LOG_FORMAT:-text}" \
+GATEWAY_OWNER_RESOLUTION="${GATEWAY_OWNER_RESOLUTION:-false}" \
 POD_NAME="${POD_NAME:-local}" \
   "$bin/signal-gateway" serve
