@@ -57,6 +57,27 @@ fn records(cp: &ControlPlane, ns: &str, instance: &str, lease_s: u64, wait_ms: u
     )
 }
 
+/// records_apart is a record client with its records in `locks` and its RRs in `rr_ns`,
+/// a 30 s lease, and locking on or off.
+fn records_apart(
+    cp: &ControlPlane,
+    locks: &str,
+    rr_ns: &str,
+    instance: &str,
+    wait_ms: u64,
+    locking: bool,
+) -> Records {
+    Records::new(
+        cp.gateway_client(),
+        locks,
+        rr_ns,
+        instance,
+        Duration::from_secs(30),
+        Duration::from_millis(wait_ms),
+        locking,
+    )
+}
+
 async fn lease(cp: &ControlPlane, ns: &str, fp: &str) -> Option<Lease> {
     Api::<Lease>::namespaced(cp.admin_client(), ns)
         .get_opt(&lease_name(fp))
@@ -298,15 +319,7 @@ async fn a_waiter_sees_the_holders_rr_when_the_records_live_apart() {
     let a_app = a.app.clone();
     let from_a = tokio::spawn(async move { post(&a_app, &firing("split")).await });
     await_record(cp, locks.name(), &fp, claimed(1)).await;
-    let b = Records::new(
-        cp.gateway_client(),
-        locks.name(),
-        ns.name(),
-        "gw-b",
-        Duration::from_secs(30),
-        Duration::from_millis(20_000),
-        true,
-    );
+    let b = records_apart(cp, locks.name(), ns.name(), "gw-b", 20_000, true);
     let view = b.read(&fp, &calls()).await.unwrap();
     assert!(view.held(), "A holds the record while it creates");
     let waiting = {
@@ -1008,29 +1021,13 @@ async fn a_sweep_leaves_another_releases_records_alone() {
     assert_eq!(post(&b, &firing("shared-locks")).await.0, 201);
     let fp = fp_of("shared-locks");
     assert!(lease(cp, locks.name(), &fp).await.is_some());
-    let a = Records::new(
-        cp.gateway_client(),
-        locks.name(),
-        a_ns.name(),
-        "gw-a",
-        Duration::from_secs(30),
-        Duration::ZERO,
-        true,
-    );
+    let a = records_apart(cp, locks.name(), a_ns.name(), "gw-a", 0, true);
     let a_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), a_ns.name());
     let removed = sweep(&a, &a_rrs, Duration::ZERO, &calls()).await.unwrap();
     assert_eq!(removed, 0, "release A swept release B's record");
     assert!(lease(cp, locks.name(), &fp).await.is_some());
     // B's own sweep still judges it: its RR exists, so it stays.
-    let b_records = Records::new(
-        cp.gateway_client(),
-        locks.name(),
-        b_ns.name(),
-        "gw-b",
-        Duration::from_secs(30),
-        Duration::ZERO,
-        false,
-    );
+    let b_records = records_apart(cp, locks.name(), b_ns.name(), "gw-b", 0, false);
     let b_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), b_ns.name());
     assert_eq!(
         sweep(&b_records, &b_rrs, Duration::ZERO, &calls())
@@ -1048,18 +1045,10 @@ async fn a_sweep_leaves_another_releases_records_alone() {
 async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let unlocked = |instance| {
-        Records::new(
-            cp.gateway_client(),
-            ns.name(),
-            ns.name(),
-            instance,
-            Duration::from_secs(30),
-            Duration::ZERO,
-            false,
-        )
-    };
-    let (r, fp) = (unlocked("gw-a"), fp_of("noop-claim"));
+    let (r, fp) = (
+        records_apart(cp, ns.name(), ns.name(), "gw-a", 0, false),
+        fp_of("noop-claim"),
+    );
     let name = rr_name(&fp, 1);
     let first = match r
         .claim(
