@@ -13,6 +13,9 @@
 #   hack/tool.sh ocibuild      assembles the container image archive with
 #                              go-containerregistry, built from the Go module
 #                              proxy (hack/ocibuild)
+#   hack/tool.sh rie           AWS's Lambda Runtime Interface Emulator
+#                              (aws-lambda-rie), built from the Go module
+#                              proxy (hack/rie)
 set -euo pipefail
 
 apt_install() {
@@ -93,8 +96,13 @@ case "${1:-}" in
     pin ocibuild github.com/google/go-containerregistry v0.22.1
     go_tool ocibuild v0.22.1 .
     ;;
+  rie)
+    pin rie github.com/aws/aws-lambda-runtime-interface-emulator v0.0.0-20261030222936-bef5c4ba774d
+    go_tool rie v0.0.0-20261030222936-bef5c4ba774d \
+      github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
+    ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild|rie" >&2
     exit 2
     ;;
 esac
