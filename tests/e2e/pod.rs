@@ -743,8 +743,8 @@ async fn the_rendered_pod_runs_three_replicas_behind_alertmanager_and_rolls_with
     testenv::wait_allowed(
         &sender_client,
         &ns,
-        "kubernaut.ai",
-        "remediationrequests",
+        "signal-gateway.kubernaut.ai",
+        "signals",
         "create",
     )
     .await
