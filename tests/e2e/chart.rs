@@ -2047,3 +2047,65 @@ fn dashboard_and_rules_are_per_cluster_namespace_and_job() {
     assert_eq!(per_release, rules.matches(" by (").count(), "{rules}");
     assert!(per_release >= 15, "{per_release}");
 }
+
+/// RUNBOOK is the default base of the alerts' runbook_url (metrics.prometheusRule.runbookUrl).
+const RUNBOOK: &str = "https://github.com/kubernaut/signal-gateway/blob/main/docs/runbook.md";
+
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let root = testenv::repo_root();
+    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).expect("docs/runbook.md");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("chart/files/gateway.rules.yaml")).expect("rules"),
+    )
+    .expect("rules are YAML");
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert");
+            assert_eq!(
+                rule["annotations"]["runbook_url"].as_str(),
+                Some(format!("{RUNBOOK}#{}", name.to_lowercase()).as_str()),
+                "{name}"
+            );
+            assert!(
+                runbook.lines().any(|l| l == format!("## {name}")),
+                "docs/runbook.md has no section {name}"
+            );
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 13);
+
+    // The PrometheusRule links where the operator publishes the runbook; the
+    // ServiceMonitor gives the job the rules select.
+    let objects = render(
+        "sg-render",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.runbookUrl=https://docs.example.com/runbook",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    );
+    let rule = find(&objects, "PrometheusRule", Some("sg-render"), RELEASE);
+    let text = serde_json::to_string(&rule.data).expect("JSON");
+    assert!(!text.contains(RUNBOOK), "{text}");
+    assert_eq!(
+        text.matches("https://docs.example.com/runbook#signalgateway")
+            .count(),
+        alerts
+    );
+    let monitor = find(&objects, "ServiceMonitor", Some("sg-render"), RELEASE);
+    assert_eq!(monitor.data["spec"]["jobLabel"], "app.kubernetes.io/name");
+    let service = find(&objects, "Service", Some("sg-render"), RELEASE);
+    assert_eq!(
+        service
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .map(String::as_str),
+        Some("signal-gateway"),
+        "job=\"signal-gateway\", as the rules select"
+    );
+}
