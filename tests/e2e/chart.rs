@@ -1247,10 +1247,6 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
     let ns = cp.new_namespace().await.expect("a test namespace");
     let kubeconfig = cp.kubeconfig_path(Identity::Admin);
     let kubeconfig = kubeconfig.to_str().expect("UTF-8");
-    let url = format!(
-        "http://{RELEASE}.{}.svc:8080/api/v1/signals/prometheus",
-        ns.name()
-    );
     for (sets, want) in [
         (
             vec![],
@@ -1261,7 +1257,21 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             "credentials_file: /etc/alertmanager/secrets/sg-token/token",
         ),
         (vec!["auth=none"], "auth=none"),
+        (
+            vec!["tls.enabled=true", "tls.existingSecret=sg-tls"],
+            "ca_file: /etc/alertmanager/secrets/sg-tls/ca.crt",
+        ),
+        (
+            vec!["auth=none", "tls.enabled=true", "tls.existingSecret=sg-tls"],
+            "ca_file: /etc/alertmanager/secrets/sg-tls/ca.crt",
+        ),
     ] {
+        let tls = sets.contains(&"tls.enabled=true");
+        let url = format!(
+            "{}://{RELEASE}.{}.svc:8080/api/v1/signals/prometheus",
+            if tls { "https" } else { "http" },
+            ns.name()
+        );
         let mut args = vec![
             "install",
             RELEASE,
@@ -1293,9 +1303,12 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             .join("\n");
         let parsed: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(&snippet).expect("the snippet is YAML");
+        let webhook = &parsed["receivers"][0]["webhook_configs"][0];
+        assert_eq!(webhook["url"].as_str(), Some(url.as_str()));
         assert_eq!(
-            parsed["receivers"][0]["webhook_configs"][0]["url"].as_str(),
-            Some(url.as_str())
+            webhook["http_config"]["tls_config"]["ca_file"].is_string(),
+            tls,
+            "{snippet}"
         );
     }
 }
@@ -2015,7 +2028,7 @@ fn dashboard_and_rules_are_per_cluster_namespace_and_job() {
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().expect("an expression");
-            for (at, _) in expr.match_indices(|c: char| c == 'g' || c == 'p') {
+            for (at, _) in expr.match_indices(['g', 'p']) {
                 let rest = &expr[at..];
                 let before = expr[..at].chars().last();
                 if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
