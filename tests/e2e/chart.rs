@@ -2122,3 +2122,40 @@ fn every_alert_links_a_runbook_section_that_exists() {
         "job=\"signal-gateway\", as the rules select"
     );
 }
+
+#[test]
+fn service_ip_families_are_left_to_the_cluster_unless_set() {
+    let service = |sets: &[&str]| {
+        find(
+            &render("sg-render", sets),
+            "Service",
+            Some("sg-render"),
+            RELEASE,
+        )
+        .data["spec"]
+            .clone()
+    };
+    let default = service(&[]);
+    assert!(
+        default["ipFamilyPolicy"].is_null() && default["ipFamilies"].is_null(),
+        "{default}"
+    );
+    let dual = service(&[
+        "service.ipFamilyPolicy=PreferDualStack",
+        "service.ipFamilies={IPv6,IPv4}",
+    ]);
+    assert_eq!(dual["ipFamilyPolicy"], "PreferDualStack");
+    assert_eq!(dual["ipFamilies"], serde_json::json!(["IPv6", "IPv4"]));
+    refused(&[(
+        &["service.ipFamilyPolicy=Both"][..],
+        "/service/ipFamilyPolicy",
+    )]);
+    // Without a Deployment (Knative) there is nothing to serve TLS for.
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-tls-cert-manager.yaml"],
+        &["deployment.enabled=false"],
+    );
+    assert!(!objects.iter().any(|o| kind(o) == "Certificate"));
+}
