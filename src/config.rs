@@ -248,8 +248,10 @@ mod defaults {
     pub fn auth_audience() -> String {
         "signal-gateway".into()
     }
+    /// auth_resource is a virtual resource of the gateway's own group: a sender's
+    /// permission to send is not a permission to create RemediationRequests itself.
     pub fn auth_resource() -> String {
-        "remediationrequests.kubernaut.ai".into()
+        "signals.signal-gateway.kubernaut.ai".into()
     }
     pub fn auth_cache_seconds() -> u64 {
         10
@@ -597,8 +599,8 @@ mod tests {
             c.auth,
             AuthMode::TokenReview(Review {
                 audience: Some("signal-gateway".into()),
-                group: "kubernaut.ai".into(),
-                resource: "remediationrequests".into(),
+                group: "signal-gateway.kubernaut.ai".into(),
+                resource: "signals".into(),
                 name: None,
                 cache_ttl: Duration::from_secs(10),
             })

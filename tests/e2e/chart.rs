@@ -77,7 +77,16 @@ pub(crate) fn render(ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
 
 /// render_release is [`render`] for release `release`.
 pub(crate) fn render_release(release: &str, ns: &str, sets: &[&str]) -> Vec<DynamicObject> {
+    render_files(release, ns, &[], sets)
+}
+
+/// render_files is [`render_release`] with the values files `files` (paths from the
+/// repository root) before `sets`.
+fn render_files(release: &str, ns: &str, files: &[&str], sets: &[&str]) -> Vec<DynamicObject> {
     let mut args = vec!["template", release, "chart/", "--namespace", ns];
+    for f in files {
+        args.extend(["--values", f]);
+    }
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -287,10 +296,27 @@ fn default_values_render_locking_on_in_the_release_namespace() {
     assert!(!env.contains_key("GATEWAY_AUTH_TOKEN_FILE"), "{env:?}");
     assert_eq!(env["GATEWAY_AUTH_AUDIENCE"], "signal-gateway", "{env:?}");
     assert_eq!(
-        env["GATEWAY_AUTH_RESOURCE"], "remediationrequests.kubernaut.ai",
-        "{env:?}"
+        env["GATEWAY_AUTH_RESOURCE"], "signals.signal-gateway.kubernaut.ai",
+        "a virtual resource: the senders' grant creates nothing: {env:?}"
     );
     assert!(!env.contains_key("GATEWAY_CLUSTER_ID"), "{env:?}");
+    // Dual-stack by default (the_gateway_listening_on_any_ipv6_address_serves_ipv4_too).
+    assert_eq!(env["GATEWAY_LISTEN_ADDR"], "[::]:8080", "{env:?}");
+    assert_eq!(env["GATEWAY_METRICS_ADDR"], "[::]:9090", "{env:?}");
+    for absent in [
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "Certificate",
+        "Pod",
+    ] {
+        assert!(
+            !objects.iter().any(|o| kind(o) == absent),
+            "{absent} is opt-in: {:?}",
+            summary(&objects)
+        );
+    }
+    let deployment = find(&objects, "Deployment", Some("sg-render"), RELEASE);
+    assert_eq!(deployment.data["spec"]["replicas"], 3);
     let roles: Vec<_> = objects.iter().filter(|o| kind(o) == "Role").collect();
     assert_eq!(roles.len(), 1, "one Role: {:?}", summary(&objects));
 }
@@ -1221,10 +1247,6 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
     let ns = cp.new_namespace().await.expect("a test namespace");
     let kubeconfig = cp.kubeconfig_path(Identity::Admin);
     let kubeconfig = kubeconfig.to_str().expect("UTF-8");
-    let url = format!(
-        "http://{RELEASE}.{}.svc:8080/api/v1/signals/prometheus",
-        ns.name()
-    );
     for (sets, want) in [
         (
             vec![],
@@ -1235,7 +1257,21 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             "credentials_file: /etc/alertmanager/secrets/sg-token/token",
         ),
         (vec!["auth=none"], "auth=none"),
+        (
+            vec!["tls.enabled=true", "tls.existingSecret=sg-tls"],
+            "ca_file: /etc/alertmanager/secrets/sg-tls/ca.crt",
+        ),
+        (
+            vec!["auth=none", "tls.enabled=true", "tls.existingSecret=sg-tls"],
+            "ca_file: /etc/alertmanager/secrets/sg-tls/ca.crt",
+        ),
     ] {
+        let tls = sets.contains(&"tls.enabled=true");
+        let url = format!(
+            "{}://{RELEASE}.{}.svc:8080/api/v1/signals/prometheus",
+            if tls { "https" } else { "http" },
+            ns.name()
+        );
         let mut args = vec![
             "install",
             RELEASE,
@@ -1267,9 +1303,12 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             .join("\n");
         let parsed: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(&snippet).expect("the snippet is YAML");
+        let webhook = &parsed["receivers"][0]["webhook_configs"][0];
+        assert_eq!(webhook["url"].as_str(), Some(url.as_str()));
         assert_eq!(
-            parsed["receivers"][0]["webhook_configs"][0]["url"].as_str(),
-            Some(url.as_str())
+            webhook["http_config"]["tls_config"]["ca_file"].is_string(),
+            tls,
+            "{snippet}"
         );
     }
 }
@@ -1366,4 +1405,757 @@ fn crds_install_false_renders_no_crd_and_the_default_renders_the_generated_one()
     assert_eq!(crds(&["crds.install=false", "deployment.enabled=false"]), 0);
     let (ok, stdout, _) = run_helm(&["template", RELEASE, "chart/", "--set", "crds.install=maybe"]);
     assert!(!ok, "the schema takes only a boolean:\n{stdout}");
+}
+
+/// EXAMPLES are the values files of chart/examples, each of which must lint and render.
+const EXAMPLES: [&str; 4] = [
+    "chart/examples/values-openshift.yaml",
+    "chart/examples/values-tls-cert-manager.yaml",
+    "chart/examples/values-tls-secret.yaml",
+    "chart/examples/values-autoscaling.yaml",
+];
+
+#[test]
+fn helm_lint_and_template_pass_for_every_example_values_file() {
+    let dir = testenv::repo_root().join("chart/examples");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("chart/examples")
+        .map(|e| {
+            format!(
+                "chart/examples/{}",
+                e.expect("an entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    on_disk.sort();
+    let mut listed = EXAMPLES.map(str::to_owned).to_vec();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every example is tested");
+    for file in EXAMPLES {
+        let (stdout, stderr) = helm(&["lint", "--strict", "chart/", "--values", file]);
+        assert!(
+            stdout.contains("1 chart(s) linted, 0 chart(s) failed")
+                && !stdout.contains("[WARNING]"),
+            "{file}: {stdout}\n{stderr}"
+        );
+        check_common(
+            &render_files(RELEASE, "sg-render", &[file], &[]),
+            "sg-render",
+        );
+    }
+}
+
+/// gateway_container is the gateway container of the rendered Deployment.
+fn gateway_container(objects: &[DynamicObject], ns: &str) -> Value {
+    template_spec(objects, ns)["spec"]["containers"][0].clone()
+}
+
+/// check_tls_pod checks that the pod serves HTTPS from Secret `secret`: the PEM paths in
+/// the environment, the whole Secret mounted (no subPath, so that renewals reach the
+/// files), the port and the Service named https, and probes over HTTPS.
+fn check_tls_pod(objects: &[DynamicObject], secret: &str) {
+    let env = rendered_env(objects, "sg-render");
+    assert_eq!(
+        env["GATEWAY_TLS_CERT_FILE"], "/var/run/secrets/signal-gateway/tls/tls.crt",
+        "{env:?}"
+    );
+    assert_eq!(
+        env["GATEWAY_TLS_KEY_FILE"], "/var/run/secrets/signal-gateway/tls/tls.key",
+        "{env:?}"
+    );
+    let pod = template_spec(objects, "sg-render")["spec"].clone();
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "tls"))
+        .unwrap_or_else(|| panic!("a tls volume: {pod}"));
+    assert_eq!(volume["secret"]["secretName"], secret, "{volume}");
+    assert!(volume["secret"]["items"].is_null(), "{volume}");
+    let container = gateway_container(objects, "sg-render");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "tls"))
+        .unwrap_or_else(|| panic!("a tls mount: {container}"));
+    assert_eq!(mount["mountPath"], "/var/run/secrets/signal-gateway/tls");
+    assert!(mount["subPath"].is_null(), "{mount}");
+    assert_eq!(container["ports"][0]["name"], "https", "{container}");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["scheme"], "HTTPS",
+            "{container}"
+        );
+        assert_eq!(container[probe]["httpGet"]["port"], "https", "{container}");
+    }
+    let service = find(objects, "Service", Some("sg-render"), RELEASE);
+    assert_eq!(
+        service.data["spec"]["ports"][0]["name"], "https",
+        "{service:?}"
+    );
+    assert_eq!(service.data["spec"]["ports"][0]["targetPort"], "https");
+}
+
+#[test]
+fn tls_with_cert_manager_renders_a_certificate_for_the_service_names() {
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-tls-cert-manager.yaml"],
+        &["tls.certManager.dnsNames={gateway.example.com}"],
+    );
+    check_common(&objects, "sg-render");
+    let cert = find(&objects, "Certificate", Some("sg-render"), RELEASE);
+    assert_eq!(
+        cert.types.as_ref().map(|t| t.api_version.as_str()),
+        Some("cert-manager.io/v1")
+    );
+    let spec = &cert.data["spec"];
+    assert_eq!(spec["secretName"], "sg-tls");
+    assert_eq!(
+        spec["issuerRef"],
+        serde_json::json!({"name": "cluster-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    assert_eq!(
+        spec["dnsNames"],
+        serde_json::json!([
+            "sg",
+            "sg.sg-render",
+            "sg.sg-render.svc",
+            "sg.sg-render.svc.cluster.local",
+            "gateway.example.com"
+        ])
+    );
+    check_tls_pod(&objects, "sg-tls");
+    assert!(
+        !rendered_env(&objects, "sg-render").contains_key("GATEWAY_TLS_CLIENT_CA_FILE"),
+        "client certificates are opt-in"
+    );
+}
+
+#[test]
+fn tls_with_an_existing_secret_mounts_it_and_renders_no_certificate() {
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-tls-secret.yaml"],
+        &["tls.clientCA.secret=senders-ca"],
+    );
+    check_common(&objects, "sg-render");
+    assert!(!objects.iter().any(|o| kind(o) == "Certificate"));
+    check_tls_pod(&objects, "signal-gateway-tls");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(
+        env["GATEWAY_TLS_CLIENT_CA_FILE"], "/var/run/secrets/signal-gateway/client-ca/ca.crt",
+        "{env:?}"
+    );
+    let pod = template_spec(&objects, "sg-render")["spec"].clone();
+    assert!(
+        pod["volumes"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["name"] == "client-ca" && v["secret"]["secretName"] == "senders-ca")),
+        "{pod}"
+    );
+    // Off: plain HTTP, nothing of TLS.
+    let plain = render("sg-render", &[]);
+    let env = rendered_env(&plain, "sg-render");
+    assert!(
+        !env.keys().any(|k| k.starts_with("GATEWAY_TLS_")),
+        "{env:?}"
+    );
+    let container = gateway_container(&plain, "sg-render");
+    assert_eq!(container["ports"][0]["name"], "http");
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+}
+
+#[test]
+fn tls_needs_exactly_one_certificate_source() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["tls.enabled=true"],
+            "tls.existingSecret or tls.certManager.issuerRef",
+        ),
+        (
+            &[
+                "tls.enabled=true",
+                "tls.existingSecret=x",
+                "tls.certManager.issuerRef.name=ca",
+            ],
+            "exclude each other",
+        ),
+        (&["tls.certManager.issuerRef.nam=ca"], "nam"),
+    ];
+    refused(&cases);
+}
+
+/// sar asks the API server whether `user` may `create` `resource` of `group` in `ns`.
+async fn sar(admin: &kube::Client, user: &str, ns: &str, group: &str, resource: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                verb: Some("create".to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("reviewing access")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn a_sender_may_send_and_may_not_create_remediation_requests() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let sender_ns = format!("senders.serviceAccounts[0].namespace={}", ns.name());
+    let env = install(
+        cp,
+        ns.name(),
+        &["senders.serviceAccounts[0].name=alertmanager", &sender_ns],
+    )
+    .await;
+    let admin = cp.admin_client();
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns.name())
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some("alertmanager".to_owned()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .expect("the sender's ServiceAccount");
+    // What the gateway asks (GATEWAY_AUTH_RESOURCE) is what the Role grants.
+    let (resource, group) = env["GATEWAY_AUTH_RESOURCE"]
+        .split_once('.')
+        .expect("resource.group");
+    assert_eq!(
+        (resource, group),
+        ("signals", "signal-gateway.kubernaut.ai")
+    );
+    let (sender, _) = service_account_client(cp, ns.name(), "alertmanager").await;
+    wait_allowed(&sender, ns.name(), group, resource, "create").await;
+    let user = format!("system:serviceaccount:{}:alertmanager", ns.name());
+    assert!(sar(&admin, &user, ns.name(), group, resource).await);
+    assert!(
+        !sar(
+            &admin,
+            &user,
+            ns.name(),
+            "kubernaut.ai",
+            "remediationrequests"
+        )
+        .await,
+        "a sender may not create RemediationRequests"
+    );
+    // The API server itself refuses the sender's RR.
+    let gvk = GroupVersionKind::gvk("kubernaut.ai", "v1alpha1", "RemediationRequest");
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "remediationrequests");
+    let rr = DynamicObject::new("rr-sender", &ar);
+    forbidden(
+        Api::<DynamicObject>::namespaced_with(sender, ns.name(), &ar)
+            .create(&PostParams::default(), &rr)
+            .await,
+        "creating an RR as a sender",
+    );
+    // The gateway's own account may (the grant is live, not absent).
+    assert!(
+        sar(
+            &admin,
+            &format!("system:serviceaccount:{}:{RELEASE}", ns.name()),
+            ns.name(),
+            "kubernaut.ai",
+            "remediationrequests"
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn the_openshift_values_omit_the_uid_and_still_pass_pod_security_restricted() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let admin = cp.admin_client();
+    restricted(&admin, ns.name()).await;
+    let objects = render_files(
+        RELEASE,
+        ns.name(),
+        &["chart/examples/values-openshift.yaml"],
+        &[],
+    );
+    check_common(&objects, ns.name());
+    let pod_sc = template_spec(&objects, ns.name())["spec"]["securityContext"].clone();
+    assert!(
+        pod_sc["runAsUser"].is_null() && pod_sc["runAsGroup"].is_null(),
+        "{pod_sc}"
+    );
+    assert_eq!(pod_sc["runAsNonRoot"], true, "{pod_sc}");
+    let container = gateway_container(&objects, ns.name());
+    assert!(container["securityContext"]["runAsUser"].is_null());
+    apply(&admin, &objects).await;
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), ns.name())
+        .get(RELEASE)
+        .await
+        .expect("the applied Deployment");
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<Pod>::namespaced(admin, ns.name())
+        .create(&dry, &pod_from_template(&deployment, "sg-openshift"))
+        .await
+        .unwrap_or_else(|e| panic!("the OpenShift pod is refused under restricted: {e}"));
+}
+
+#[tokio::test]
+async fn autoscaling_renders_an_hpa_and_leaves_the_replicas_to_it() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let objects = render_files(
+        RELEASE,
+        ns.name(),
+        &["chart/examples/values-autoscaling.yaml"],
+        &[],
+    );
+    check_common(&objects, ns.name());
+    let deployment = find(&objects, "Deployment", Some(ns.name()), RELEASE);
+    assert!(
+        deployment.data["spec"]["replicas"].is_null(),
+        "an upgrade must not reset the HPA's count"
+    );
+    let hpa = find(
+        &objects,
+        "HorizontalPodAutoscaler",
+        Some(ns.name()),
+        RELEASE,
+    );
+    let spec = &hpa.data["spec"];
+    assert_eq!(
+        spec["scaleTargetRef"],
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": RELEASE})
+    );
+    assert_eq!(
+        (spec["minReplicas"].clone(), spec["maxReplicas"].clone()),
+        (2.into(), 8.into())
+    );
+    assert_eq!(
+        spec["metrics"],
+        serde_json::json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 70}}}])
+    );
+    // The API server takes it as rendered.
+    apply(&cp.admin_client(), &objects).await;
+
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-autoscaling.yaml"],
+        &[
+            "autoscaling.requestsPerSecond.metricName=gateway_http_requests_per_second",
+            "autoscaling.requestsPerSecond.averageValue=50",
+        ],
+    );
+    let hpa = find(
+        &objects,
+        "HorizontalPodAutoscaler",
+        Some("sg-render"),
+        RELEASE,
+    );
+    assert_eq!(
+        hpa.data["spec"]["metrics"][1],
+        serde_json::json!({"type": "Pods", "pods": {"metric": {"name": "gateway_http_requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "50"}}})
+    );
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &[
+                "autoscaling.enabled=true",
+                "autoscaling.minReplicas=5",
+                "autoscaling.maxReplicas=4",
+            ],
+            "autoscaling.minReplicas",
+        ),
+        (&["autoscaling.maxReplica=4"], "maxReplica"),
+    ];
+    refused(&cases);
+}
+
+#[tokio::test]
+async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let admin = cp.admin_client();
+    restricted(&admin, ns.name()).await;
+    let objects = render(
+        ns.name(),
+        &[
+            "networkPolicy.enabled=true",
+            "networkPolicy.senders[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+            "networkPolicy.senders[0].podSelector.matchLabels.app=alertmanager",
+            "helmTest.enabled=true",
+            "helmTest.image=registry.example.com/curl:8",
+            "envFrom[0].configMapRef.name=sg-env",
+            "extraVolumes[0].name=otel-ca",
+            "extraVolumes[0].configMap.name=otel-ca",
+            "extraVolumeMounts[0].name=otel-ca",
+            "extraVolumeMounts[0].mountPath=/etc/otel-ca",
+        ],
+    );
+    check_common(&objects, ns.name());
+    let selector = serde_json::json!({
+        "app.kubernetes.io/name": "signal-gateway",
+        "app.kubernetes.io/instance": RELEASE,
+    });
+
+    // The API port from the senders (and this release's test pods), metrics from monitoring.
+    let policy = find(&objects, "NetworkPolicy", Some(ns.name()), RELEASE);
+    let spec = &policy.data["spec"];
+    assert_eq!(spec["podSelector"]["matchLabels"], selector);
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    assert_eq!(
+        spec["ingress"],
+        serde_json::json!([
+            {"ports": [{"port": "http", "protocol": "TCP"}], "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                 "podSelector": {"matchLabels": {"app": "alertmanager"}}},
+                {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE,
+                    "app.kubernetes.io/component": "test"}}}]},
+            {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
+        ])
+    );
+
+    // helm test: a sender expecting 200 "ignored", an account without the role 403.
+    for (who, want) in [("sender", "200"), ("nobody", "403")] {
+        let name = format!("{RELEASE}-test-{who}");
+        let pod = find(&objects, "Pod", Some(ns.name()), &name);
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("helm.sh/hook").map(String::as_str),
+            Some("test")
+        );
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert!(
+            !labels.contains_key("app.kubernetes.io/name"),
+            "the Service must not select a test pod: {labels:?}"
+        );
+        let spec = &pod.data["spec"];
+        assert_eq!(spec["serviceAccountName"], name.as_str());
+        let container = &spec["containers"][0];
+        assert_eq!(container["image"], "registry.example.com/curl:8");
+        let env: BTreeMap<_, _> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or(""),
+                    e["value"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(env["WANT"], want);
+        assert_eq!(
+            env["URL"],
+            format!(
+                "http://{RELEASE}.{}.svc:8080/api/v1/signals/kubernetes-event",
+                ns.name()
+            )
+        );
+        assert_eq!(
+            spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "signal-gateway"
+        );
+        find(&objects, "ServiceAccount", Some(ns.name()), &name);
+    }
+    let test_role = rules_of(find(
+        &objects,
+        "Role",
+        Some(ns.name()),
+        &format!("{RELEASE}-test-sender"),
+    ));
+    assert_eq!(
+        grants(&test_role),
+        BTreeSet::from([(
+            "signal-gateway.kubernaut.ai".to_owned(),
+            "signals".to_owned(),
+            "create".to_owned()
+        )])
+    );
+
+    let container = gateway_container(&objects, ns.name());
+    assert_eq!(
+        container["envFrom"],
+        serde_json::json!([{"configMapRef": {"name": "sg-env"}}])
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/etc/otel-ca")),
+        "{container}"
+    );
+    // Everything applies; the test pods (created, never run here) pass "restricted".
+    apply(&admin, &objects).await;
+    let stored = Api::<Pod>::namespaced(admin, ns.name())
+        .get(&format!("{RELEASE}-test-sender"))
+        .await
+        .expect("the test pod was admitted");
+    assert_eq!(
+        stored.spec.and_then(|s| s.service_account_name).as_deref(),
+        Some(format!("{RELEASE}-test-sender").as_str())
+    );
+    refused(&[(&["helmTest.enabled=true"][..], "/helmTest/image")]);
+}
+
+#[test]
+fn name_overrides_rename_every_object_of_the_release() {
+    let objects = render("sg-render", &["fullnameOverride=gw"]);
+    for (kind_, ns, name) in [
+        ("Deployment", Some("sg-render"), "gw"),
+        ("Service", Some("sg-render"), "gw"),
+        ("ServiceAccount", Some("sg-render"), "gw"),
+        ("Role", Some("sg-render"), "gw"),
+        ("PodDisruptionBudget", Some("sg-render"), "gw"),
+        ("ClusterRole", None, "sg-render-gw"),
+        ("ClusterRole", None, "sg-render-gw-reads"),
+    ] {
+        find(&objects, kind_, ns, name);
+    }
+    let env = gateway_env(
+        &serde_json::to_value(find(&objects, "Deployment", Some("sg-render"), "gw")).expect("JSON"),
+    );
+    assert_eq!(env["GATEWAY_LOCK_NAMESPACE"], "sg-render");
+    let objects = render("sg-render", &["nameOverride=alerts"]);
+    let deployment = find(&objects, "Deployment", Some("sg-render"), "sg-alerts");
+    assert_eq!(
+        deployment.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "alerts"
+    );
+    refused(&[(&["fullnameOverride=Not_A_Name"][..], "/fullnameOverride")]);
+}
+
+#[test]
+fn the_readiness_probe_waits_longer_than_the_api_timeout() {
+    let container = gateway_container(&render("sg-render", &[]), "sg-render");
+    let readiness = &container["readinessProbe"];
+    assert!(
+        readiness["timeoutSeconds"]
+            .as_i64()
+            .is_some_and(|t| t * 1000 > 5000),
+        "/readyz waits up to GATEWAY_API_TIMEOUT_MS: {readiness}"
+    );
+    assert!(container["startupProbe"].is_null());
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["probes.readiness.timeoutSeconds=5"],
+            "probes.readiness.timeoutSeconds",
+        ),
+        (&["apiTimeoutMs=6500"], "probes.readiness.timeoutSeconds"),
+    ];
+    refused(&cases);
+    let objects = render(
+        "sg-render",
+        &[
+            "apiTimeoutMs=2000",
+            "probes.readiness.timeoutSeconds=3",
+            "probes.liveness.periodSeconds=20",
+            "probes.startup.enabled=true",
+        ],
+    );
+    let container = gateway_container(&objects, "sg-render");
+    assert_eq!(container["readinessProbe"]["timeoutSeconds"], 3);
+    assert_eq!(container["livenessProbe"]["periodSeconds"], 20);
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+}
+
+#[tokio::test]
+async fn the_gateway_listening_on_any_ipv6_address_serves_ipv4_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let gw = crate::support::spawn(cp, ns.name(), "dual", &[("GATEWAY_LISTEN_ADDR", "[::]:0")]);
+    let port = gw.addr().port();
+    assert!(gw.addr().is_ipv6(), "{}", gw.addr());
+    for to in [
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(to)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {to}: {e}"));
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("writing the request");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)
+            .await
+            .expect("reading the answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{to}: {answer}");
+    }
+}
+
+#[test]
+fn dashboard_and_rules_are_per_cluster_namespace_and_job() {
+    let root = testenv::repo_root();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("chart/dashboards/signal-gateway.json"))
+            .expect("the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let variables: Vec<_> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("template variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for v in ["cluster", "namespace", "job"] {
+        assert!(variables.contains(&v), "{variables:?}");
+    }
+    let matcher = r#"{cluster=~"$cluster", namespace=~"$namespace", job=~"$job""#;
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("an expression");
+            for (at, _) in expr.match_indices(['g', 'p']) {
+                let rest = &expr[at..];
+                let before = expr[..at].chars().last();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || !(rest.starts_with("gateway_") || rest.starts_with("process_"))
+                {
+                    continue;
+                }
+                let name_end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                assert!(
+                    rest[name_end..].starts_with(matcher),
+                    "{} in {expr:?} is not filtered by the variables",
+                    &rest[..name_end]
+                );
+                queries += 1;
+            }
+        }
+    }
+    assert!(queries > 30, "{queries} selectors");
+    // Every aggregation of the rules keeps the release apart.
+    let rules =
+        std::fs::read_to_string(root.join("chart/files/gateway.rules.yaml")).expect("rules");
+    assert!(
+        !rules.contains("sum(") && !rules.contains("sum by (le)"),
+        "an aggregation over every release"
+    );
+    let per_release = rules.matches("by (cluster, namespace, job").count();
+    assert_eq!(per_release, rules.matches(" by (").count(), "{rules}");
+    assert!(per_release >= 15, "{per_release}");
+}
+
+/// RUNBOOK is the default base of the alerts' runbook_url (metrics.prometheusRule.runbookUrl).
+const RUNBOOK: &str = "https://github.com/kubernaut/signal-gateway/blob/main/docs/runbook.md";
+
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let root = testenv::repo_root();
+    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).expect("docs/runbook.md");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("chart/files/gateway.rules.yaml")).expect("rules"),
+    )
+    .expect("rules are YAML");
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert");
+            assert_eq!(
+                rule["annotations"]["runbook_url"].as_str(),
+                Some(format!("{RUNBOOK}#{}", name.to_lowercase()).as_str()),
+                "{name}"
+            );
+            assert!(
+                runbook.lines().any(|l| l == format!("## {name}")),
+                "docs/runbook.md has no section {name}"
+            );
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 13);
+
+    // The PrometheusRule links where the operator publishes the runbook; the
+    // ServiceMonitor gives the job the rules select.
+    let objects = render(
+        "sg-render",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.runbookUrl=https://docs.example.com/runbook",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    );
+    let rule = find(&objects, "PrometheusRule", Some("sg-render"), RELEASE);
+    let text = serde_json::to_string(&rule.data).expect("JSON");
+    assert!(!text.contains(RUNBOOK), "{text}");
+    assert_eq!(
+        text.matches("https://docs.example.com/runbook#signalgateway")
+            .count(),
+        alerts
+    );
+    let monitor = find(&objects, "ServiceMonitor", Some("sg-render"), RELEASE);
+    assert_eq!(monitor.data["spec"]["jobLabel"], "app.kubernetes.io/name");
+    let service = find(&objects, "Service", Some("sg-render"), RELEASE);
+    assert_eq!(
+        service
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .map(String::as_str),
+        Some("signal-gateway"),
+        "job=\"signal-gateway\", as the rules select"
+    );
+}
+
+#[test]
+fn service_ip_families_are_left_to_the_cluster_unless_set() {
+    let service = |sets: &[&str]| {
+        find(
+            &render("sg-render", sets),
+            "Service",
+            Some("sg-render"),
+            RELEASE,
+        )
+        .data["spec"]
+            .clone()
+    };
+    let default = service(&[]);
+    assert!(
+        default["ipFamilyPolicy"].is_null() && default["ipFamilies"].is_null(),
+        "{default}"
+    );
+    let dual = service(&[
+        "service.ipFamilyPolicy=PreferDualStack",
+        "service.ipFamilies={IPv6,IPv4}",
+    ]);
+    assert_eq!(dual["ipFamilyPolicy"], "PreferDualStack");
+    assert_eq!(dual["ipFamilies"], serde_json::json!(["IPv6", "IPv4"]));
+    refused(&[(
+        &["service.ipFamilyPolicy=Both"][..],
+        "/service/ipFamilyPolicy",
+    )]);
+    // Without a Deployment (Knative) there is nothing to serve TLS for.
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-tls-cert-manager.yaml"],
+        &["deployment.enabled=false"],
+    );
+    assert!(!objects.iter().any(|o| kind(o) == "Certificate"));
 }

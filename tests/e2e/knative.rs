@@ -141,6 +141,13 @@ fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
     let annotations = &template["metadata"]["annotations"];
     assert_eq!(annotations["autoscaling.knative.dev/min-scale"], "0");
     assert!(annotations["autoscaling.knative.dev/max-scale"].is_string());
+    // Two of Alertmanager's default group_interval (5 m): an incident's updates find the
+    // instance warm; one instance for a new revision (README, "Knative").
+    assert_eq!(
+        annotations["autoscaling.knative.dev/scale-down-delay"],
+        "10m"
+    );
+    assert_eq!(annotations["autoscaling.knative.dev/initial-scale"], "1");
     let target: u64 = annotations["autoscaling.knative.dev/target"]
         .as_str()
         .and_then(|t| t.parse().ok())

@@ -408,7 +408,10 @@ impl Kubelet<'_> {
         assert!(c.env_from.is_none(), "envFrom is not emulated");
         for value in env.values_mut() {
             for (container_port, port) in &ports {
-                if *value == format!("0.0.0.0:{container_port}") {
+                // Any address of the pod, IPv4 or dual-stack (the chart's `[::]`).
+                if *value == format!("0.0.0.0:{container_port}")
+                    || *value == format!("[::]:{container_port}")
+                {
                     *value = format!("127.0.0.1:{port}");
                 }
             }
@@ -743,8 +746,8 @@ async fn the_rendered_pod_runs_three_replicas_behind_alertmanager_and_rolls_with
     testenv::wait_allowed(
         &sender_client,
         &ns,
-        "kubernaut.ai",
-        "remediationrequests",
+        "signal-gateway.kubernaut.ai",
+        "signals",
         "create",
     )
     .await

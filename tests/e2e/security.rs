@@ -105,7 +105,7 @@ async fn token(cp: &ControlPlane, ns: &str, name: &str, audience: &str) -> Strin
 /// grant_sender gives ServiceAccount `name` the senders' Role in `ns` and waits until the
 /// authorizer applies it.
 async fn grant_sender(cp: &ControlPlane, ns: &str, name: &str) {
-    grant(cp, ns, name, "kubernaut.ai", "remediationrequests", None).await;
+    grant(cp, ns, name, "signal-gateway.kubernaut.ai", "signals", None).await;
 }
 
 /// grant gives ServiceAccount `name` a Role in `ns` allowing `create` on `resource` of
