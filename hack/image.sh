@@ -7,9 +7,7 @@
 # `skopeo copy oci-archive:PATH docker://REGISTRY/...` all take it.
 #
 # What goes into the image, each from a pinned source:
-#   - the gateway, a static musl binary (`cargo build --release --locked`,
-#     Rust pinned by rust-toolchain.toml, C parts compiled by Debian's
-#     musl-tools, pinned in hack/tool.sh);
+#   - the gateway, a static musl binary (hack/musl.sh);
 #   - /etc/ssl/certs/ca-certificates.crt, the Mozilla roots of Debian's
 #     ca-certificates $CA_CERTIFICATES_VERSION (checked against its SHA-256);
 #   - /etc/passwd and /etc/group naming the numeric user $IMAGE_UID.
@@ -26,7 +24,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 
-TARGET=x86_64-unknown-linux-musl
 CA_CERTIFICATES_VERSION=20250419~deb12u2
 CA_CERTIFICATES_SHA256=b9f76b5271a7ac373fd5e7e1b5b826a71ddd702b42a0d104955ecb1acfffc94b
 IMAGE_UID=65532
@@ -39,22 +36,8 @@ tag="${IMAGE_TAG:-$app_version}"
 
 
 start=$SECONDS
-if ! rustup target list --installed | grep -qx "$TARGET"; then
-  rustup target add "$TARGET" >&2
-fi
-hack/tool.sh musl-tools >/dev/null
-profile="${IMAGE_PROFILE:-release}"
-case "$profile" in
-  release) profile_dir=release ;;
-  dev) profile_dir=debug ;;
-  *) echo "IMAGE_PROFILE must be release or dev, not '$profile'" >&2; exit 2 ;;
-esac
-# Stripped: the image carries no debug information.
-CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_DEV_STRIP=symbols CARGO_PROFILE_DEV_DEBUG=0 \
-  CC_x86_64_unknown_linux_musl=musl-gcc \
-  cargo build --profile "$profile" --locked --target "$TARGET" --bin signal-gateway >&2
+binary="$(PROFILE="${IMAGE_PROFILE:-release}" hack/musl.sh | tail -n 1)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-binary="$target_dir/$TARGET/$profile_dir/signal-gateway"
 
 cache_root="${SIGNAL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signal-gateway}"
 ca_dir="$cache_root/ca-certificates-$CA_CERTIFICATES_VERSION"

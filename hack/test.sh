@@ -18,6 +18,12 @@ PROMTOOL="$(hack/tool.sh promtool | tail -n 1)"
 # and Knative tests run its entrypoint from the unpacked layers).
 SIGNAL_GATEWAY_IMAGE="$(IMAGE_PROFILE=dev hack/image.sh | tail -n 1)"
 export SIGNAL_GATEWAY_IMAGE
+# The Lambda package (unoptimized, as the image), run under AWS's Runtime
+# Interface Emulator by tests/e2e/lambda.rs.
+SIGNAL_GATEWAY_LAMBDA_ZIP="$(LAMBDA_PROFILE=dev hack/lambda.sh | tail -n 1)"
+export SIGNAL_GATEWAY_LAMBDA_ZIP
+hack/tool.sh rie >/dev/null
+hack/tool.sh unzip >/dev/null
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings

@@ -13,6 +13,8 @@
 #   hack/tool.sh ocibuild      assembles the container image archive with
 #                              go-containerregistry, built from the Go module
 #                              proxy (hack/ocibuild)
+#   hack/tool.sh zip           Debian's zip (the Lambda package)
+#   hack/tool.sh unzip         Debian's unzip (the Lambda tests unpack it)
 #   hack/tool.sh rie           AWS's Lambda Runtime Interface Emulator
 #                              (aws-lambda-rie), built from the Go module
 #                              proxy (hack/rie)
@@ -96,13 +98,21 @@ case "${1:-}" in
     pin ocibuild github.com/google/go-containerregistry v0.22.1
     go_tool ocibuild v0.22.1 .
     ;;
+  zip)
+    apt_install zip 3.0-13
+    command -v zip
+    ;;
+  unzip)
+    apt_install unzip 6.0-28
+    command -v unzip
+    ;;
   rie)
     pin rie github.com/aws/aws-lambda-runtime-interface-emulator v0.0.0-20261030222936-bef5c4ba774d
     go_tool rie v0.0.0-20261030222936-bef5c4ba774d \
       github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
     ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild|rie" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild|zip|unzip|rie" >&2
     exit 2
     ;;
 esac

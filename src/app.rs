@@ -13,21 +13,19 @@ use tokio::sync::watch;
 use crate::{
     chaos::Pauser,
     config::{Config, Scope},
-    kube::{self, ApiCalls, Owners, Records, Rrs},
+    kube::{self, ApiCalls, KubeError, Owners, Records, Rrs},
+    lambda,
     pipeline::{Pipeline, Resolver, Settings, Writer},
     telemetry::{self, Telemetry},
     web::{self, AppState, Auth, router},
 };
-
-/// SWEEP_MIN_AGE is how long a record must have been left alone before the sweep may
-/// delete it: longer than any writer may sit between its claim and its create.
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// App is the long-lived objects of one process.
 pub struct App {
     pub(crate) state: AppState,
     records: Records,
     rrs: Rrs,
+    sweep_min_age: Duration,
 }
 
 /// build connects to Kubernetes and assembles the request path. Everything a request
@@ -108,6 +106,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
         state,
         records,
         rrs,
+        sweep_min_age: config.sweep_min_age,
     }
 }
 
@@ -116,6 +115,18 @@ impl App {
     /// (`gateway.http.request.duration`, the request's span under the caller's `traceparent`).
     pub fn router(&self) -> axum::Router {
         router(self.state.clone()).layer(middleware::from_fn(telemetry::http_server))
+    }
+
+    /// sweep runs one pass of the sweep over this app's fence records (`kube::sweep`), and
+    /// returns how many it removed.
+    pub async fn sweep(&self) -> Result<usize, KubeError> {
+        let calls = ApiCalls::new(self.state.api_timeout);
+        let n = kube::sweep(&self.records, &self.rrs, self.sweep_min_age, &calls).await?;
+        if n > 0 {
+            telemetry::metrics().sweep_removals.add(n as u64, &[]);
+            tracing::info!(removed = n, "removed fence records that fence nothing");
+        }
+        Ok(n)
     }
 }
 
@@ -127,28 +138,12 @@ pub async fn run(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         if config.metrics_addr.is_some() {
             tracing::warn!("GATEWAY_METRICS_ADDR is ignored under Lambda: nothing can scrape it");
         }
-        return lambda_http::run(lambda_router(&app, telemetry))
-            .await
-            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+        return lambda::run(app, telemetry).await;
     }
     if let Some(addr) = config.metrics_addr {
         serve_metrics(addr, telemetry).await?;
     }
     http_server(config, app).await
-}
-
-/// lambda_router is the router that flushes telemetry at the end of every invocation,
-/// before the answer goes back: Lambda may freeze the instance right after it.
-pub fn lambda_router(app: &App, telemetry: Telemetry) -> axum::Router {
-    app.router()
-        .layer(middleware::from_fn(move |req, next: middleware::Next| {
-            let telemetry = telemetry.clone();
-            async move {
-                let res = next.run(req).await;
-                telemetry.flush().await;
-                res
-            }
-        }))
 }
 
 /// serve_metrics serves `GET /metrics` (Prometheus text format) on its own port.
@@ -186,12 +181,8 @@ async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance, "listening");
 
-    tokio::spawn(sweep_records(
-        app.records.clone(),
-        app.rrs.clone(),
-        config.lock_duration,
-        config.api_timeout,
-    ));
+    let app = Arc::new(app);
+    tokio::spawn(sweep_records(Arc::clone(&app), config.lock_duration));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::clone(&app.state.ready);
@@ -225,20 +216,16 @@ async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sweep_records deletes, now and then, fence records that fence nothing any more.
-async fn sweep_records(records: Records, rrs: Rrs, lease: Duration, api_timeout: Duration) {
+/// sweep_records deletes, now and then, fence records that fence nothing any more (under
+/// Lambda a scheduled event runs each pass instead: `lambda`).
+async fn sweep_records(app: Arc<App>, lease: Duration) {
     let period = (lease * 4).max(Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match kube::sweep(&records, &rrs, SWEEP_MIN_AGE, &ApiCalls::new(api_timeout)).await {
-            Ok(0) => {}
-            Ok(n) => {
-                telemetry::metrics().sweep_removals.add(n as u64, &[]);
-                tracing::info!(removed = n, "removed fence records that fence nothing");
-            }
-            Err(e) => tracing::warn!(error = %e, "sweeping fence records failed"),
+        if let Err(e) = app.sweep().await {
+            tracing::warn!(error = %e, "sweeping fence records failed");
         }
     }
 }

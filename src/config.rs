@@ -15,6 +15,9 @@ pub struct Config {
     pub lock_namespace: String,
     pub distributed_locking: bool,
     pub lock_duration: Duration,
+    /// sweep_min_age is how long a record must have been left alone before the sweep may
+    /// delete it: longer than any writer may sit between its claim and its create.
+    pub sweep_min_age: Duration,
     pub lock_wait: Duration,
     pub auth: AuthMode,
     pub cluster_id: Option<String>,
@@ -157,6 +160,8 @@ struct Env {
     lock_duration_seconds: u64,
     #[serde(default = "defaults::lock_wait_ms")]
     lock_wait_ms: u64,
+    #[serde(default = "defaults::sweep_min_age_seconds")]
+    sweep_min_age_seconds: u64,
     #[serde(default = "defaults::api_timeout_ms")]
     api_timeout_ms: u64,
     #[serde(default)]
@@ -220,6 +225,9 @@ mod defaults {
     }
     pub fn lock_duration_seconds() -> u64 {
         30
+    }
+    pub fn sweep_min_age_seconds() -> u64 {
+        3600
     }
     pub fn lock_wait_ms() -> u64 {
         5000
@@ -333,13 +341,19 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
     let lock_namespace = env.lock_namespace.unwrap_or_else(|| namespace.clone());
     check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
 
-    // At most a quarter of the sweep's minimum age (an hour): a create the API server
-    // applies after our timeout still lands long before the sweep may judge its record.
     in_range(
         "GATEWAY_LOCK_DURATION_SECONDS",
         env.lock_duration_seconds,
         1,
         900,
+    )?;
+    // At least four lock durations: a create the API server applies after our timeout
+    // still lands long before the sweep may judge its record.
+    in_range(
+        "GATEWAY_SWEEP_MIN_AGE_SECONDS",
+        env.sweep_min_age_seconds,
+        env.lock_duration_seconds * 4,
+        7 * 24 * 3600,
     )?;
     in_range("GATEWAY_LOCK_WAIT_MS", env.lock_wait_ms, 0, 60_000)?;
     in_range("GATEWAY_API_TIMEOUT_MS", env.api_timeout_ms, 1, 60_000)?;
@@ -444,6 +458,7 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         lock_namespace,
         distributed_locking: env.enable_distributed_locking,
         lock_duration: Duration::from_secs(env.lock_duration_seconds),
+        sweep_min_age: Duration::from_secs(env.sweep_min_age_seconds),
         lock_wait: Duration::from_millis(env.lock_wait_ms),
         auth,
         cluster_id: env.cluster_id,
@@ -703,6 +718,14 @@ mod tests {
             (
                 &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
                 "GATEWAY_MAX_ALERTS",
+            ),
+            (
+                &[
+                    ("GATEWAY_NAMESPACE", "a"),
+                    ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
+                    ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "200"),
+                ],
+                "GATEWAY_SWEEP_MIN_AGE_SECONDS",
             ),
             (
                 &[

@@ -4,7 +4,7 @@
 //! Data flows one way: `web` (HTTP adapter) -> `signal` (model) -> `pipeline` (coalesce,
 //! count or create) -> `kube` (every Kubernetes call, the fence record and its lock).
 //! `crd` holds the resource types, `audit` the audit events of each decision, `app` wires
-//! the parts, `main.rs` only picks a mode.
+//! the parts and `lambda` serves them as an AWS Lambda function; `main.rs` only picks a mode.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -14,6 +14,7 @@ pub(crate) mod chaos;
 pub mod config;
 pub mod crd;
 pub mod kube;
+pub(crate) mod lambda;
 pub mod pipeline;
 pub mod signal;
 pub mod telemetry;

@@ -21,8 +21,8 @@ use std::time::Duration;
 pub use calls::{ApiCalls, KubeError, backoff};
 pub use owners::{Owners, Resolution};
 pub use record::{
-    Claim, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, generation_of, lease_name,
-    rr_name,
+    Claim, Claimed, GENERATION, REMEDIATION_REQUEST, RR_NAMESPACE, Records, View, generation_of,
+    lease_name, rr_name,
 };
 pub use rrs::{CREATE_RR, Counted, Rr, Rrs, Tally};
 pub use scope::{MANAGED, Scope};

@@ -113,10 +113,28 @@ async fn bounded(s: AppState, req: Request, source: Source) -> Result<Response, 
         .map_err(|_| Rejection::Busy {
             limit: s.max_requests,
         })?;
-    let after = s.request_timeout;
+    // Under Lambda the invocation's deadline may come first: answer 503 before it.
+    let after = req
+        .extensions()
+        .get::<Deadline>()
+        .map_or(s.request_timeout, |d| d.remaining().min(s.request_timeout));
     tokio::time::timeout(after, handle(s, req, source))
         .await
         .unwrap_or(Err(Rejection::Timeout { after }))
+}
+
+/// Deadline is when a request's answer must be sent at the latest (under Lambda: the
+/// invocation's deadline less a margin); a request extension, set by the serving mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub tokio::time::Instant);
+
+impl Deadline {
+    /// remaining is the time left before the deadline (zero once it passed).
+    #[must_use]
+    pub fn remaining(&self) -> std::time::Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
 }
 
 /// Status is what became of one alert or event.

@@ -16,33 +16,18 @@ use kube::{
 };
 use serde_json::{Value, json};
 use signal_gateway::{
-    crd::{RemediationRequest, TargetResource},
+    crd::RemediationRequest,
     kube::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
     pipeline::rr_name,
-    signal::Fingerprint,
 };
 use testenv::ControlPlane;
 
-use crate::support::{PROMETHEUS, firing, in_process, plane, private_plane, send};
+use crate::support::{PROMETHEUS, firing, fp_of, in_process, plane, private_plane, send};
 
 const NOT_CANCELLED: &(dyn Fn() -> bool + Sync) = &|| false;
 
 fn calls() -> ApiCalls {
     ApiCalls::new(Duration::from_secs(5))
-}
-
-/// fp_of is the fingerprint of pod `pod` in namespace `prod`, the target of `firing`.
-fn fp_of(pod: &str) -> String {
-    Fingerprint::of(
-        None,
-        &TargetResource {
-            kind: "Pod".into(),
-            name: pod.into(),
-            namespace: "prod".into(),
-            api_version: "v1".into(),
-        },
-    )
-    .to_string()
 }
 
 fn records(cp: &ControlPlane, ns: &str, instance: &str, lease_s: u64, wait_ms: u64) -> Records {

@@ -80,21 +80,10 @@ pub fn image() -> &'static Image {
     IMAGE.get_or_init(|| {
         let archive = match std::env::var_os("SIGNAL_GATEWAY_IMAGE") {
             Some(p) => PathBuf::from(p),
-            None => build_image(),
+            None => crate::support::script("hack/image.sh", &[]),
         };
         unpack(&archive)
     })
-}
-
-fn build_image() -> PathBuf {
-    let out = Command::new(testenv::repo_root().join("hack/image.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running hack/image.sh");
-    assert!(out.status.success(), "hack/image.sh failed: {}", out.status);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
-    PathBuf::from(last.expect("hack/image.sh printed the archive").trim())
 }
 
 fn tar(args: &[&str], dir: &Path) {

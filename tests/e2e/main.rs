@@ -15,6 +15,7 @@ mod gateway;
 mod image;
 mod knative;
 mod kubernaut;
+mod lambda;
 mod otlp;
 mod owners;
 mod pod;

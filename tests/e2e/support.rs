@@ -206,3 +206,39 @@ pub async fn send(
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, headers, value)
 }
+
+/// script runs a repository script (`hack/...`) with `args` and returns the path it prints
+/// as its last line, as every build and tool script does.
+pub fn script(path: &str, args: &[&str]) -> std::path::PathBuf {
+    let out = std::process::Command::new(testenv::repo_root().join(path))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running {path}: {e}"));
+    assert!(
+        out.status.success(),
+        "{path} {args:?} failed: {}",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+    std::path::PathBuf::from(
+        last.unwrap_or_else(|| panic!("{path} printed no path"))
+            .trim(),
+    )
+}
+
+/// fp_of is the fingerprint of pod `pod` in namespace `prod`, the target of `firing`.
+pub fn fp_of(pod: &str) -> String {
+    use signal_gateway::signal::{Fingerprint, TargetResource};
+    Fingerprint::of(
+        None,
+        &TargetResource {
+            kind: "Pod".into(),
+            name: pod.into(),
+            namespace: "prod".into(),
+            api_version: "v1".into(),
+        },
+    )
+    .to_string()
+}

@@ -1,0 +1,370 @@
+//! The Lambda package (`hack/lambda.sh`) under AWS's own Runtime Interface Emulator
+//! (`hack/tool.sh rie`), against the test API server: HTTP events create and count, a
+//! scheduled event sweeps, other events are refused, and a batch held past the
+//! invocation's deadline answers 503 before the runtime would kill it.
+
+use std::{
+    io::Read as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt as _, Full};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+use signal_gateway::kube::{
+    GENERATION, MANAGED_BY, REMEDIATION_REQUEST, RR_NAMESPACE, lease_name, rr_name,
+};
+use testenv::{ControlPlane, Identity};
+
+use crate::support::{firing, fp_of, free_port, http, rrs, script, setup};
+
+/// INVOKE is the emulator's invocation endpoint (the Lambda Invoke API's path).
+const INVOKE: &str = "/2015-03-31/functions/function/invocations";
+
+/// bootstrap unpacks the Lambda package once per test binary (`SIGNAL_GATEWAY_LAMBDA_ZIP`,
+/// set by hack/test.sh, names a package it built already) and returns its `bootstrap`.
+fn bootstrap() -> &'static Path {
+    static BOOTSTRAP: OnceLock<PathBuf> = OnceLock::new();
+    BOOTSTRAP.get_or_init(|| {
+        let zip = std::env::var_os("SIGNAL_GATEWAY_LAMBDA_ZIP")
+            .map_or_else(|| script("hack/lambda.sh", &[]), PathBuf::from);
+        let unzip = script("hack/tool.sh", &["unzip"]);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lambda");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the package");
+        let out = Command::new(unzip)
+            .arg("-q")
+            .arg(&zip)
+            .arg("-d")
+            .arg(&dir)
+            .output()
+            .expect("running unzip");
+        assert!(out.status.success(), "unzip {}: {out:?}", zip.display());
+        let entries: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the unpacked package")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert_eq!(
+            entries,
+            ["bootstrap"],
+            "the package holds `bootstrap` alone"
+        );
+        dir.join("bootstrap")
+    })
+}
+
+/// Emulator is one aws-lambda-rie process running the package's `bootstrap`; killed when
+/// dropped. Its output (the emulator's and the function's) goes to a file.
+struct Emulator {
+    child: Child,
+    addr: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl Emulator {
+    /// start runs the function with the gateway identity's kubeconfig, namespace `ns`, no
+    /// auth, an invocation timeout of `timeout_s` seconds, then `env` on top.
+    async fn start(cp: &ControlPlane, ns: &str, timeout_s: u32, env: &[(&str, &str)]) -> Self {
+        let rie = script("hack/tool.sh", &["rie"]);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let runtime_api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let mut cmd = Command::new(rie);
+        cmd.arg("--runtime-interface-emulator-address")
+            .arg(addr.to_string())
+            .arg("--runtime-api-address")
+            .arg(runtime_api.to_string())
+            .arg(bootstrap())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", cp.kubeconfig_path(Identity::Gateway))
+            .env("GATEWAY_NAMESPACE", ns)
+            .env("GATEWAY_AUTH", "none")
+            .env("GATEWAY_LOG_FORMAT", "json")
+            .env("GATEWAY_OWNER_RESOLUTION", "false")
+            .env("AWS_LAMBDA_FUNCTION_NAME", "signal-gateway")
+            .env("AWS_LAMBDA_FUNCTION_TIMEOUT", timeout_s.to_string())
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("the log file"))
+            .stderr(log.reopen().expect("the log file"));
+        let child = testenv::spawn_tied(cmd).expect("starting aws-lambda-rie");
+        let emulator = Emulator { child, addr, log };
+        emulator.await_listening().await;
+        emulator
+    }
+
+    /// await_listening waits until the emulator accepts connections: it announces nothing
+    /// else, so a bounded series of connection attempts is the event.
+    async fn await_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aws-lambda-rie did not listen on {}: {}",
+                self.addr,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        let _ = self
+            .log
+            .reopen()
+            .and_then(|mut f| f.read_to_string(&mut text));
+        text
+    }
+
+    /// invoke sends one event and returns the function's answer, as JSON.
+    async fn invoke(&self, event: &Value) -> Value {
+        let req = axum::http::Request::post(format!("http://{}{INVOKE}", self.addr))
+            .body(Full::new(event.to_string().into()))
+            .expect("a request");
+        let res = http()
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("invoking: {e}; logs:\n{}", self.logs()));
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .expect("the answer")
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "the answer is not JSON ({e}): {}; logs:\n{}",
+                String::from_utf8_lossy(&bytes),
+                self.logs()
+            )
+        })
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// http_event is the Lambda event of `template` (a fixture) carrying `body`.
+fn http_event(template: &str, body: &str) -> Value {
+    let text = template.replace("\"BODY\"", &serde_json::to_string(body).expect("a string"));
+    serde_json::from_str(&text).expect("a Lambda event")
+}
+
+fn function_url(body: &str) -> Value {
+    http_event(
+        include_str!("../fixtures/lambda/function-url-template.json"),
+        body,
+    )
+}
+
+fn api_gateway(body: &str) -> Value {
+    http_event(
+        include_str!("../fixtures/lambda/apigw-v2-template.json"),
+        body,
+    )
+}
+
+/// answer reads an HTTP answer event: its status and its JSON body.
+fn answer(event: &Value) -> (u64, Value) {
+    let status = event["statusCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no statusCode: {event}"));
+    let body = event["body"].as_str().unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+const SCHEDULED: &str = r#"{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+  "detail-type":"Scheduled Event","source":"aws.events","account":"123456789012",
+  "time":"2026-12-02T10:00:00Z","region":"eu-west-1",
+  "resources":["arn:aws:events:eu-west-1:123456789012:rule/signal-gateway-sweep"],"detail":{}}"#;
+
+#[tokio::test]
+async fn under_the_emulator_function_url_and_api_gateway_events_create_and_count() {
+    let (cp, ns) = setup().await;
+    let rie = Emulator::start(cp, ns.name(), 30, &[]).await;
+    let (status, body) = answer(&rie.invoke(&function_url(&firing("lambda-url"))).await);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "created", "{body}");
+    let (status, body) = answer(&rie.invoke(&api_gateway(&firing("lambda-url"))).await);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["duplicate"], true, "{body}");
+    let list = rrs(cp, ns.name()).await;
+    assert_eq!(list.len(), 1, "one RR for the problem");
+    let counted = list[0].occurrence_count();
+    assert_eq!(counted, 2, "both invocations counted");
+    assert_eq!(
+        list[0].metadata.name.as_deref(),
+        Some(rr_name(&fp_of("lambda-url"), 1).as_str())
+    );
+}
+
+#[tokio::test]
+async fn under_the_emulator_a_scheduled_event_sweeps_and_other_events_are_refused() {
+    let (cp, ns) = setup().await;
+    // Short leases and a short minimum age, so that a record can be swept within the test.
+    let rie = Emulator::start(
+        cp,
+        ns.name(),
+        30,
+        &[
+            ("GATEWAY_LOCK_DURATION_SECONDS", "3"),
+            ("GATEWAY_API_TIMEOUT_MS", "2500"),
+            ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "12"),
+        ],
+    )
+    .await;
+    let scheduled: Value = serde_json::from_str(SCHEDULED).expect("a scheduled event");
+    for pod in ["lambda-kept", "lambda-gone"] {
+        assert_eq!(
+            answer(&rie.invoke(&function_url(&firing(pod))).await).0,
+            201
+        );
+    }
+    let (kept, gone) = (fp_of("lambda-kept"), fp_of("lambda-gone"));
+    Api::<signal_gateway::crd::RemediationRequest>::namespaced(cp.admin_client(), ns.name())
+        .delete(&rr_name(&gone, 1), &DeleteParams::default())
+        .await
+        .expect("deleting an RR");
+    // Young records are left alone, whatever they fence.
+    assert_eq!(rie.invoke(&scheduled).await, json!({"swept": 0}));
+    // Once old enough, the record of the deleted RR goes and the other stays. The
+    // passing of time announces nothing: each pass is a bounded look.
+    let leases = Api::<Lease>::namespaced(cp.admin_client(), ns.name());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let swept = rie.invoke(&scheduled).await;
+        if swept == json!({"swept": 1}) {
+            break;
+        }
+        assert_eq!(swept, json!({"swept": 0}), "{}", rie.logs());
+        assert!(Instant::now() < deadline, "nothing swept: {}", rie.logs());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let exists = |fp: String| {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt(&lease_name(&fp))
+                .await
+                .expect("reading a lease")
+                .is_some()
+        }
+    };
+    assert!(
+        !exists(gone).await,
+        "the record of the deleted RR was swept"
+    );
+    assert!(exists(kept).await, "the record of the existing RR was kept");
+
+    for other in [
+        json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]}),
+        json!({"source": "aws.events", "detail-type": "EC2 Instance State-change Notification"}),
+    ] {
+        let refused = rie.invoke(&other).await;
+        let message = refused["errorMessage"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not an event this function serves"),
+            "{other} is refused with a clear error: {refused}"
+        );
+    }
+    // A refused event leaves the function serving.
+    assert_eq!(
+        answer(&rie.invoke(&function_url(&firing("lambda-kept"))).await).0,
+        202
+    );
+}
+
+#[tokio::test]
+async fn under_the_emulator_a_batch_held_past_the_deadline_answers_503_in_time() {
+    let (cp, ns) = setup().await;
+    let timeout = Duration::from_secs(3);
+    // The lock wait (20 s) would outlast the invocation (3 s) many times over.
+    let rie = Emulator::start(
+        cp,
+        ns.name(),
+        3,
+        &[
+            ("GATEWAY_LOCK_WAIT_MS", "20000"),
+            ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
+        ],
+    )
+    .await;
+    // Warm: the first invocation also starts the function (a health check writes nothing).
+    let mut health = function_url("");
+    health["rawPath"] = json!("/healthz");
+    health["requestContext"]["http"]["method"] = json!("GET");
+    health["requestContext"]["http"]["path"] = json!("/healthz");
+    assert_eq!(answer(&rie.invoke(&health).await).0, 200);
+    // Another writer holds the problem's record and has not created its RR yet.
+    let fp = fp_of("lambda-held");
+    let now = MicroTime(jiff::Timestamp::now());
+    let record = Lease {
+        metadata: ObjectMeta {
+            name: Some(lease_name(&fp)),
+            labels: Some(
+                [
+                    (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+                    (RR_NAMESPACE.to_owned(), ns.name().to_owned()),
+                ]
+                .into(),
+            ),
+            annotations: Some(
+                [
+                    (GENERATION.to_owned(), "1".to_owned()),
+                    (REMEDIATION_REQUEST.to_owned(), rr_name(&fp, 1)),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("another-writer/1".into()),
+            lease_duration_seconds: Some(60),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..LeaseSpec::default()
+        }),
+    };
+    Api::<Lease>::namespaced(cp.admin_client(), ns.name())
+        .create(&PostParams::default(), &record)
+        .await
+        .expect("creating the held record");
+    let start = Instant::now();
+    let held = rie.invoke(&function_url(&firing("lambda-held"))).await;
+    let took = start.elapsed();
+    let (status, body) = answer(&held);
+    assert_eq!(status, 503, "{held}; logs:\n{}", rie.logs());
+    assert!(
+        held["headers"]["retry-after"].is_string(),
+        "a 503 says when to retry: {held}"
+    );
+    assert!(
+        body["detail"].is_string() || body["title"].is_string(),
+        "{body}"
+    );
+    assert!(
+        took < timeout,
+        "answered in {took:?}, inside the invocation's {timeout:?}"
+    );
+    // Nothing was created beside the holder's claim.
+    assert!(
+        rrs(cp, ns.name())
+            .await
+            .iter()
+            .all(|rr| rr.metadata.name.as_deref() != Some(rr_name(&fp, 1).as_str())),
+        "no RR for the held problem"
+    );
+}
