@@ -31,7 +31,7 @@ pub struct App {
 /// build connects to Kubernetes and assembles the request path. Everything a request
 /// needs is made here, so that the first request after a cold start does no set-up work.
 pub async fn build(config: &Config) -> anyhow::Result<App> {
-    let client = kube::connect(config.api_timeout)
+    let client = kube::connect(config.api_timeout, config.eks.as_ref())
         .await
         .context("building the Kubernetes client")?;
     Ok(assemble(config, client).await)

@@ -5,6 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, de::DeserializeOwned};
 
+mod eks;
+pub use eks::Eks;
+
 /// Config is the validated configuration of one gateway instance.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -40,6 +43,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub instance: String,
     pub chaos: Chaos,
+    /// eks, when set, reaches an EKS cluster with tokens signed from AWS credentials
+    /// instead of a kubeconfig (`GATEWAY_EKS_CLUSTER_NAME`, src/config/eks.rs).
+    pub eks: Option<Eks>,
 }
 
 /// AuthMode says how callers of the signal endpoints are authenticated and authorized.
@@ -300,7 +306,11 @@ impl Config {
             .collect();
         let env: Env = typed(&vars, "GATEWAY_")?;
         let platform: Platform = typed(&vars, "")?;
-        validate(env, platform, cfg!(feature = "chaos"))
+        let eks = eks::eks(typed(&vars, "GATEWAY_EKS_")?, typed(&vars, "AWS_")?)?;
+        Ok(Config {
+            eks,
+            ..validate(env, platform, cfg!(feature = "chaos"))?
+        })
     }
 }
 
@@ -478,6 +488,7 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         shutdown_timeout: Duration::from_secs(env.shutdown_timeout_seconds),
         instance,
         chaos,
+        eks: None,
     })
 }
 

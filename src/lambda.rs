@@ -178,4 +178,103 @@ mod tests {
         // A deadline already past (or closer than the margin) leaves nothing.
         assert_eq!(deadline(&context(1)).remaining(), Duration::ZERO);
     }
+
+    /// The deployment template (deploy/lambda/template.yaml) runs this binary as Lambda
+    /// expects it, and the environment it sets, with its parameters given as a user would
+    /// and the variables Lambda adds, is a valid configuration in EKS mode.
+    #[test]
+    fn the_deployment_template_runs_the_package_with_a_valid_configuration() {
+        use base64::Engine as _;
+        let template: Value =
+            serde_yaml_ng::from_str(include_str!("../deploy/lambda/template.yaml")).unwrap();
+        let function = &template["Resources"]["Gateway"];
+        assert_eq!(function["Type"], "AWS::Serverless::Function");
+        let props = &function["Properties"];
+        assert_eq!(props["Runtime"], "provided.al2023");
+        assert_eq!(props["Handler"], "bootstrap");
+        assert_eq!(
+            props["Architectures"],
+            json!(["x86_64"]),
+            "hack/musl.sh builds x86_64"
+        );
+        assert_eq!(
+            props["CodeUri"], "../../target/lambda/signal-gateway-lambda.zip",
+            "what hack/lambda.sh prints"
+        );
+        let timeout = props["Timeout"].as_u64().unwrap();
+        assert!(
+            Duration::from_secs(timeout) > MARGIN * 10 && timeout <= 30,
+            "room for a request, within an HTTP API's 30 s: {timeout}"
+        );
+        assert_eq!(props["FunctionUrlConfig"]["AuthType"], "NONE");
+        let schedule = &props["Events"]["Sweep"];
+        assert_eq!(schedule["Type"], "Schedule");
+        assert_eq!(schedule["Properties"]["Schedule"], "rate(10 minutes)");
+        assert_eq!(
+            props["Role"]["Fn::GetAtt"],
+            json!(["GatewayRole", "Arn"]),
+            "the role the access entry maps"
+        );
+        assert_eq!(
+            template["Resources"]["GatewayAccessEntry"]["Properties"]["PrincipalArn"],
+            props["Role"]
+        );
+
+        let ca = rcgen::generate_simple_self_signed(vec!["kubernetes".into()]).unwrap();
+        let given = [
+            ("ClusterName", "prod".to_owned()),
+            (
+                "ClusterEndpoint",
+                "https://ABCD.gr7.eu-west-1.eks.amazonaws.com".to_owned(),
+            ),
+            (
+                "ClusterCaData",
+                base64::engine::general_purpose::STANDARD.encode(ca.cert.pem()),
+            ),
+        ];
+        let parameter = |name: &str| -> String {
+            given
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    template["Parameters"][name]["Default"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| panic!("parameter {name} has no value"))
+        };
+        let mut vars: Vec<(String, String)> = props["Environment"]["Variables"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    other => parameter(other["Ref"].as_str().expect("a Ref")),
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        // What Lambda sets itself (reserved: the template cannot).
+        for (k, v) in [
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ] {
+            vars.push((k.into(), v.into()));
+        }
+        let config =
+            crate::config::Config::from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap();
+        let eks = config.eks.expect("EKS mode");
+        assert_eq!(eks.cluster_name, "prod");
+        assert_eq!(config.namespace, "kubernaut-system");
+        assert!(matches!(
+            config.auth,
+            crate::config::AuthMode::TokenReview(_)
+        ));
+    }
 }

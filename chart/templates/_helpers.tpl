@@ -46,6 +46,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end }}
 
+{{- /* subjects of every binding that grants the gateway its rights: its
+ServiceAccount, and rbac.extraSubjects (e.g. the Kubernetes group that an EKS
+access entry maps a Lambda function's role to, docs/lambda.md). */}}
+{{- define "signal-gateway.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "signal-gateway.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- with .Values.rbac.extraSubjects }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "signal-gateway.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}

@@ -20,7 +20,8 @@ pub enum KubeError {
         name: String,
         after: Duration,
     },
-    #[error("{op} {name}: {source}")]
+    /// Display carries the whole cause chain: a connect error names its TLS or DNS cause.
+    #[error("{op} {name}: {}", causes(source.as_ref()))]
     Failed {
         op: &'static str,
         name: String,
@@ -34,6 +35,21 @@ pub enum KubeError {
         name: String,
         message: String,
     },
+}
+
+/// causes joins an error's message with its sources' (each once).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 impl KubeError {

@@ -1,11 +1,12 @@
 //! Kube is the only module that talks to the Kubernetes API: the call budget (`calls`),
 //! the fence record and its lock (`record`), the server clock (`clock`), the RR client
 //! and the hold rule (`rrs`), owner resolution (`owners`) and scope labels (`scope`) over
-//! metadata reads (`meta`), the record sweep (`sweep`), TokenReview and SubjectAccessReview (`tokenreview`) and
-//! health.
+//! metadata reads (`meta`), the record sweep (`sweep`), TokenReview and SubjectAccessReview (`tokenreview`),
+//! EKS tokens from AWS credentials (`eks`) and health.
 
 mod calls;
 mod clock;
+mod eks;
 mod meta;
 #[cfg(test)]
 mod model;
@@ -35,8 +36,15 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "signal-ga
 /// FIELD_MANAGER is the field manager of every write the gateway makes.
 pub const FIELD_MANAGER: &str = "signal-gateway";
 
-/// connect builds a client from the kubeconfig or the in-cluster service account.
-pub async fn connect(api_timeout: Duration) -> Result<kube::Client, kube::Error> {
+/// connect builds a client from the kubeconfig or the in-cluster service account, or in
+/// EKS mode from the cluster's endpoint and CA with tokens signed from AWS credentials.
+pub async fn connect(
+    api_timeout: Duration,
+    eks: Option<&crate::config::Eks>,
+) -> Result<kube::Client, kube::Error> {
+    if let Some(eks) = eks {
+        return eks::client(eks, api_timeout);
+    }
     let mut kc = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;

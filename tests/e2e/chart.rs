@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{
@@ -1587,17 +1588,30 @@ fn tls_needs_exactly_one_certificate_source() {
 
 /// sar asks the API server whether `user` may `create` `resource` of `group` in `ns`.
 async fn sar(admin: &kube::Client, user: &str, ns: &str, group: &str, resource: &str) -> bool {
+    sar_of(admin, (user, &[]), ns, (group, resource, "create")).await
+}
+
+/// sar_of asks whether `who` (a user and its groups) may do `what` (group, resource,
+/// verb) in `ns` (cluster-wide when empty).
+async fn sar_of(
+    admin: &kube::Client,
+    who: (&str, &[&str]),
+    ns: &str,
+    what: (&str, &str, &str),
+) -> bool {
     use k8s_openapi::api::authorization::v1::{
         ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
     };
+    let (group, resource, verb) = what;
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some(user.to_owned()),
+            user: Some(who.0.to_owned()),
+            groups: Some(who.1.iter().map(|g| (*g).to_owned()).collect()),
             resource_attributes: Some(ResourceAttributes {
-                namespace: Some(ns.to_owned()),
+                namespace: (!ns.is_empty()).then(|| ns.to_owned()),
                 group: Some(group.to_owned()),
                 resource: Some(resource.to_owned()),
-                verb: Some("create".to_owned()),
+                verb: Some(verb.to_owned()),
                 ..ResourceAttributes::default()
             }),
             ..SubjectAccessReviewSpec::default()
@@ -1610,6 +1624,62 @@ async fn sar(admin: &kube::Client, user: &str, ns: &str, group: &str, resource: 
         .expect("reviewing access")
         .status
         .is_some_and(|s| s.allowed)
+}
+
+/// A Lambda function in front of EKS (docs/lambda.md) does not run as the chart's
+/// ServiceAccount: its role is mapped to a group, which `rbac.extraSubjects` binds to
+/// every right of the gateway's, with no Deployment installed.
+#[tokio::test]
+async fn extra_subjects_get_the_gateways_rights_without_a_deployment() {
+    let cp = testenv::shared();
+    let ns = cp.new_namespace().await.expect("a test namespace");
+    let objects = render(
+        ns.name(),
+        &[
+            "deployment.enabled=false",
+            "rbac.extraSubjects[0].kind=Group",
+            "rbac.extraSubjects[0].apiGroup=rbac.authorization.k8s.io",
+            "rbac.extraSubjects[0].name=signal-gateway-lambda",
+        ],
+    );
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment")),
+        "{:?}",
+        summary(&objects)
+    );
+    let admin = cp.admin_client();
+    apply(&admin, &objects).await;
+    // The user name is what an access entry gives an assumed role; only the group grants.
+    let role = "arn:aws:sts::111122223333:assumed-role/signal-gateway/fn";
+    let lambda: &[&str] = &["signal-gateway-lambda", "system:authenticated"];
+    let rights = [
+        (ns.name(), ("kubernaut.ai", "remediationrequests", "create")),
+        (ns.name(), ("coordination.k8s.io", "leases", "patch")),
+        (ns.name(), ("coordination.k8s.io", "leases", "delete")),
+        ("", ("authentication.k8s.io", "tokenreviews", "create")),
+        (
+            "",
+            ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        ),
+        ("", ("", "pods", "get")),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for (where_, what) in rights {
+        // RBAC reaches the authorizer through its informers: wait for the grant.
+        while !sar_of(&admin, (role, lambda), where_, what).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group may not {what:?} in {where_:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !sar_of(&admin, (role, &["system:authenticated"]), where_, what).await,
+            "without the group: {what:?}"
+        );
+    }
 }
 
 #[tokio::test]

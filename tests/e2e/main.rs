@@ -10,6 +10,7 @@
 mod alertmanager;
 mod chart;
 mod control_plane;
+mod eks;
 mod fence;
 mod gateway;
 mod image;
