@@ -12,7 +12,9 @@
 # 50). storm-split (lock on only) is storm with the gateways' fence records in
 # a lock namespace of their own (GATEWAY_LOCK_NAMESPACE); its p95 is compared
 # with storm's (target <= 1.5: a waiter that sat out GATEWAY_LOCK_WAIT_MS made
-# it seconds). It asserts nothing; compare numbers within one report (the machine may
+# it seconds). The Lambda cold path: the release package (hack/lambda.sh) under AWS's
+# Runtime Interface Emulator, first invocation to its answer, and the function's peak
+# RSS. It asserts nothing; compare numbers within one report (the machine may
 # be shared). About six and a half minutes on two cores.
 # Arguments go to the bench binary; `hack/bench.sh --help` lists them
 # (counts, rate, --smoke for tiny counts).
@@ -23,5 +25,10 @@ cargo build --release -p signal-gateway -p bench --bins
 KUBE_BINARIES_DIR="$(hack/kube-binaries.sh | tail -n 1)"
 export KUBE_BINARIES_DIR
 hack/tool.sh otelcol >/dev/null
+# The Lambda cold path runs the release package under AWS's Runtime Interface Emulator.
+SIGNAL_GATEWAY_LAMBDA_ZIP="$(hack/lambda.sh | tail -n 1)"
+export SIGNAL_GATEWAY_LAMBDA_ZIP
+hack/tool.sh rie >/dev/null
+hack/tool.sh unzip >/dev/null
 
 exec "${CARGO_TARGET_DIR:-target}/release/bench" "$@"

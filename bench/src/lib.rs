@@ -32,7 +32,8 @@ use testenv::gateway::Gateway;
 
 use crate::apiserver::ApiServer;
 use crate::load::{
-    Http, Phase, Schedule, alert, alert_in, cold_start, http, run_phase, spawn, warm_up,
+    Http, LambdaStart, Phase, Schedule, alert, alert_in, cold_start, http, lambda_start, run_phase,
+    spawn, warm_up,
 };
 use crate::otel::{Collector, LockCounts};
 
@@ -77,6 +78,10 @@ pub struct Options {
     pub in_flight: usize,
     /// cold_starts is the number of cold starts measured.
     pub cold_starts: usize,
+    /// lambda_starts is the number of Lambda cold starts measured under AWS's Runtime
+    /// Interface Emulator (the package `SIGNAL_GATEWAY_LAMBDA_ZIP` names, hack/bench.sh
+    /// builds it).
+    pub lambda_starts: usize,
     /// idle_window is how long the API server's background traffic is observed.
     pub idle_window: Duration,
 }
@@ -99,6 +104,7 @@ impl Options {
             scale_fingerprints: 500,
             in_flight: 64,
             cold_starts: 5,
+            lambda_starts: 5,
             idle_window: IDLE_WINDOW,
         }
     }
@@ -118,6 +124,7 @@ impl Options {
             scale_fingerprints: 4,
             in_flight: 4,
             cold_starts: 1,
+            lambda_starts: 1,
             idle_window: Duration::from_secs(1),
             ..Options::full(gateway, out)
         }
@@ -192,6 +199,7 @@ pub struct Results {
     pub idle_rss_kib: Vec<u64>,
     pub peak_hwm_kib: u64,
     pub cold: Vec<Duration>,
+    pub lambda: Vec<LambdaStart>,
     /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
     /// `strip` failed); binary_bytes_benchmarked is the file the bench ran.
     pub binary_bytes: Option<u64>,
@@ -296,6 +304,12 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         cold.push(cold_start(&options.gateway, &b.cp, ns.name(), &b.http, i).await?);
     }
 
+    eprintln!("bench: Lambda cold starts under the Runtime Interface Emulator");
+    let mut lambda = Vec::new();
+    for i in 0..options.lambda_starts {
+        lambda.push(lambda_start(&b.cp, ns.name(), i).await?);
+    }
+
     eprintln!("bench: reading the gateways' lock metrics");
     let instances: Vec<String> = b.fleets.iter().flat_map(|(_, i)| i.clone()).collect();
     let by_instance = b.collector.wait_locks(&instances).await;
@@ -332,6 +346,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         idle_rss_kib: b.idle_rss_kib,
         peak_hwm_kib: b.peak_hwm_kib,
         cold,
+        lambda,
     };
     report::write(&results)
 }

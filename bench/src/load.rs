@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use testenv::ControlPlane;
 use testenv::gateway::{Batches, Gateway, START_TIMEOUT};
+use testenv::lambda::{Emulator, answer, function_url};
 
 use crate::BoxError;
 use crate::apiserver::{ApiServer, Delta};
@@ -386,4 +387,44 @@ pub async fn cold_start(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// LambdaStart is one Lambda cold start under AWS's Runtime Interface Emulator.
+#[derive(Clone, Copy, Debug)]
+pub struct LambdaStart {
+    /// first is from the first invocation sent (the emulator then starts `bootstrap`) to
+    /// its answer: process start, configuration, the Kubernetes client, a new RR.
+    pub first: Duration,
+    /// warm is the second invocation, a duplicate of the first, on the warm function.
+    pub warm: Duration,
+    /// hwm_kib is the function process's peak RSS after both.
+    pub hwm_kib: u64,
+}
+
+/// lambda_start measures one Lambda cold start: a fresh emulator, a new signal, its repeat.
+pub async fn lambda_start(cp: &ControlPlane, ns: &str, i: usize) -> Result<LambdaStart, BoxError> {
+    let rie = Emulator::start(cp, ns, 30, &[]).await?;
+    let body = alert(&format!("bench-lambda-{i}"));
+    let event = function_url(std::str::from_utf8(&body)?);
+    let mut timed = Vec::new();
+    for want in [201, 202] {
+        let t = Instant::now();
+        let got = answer(&rie.invoke(&event).await?).0;
+        timed.push(t.elapsed());
+        if got != want {
+            return Err(format!(
+                "Lambda start {i}: answered {got}, not {want}: {}",
+                rie.logs()
+            )
+            .into());
+        }
+    }
+    let (_, hwm_kib) = rie
+        .function_memory()
+        .ok_or_else(|| format!("Lambda start {i}: no function process: {}", rie.logs()))?;
+    Ok(LambdaStart {
+        first: timed[0],
+        warm: timed[1],
+        hwm_kib,
+    })
 }

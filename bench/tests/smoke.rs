@@ -24,7 +24,7 @@ const RUN_FIELDS: [&str; 8] = [
 ];
 
 /// TOP_FIELDS are the report's top-level figures.
-const TOP_FIELDS: [&str; 9] = [
+const TOP_FIELDS: [&str; 12] = [
     "lock_overhead_p95_ms",
     "lock_overhead_p95_ratio",
     "lock_overhead_p99_ms",
@@ -33,6 +33,9 @@ const TOP_FIELDS: [&str; 9] = [
     "rss_mib_idle",
     "rss_mib_peak",
     "cold_start_ms",
+    "lambda_cold_start_ms",
+    "lambda_warm_duplicate_ms",
+    "lambda_rss_mib_peak",
     "binary_mib",
 ];
 

@@ -205,7 +205,7 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
         ("LD_PRELOAD", lib.as_str()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ("GATEWAY_LOCK_DURATION_SECONDS", "15"),
-        ("GATEWAY_API_TIMEOUT_MS", "2000"),
+        ("GATEWAY_API_TIMEOUT_MS", "5000"),
     ];
     let mut a_env = common.to_vec();
     a_env.extend([

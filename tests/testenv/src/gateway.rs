@@ -316,17 +316,7 @@ impl Gateway {
     /// memory reads VmRSS and VmHWM (peak) of the process, in KiB.
     #[must_use]
     pub fn memory(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        crate::process::memory(self.pid()).unwrap_or((0, 0))
     }
 }
 

@@ -11,6 +11,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod gateway;
+pub mod lambda;
 mod process;
 
 use std::fmt::Write as _;
