@@ -15,6 +15,7 @@
 mod apiserver;
 mod load;
 mod otel;
+mod raw;
 mod report;
 mod rrs;
 mod stats;
@@ -24,6 +25,7 @@ mod workloads;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +38,7 @@ use crate::load::{
     spawn, warm_up,
 };
 use crate::otel::{Collector, LockCounts};
+use crate::raw::Raw;
 
 pub use crate::report::{LOCK_ON_ONLY_SCENARIOS, OWNER_SCENARIOS, Report, SCENARIOS};
 
@@ -184,6 +187,15 @@ pub struct Count {
     pub counted: u64,
 }
 
+/// Baseline is one load run twice: through a gateway, and as the raw requests alone
+/// (`raw`), against the same API server.
+pub struct Baseline {
+    /// kind is `new` or `duplicate`.
+    pub kind: &'static str,
+    pub gateway: Phase,
+    pub raw: Phase,
+}
+
 /// Results is everything one run measured.
 pub struct Results {
     pub options: Options,
@@ -200,6 +212,7 @@ pub struct Results {
     pub peak_hwm_kib: u64,
     pub cold: Vec<Duration>,
     pub lambda: Vec<LambdaStart>,
+    pub baseline: Vec<Baseline>,
     /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
     /// `strip` failed); binary_bytes_benchmarked is the file the bench ran.
     pub binary_bytes: Option<u64>,
@@ -275,6 +288,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     };
 
     b.new_and_duplicate("", None).await?;
+    let baseline = b.raw_baseline().await?;
     eprintln!("bench: crowding a namespace with {} RRs", options.crowd);
     let crowded = b.cp.new_namespace().await?;
     let t = Instant::now();
@@ -347,11 +361,123 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         peak_hwm_kib: b.peak_hwm_kib,
         cold,
         lambda,
+        baseline,
     };
     report::write(&results)
 }
 
 impl Bench {
+    /// raw_baseline runs `new` and `duplicate` on one gateway and as the raw requests
+    /// (`raw`), open loop at the bench's rate and closed loop at its concurrency, taking
+    /// turns, each in a namespace of its own. The raw templates are the warm-up's RR and
+    /// record.
+    async fn raw_baseline(&mut self) -> Result<Vec<Baseline>, BoxError> {
+        let gw_ns = self.cp.new_namespace().await?;
+        let raw_ns = self.cp.new_namespace().await?;
+        let mut fleet = self.fleet("baseline", gw_ns.name(), 1, true, false).await?;
+        let warm = rrs::list(&self.cp.admin_client(), gw_ns.name()).await?;
+        let fp = (*warm
+            .fingerprints()
+            .first()
+            .ok_or("the warm-up made no RR to copy")?)
+        .to_owned();
+        let raw =
+            Raw::from_gateway(&self.cp.gateway_client(), gw_ns.name(), &fp, raw_ns.name()).await?;
+        let n = self.options.signals;
+        let mut out = Vec::new();
+        let loads = [
+            (
+                "open",
+                1u32,
+                Schedule::Rate {
+                    per_s: self.options.rate,
+                },
+            ),
+            (
+                "closed",
+                2,
+                Schedule::Closed {
+                    in_flight: self.options.in_flight,
+                },
+            ),
+        ];
+        // Warm the raw client's connections as the fleet's warm-up did the gateway's.
+        let warmup = format!("{:08x}{:056x}", 0, 0);
+        raw.new_rr(&warmup, Instant::now()).await;
+        for (load, tag, schedule) in loads {
+            let fps: Vec<String> = (0..n).map(|i| format!("{tag:08x}{i:056x}")).collect();
+            for (turn, kind) in ["new", "duplicate"].into_iter().enumerate() {
+                let label = format!("baseline {kind}, {load} loop");
+                let bodies = || {
+                    (0..n)
+                        .map(|i| alert(&format!("baseline-{load}-{i}")))
+                        .collect()
+                };
+                let (gateway, raw_phase) = if turn % 2 == 0 {
+                    let g = self.measure(&label, &mut fleet, bodies(), schedule).await?;
+                    (g, self.raw_phase(&label, &raw, kind, &fps, schedule).await?)
+                } else {
+                    let r = self.raw_phase(&label, &raw, kind, &fps, schedule).await?;
+                    (
+                        self.measure(&label, &mut fleet, bodies(), schedule).await?,
+                        r,
+                    )
+                };
+                out.push(Baseline {
+                    kind,
+                    gateway,
+                    raw: raw_phase,
+                });
+            }
+        }
+        self.stop(fleet).await?;
+        Ok(out)
+    }
+
+    /// raw_phase makes the raw requests of `kind` for `fps` as `schedule` says.
+    async fn raw_phase(
+        &self,
+        label: &str,
+        raw: &Raw,
+        kind: &str,
+        fps: &[String],
+        schedule: Schedule,
+    ) -> Result<Phase, BoxError> {
+        let (raw, fps, new) = (raw.clone(), Arc::new(fps.to_vec()), kind == "new");
+        let n = fps.len();
+        let send: load::Send = Arc::new(move |i, from| {
+            let (raw, fps) = (raw.clone(), Arc::clone(&fps));
+            Box::pin(async move {
+                if new {
+                    raw.new_rr(&fps[i], from).await
+                } else {
+                    raw.duplicate(&fps[i], from).await
+                }
+            })
+        });
+        let before = self.api.scrape().await?;
+        let started = Instant::now();
+        let answers = load::drive_with(n, schedule, send).await?;
+        let phase = Phase {
+            answers,
+            schedule,
+            wall: started.elapsed(),
+            signals: n as u64,
+            logged: testenv::gateway::Batches::default(),
+            server: self.api.since(&before).await?,
+        };
+        eprintln!(
+            "bench: raw {label}: {} in {:.2?} ({:.0}/s), p50 {:.1} ms, API/signal {:.2}, answers {:?}",
+            phase.signals,
+            phase.wall,
+            phase.signals_per_s(),
+            stats::stats(&phase.latencies()).p50,
+            phase.requests_per_signal(),
+            phase.by_status()
+        );
+        Ok(phase)
+    }
+
     /// fleet is [`Bench::fleet_in`] with the fence records beside the RRs, in `ns`.
     async fn fleet(
         &mut self,

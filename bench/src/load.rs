@@ -139,6 +139,10 @@ impl Schedule {
     }
 }
 
+/// Send makes request `i`; the latency it reports runs from the `Instant` it is given.
+pub type Send = Arc<dyn Fn(usize, Instant) -> BoxFuture<Answer> + std::marker::Send + Sync>;
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + std::marker::Send>>;
+
 /// drive sends `bodies`, body `i` to gateway `i % targets.len()`, as `schedule`
 /// says, and returns the answers in order.
 async fn drive(
@@ -147,18 +151,27 @@ async fn drive(
     bodies: Vec<Bytes>,
     schedule: Schedule,
 ) -> Result<Vec<Answer>, BoxError> {
-    let start = Instant::now();
     let n = bodies.len();
+    let (http, targets) = (http.clone(), targets.to_vec());
+    let send: Send = Arc::new(move |i, from| {
+        let (http, to, body) = (http.clone(), targets[i % targets.len()], bodies[i].clone());
+        Box::pin(async move { post(&http, to, body, from).await })
+    });
+    drive_with(n, schedule, send).await
+}
+
+/// drive_with makes `n` requests with `send` as `schedule` says and returns the answers
+/// in order: open loop from each intended send time, a burst from its start, or a closed
+/// loop from each send.
+pub async fn drive_with(n: usize, schedule: Schedule, send: Send) -> Result<Vec<Answer>, BoxError> {
+    let start = Instant::now();
     match schedule {
         Schedule::Rate { per_s } => {
             let mut tasks = Vec::with_capacity(n);
-            for (i, body) in bodies.into_iter().enumerate() {
+            for i in 0..n {
                 let intended = start + Duration::from_secs_f64(i as f64 / per_s);
                 tokio::time::sleep_until(intended.into()).await;
-                let (http, to) = (http.clone(), targets[i % targets.len()]);
-                tasks.push(tokio::spawn(async move {
-                    post(&http, to, body, intended).await
-                }));
+                tasks.push(tokio::spawn(send(i, intended)));
             }
             let mut answers = Vec::with_capacity(n);
             for t in tasks {
@@ -167,14 +180,7 @@ async fn drive(
             Ok(answers)
         }
         Schedule::Burst => {
-            let tasks: Vec<_> = bodies
-                .into_iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    let (http, to) = (http.clone(), targets[i % targets.len()]);
-                    tokio::spawn(async move { post(&http, to, body, start).await })
-                })
-                .collect();
+            let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(send(i, start))).collect();
             let mut answers = Vec::with_capacity(n);
             for t in tasks {
                 answers.push(t.await?);
@@ -182,25 +188,18 @@ async fn drive(
             Ok(answers)
         }
         Schedule::Closed { in_flight } => {
-            let bodies = Arc::new(bodies);
             let next = Arc::new(AtomicUsize::new(0));
             let mut workers = Vec::new();
             for _ in 0..in_flight.max(1) {
-                let (http, bodies, next, targets) = (
-                    http.clone(),
-                    Arc::clone(&bodies),
-                    Arc::clone(&next),
-                    targets.to_vec(),
-                );
+                let (send, next) = (Arc::clone(&send), Arc::clone(&next));
                 workers.push(tokio::spawn(async move {
                     let mut got = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(body) = bodies.get(i) else {
+                        if i >= n {
                             return got;
-                        };
-                        let to = targets[i % targets.len()];
-                        got.push((i, post(&http, to, body.clone(), Instant::now()).await));
+                        }
+                        got.push((i, send(i, Instant::now()).await));
                     }
                 }));
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::load::Phase;
+use crate::load::{Phase, Schedule};
 use crate::otel::LockCounts;
 use crate::stats::{Stats, ms, stats};
 use crate::svg::{self, Series};
@@ -273,6 +273,7 @@ fn to_json(r: &Results, s: &Summary, goals: &[Goal]) -> Value {
     json!({
         "scenarios": scenarios,
         "storm_split_p95_ratio": ratio("storm_split", "storm"),
+        "raw_baseline": against_json(r),
         "goals": goals.iter().map(|x| json!({
             "figure": x.figure, "value": x.value, "target": x.target, "source": x.source,
             "met": x.met,
@@ -357,8 +358,118 @@ fn rr_lists(r: &Results) -> f64 {
         .sum()
 }
 
+/// Against is the gateway next to the raw requests for one kind: latency from the open
+/// loop, throughput from the closed loop.
+struct Against {
+    kind: &'static str,
+    gateway: Stats,
+    raw: Stats,
+    gateway_per_s: f64,
+    raw_per_s: f64,
+    gateway_requests: f64,
+    raw_requests: f64,
+}
+
+impl Against {
+    fn p50(&self) -> f64 {
+        self.gateway.p50 / self.raw.p50
+    }
+    fn p95(&self) -> f64 {
+        self.gateway.p95 / self.raw.p95
+    }
+    fn throughput(&self) -> f64 {
+        self.gateway_per_s / self.raw_per_s
+    }
+}
+
+fn against(r: &Results) -> Vec<Against> {
+    let of = |kind: &str, open: bool| {
+        r.baseline
+            .iter()
+            .find(|b| b.kind == kind && matches!(b.gateway.schedule, Schedule::Rate { .. }) == open)
+    };
+    ["new", "duplicate"]
+        .into_iter()
+        .filter_map(|kind| {
+            let (open, closed) = (of(kind, true)?, of(kind, false)?);
+            Some(Against {
+                kind,
+                gateway: stats(&open.gateway.latencies()),
+                raw: stats(&open.raw.latencies()),
+                gateway_per_s: closed.gateway.signals_per_s(),
+                raw_per_s: closed.raw.signals_per_s(),
+                gateway_requests: open.gateway.requests_per_signal(),
+                raw_requests: open.raw.requests_per_signal(),
+            })
+        })
+        .collect()
+}
+
+fn against_json(r: &Results) -> Value {
+    against(r)
+        .iter()
+        .map(|a| {
+            (
+                a.kind.to_owned(),
+                json!({
+                    "gateway_over_raw_p50": round(a.p50()),
+                    "gateway_over_raw_p95": round(a.p95()),
+                    "gateway_over_raw_throughput": round(a.throughput()),
+                    "gateway_p50_ms": round(a.gateway.p50),
+                    "raw_p50_ms": round(a.raw.p50),
+                    "gateway_p95_ms": round(a.gateway.p95),
+                    "raw_p95_ms": round(a.raw.p95),
+                    "gateway_signals_per_s": round(a.gateway_per_s),
+                    "raw_signals_per_s": round(a.raw_per_s),
+                    "gateway_api_requests_per_signal": round(a.gateway_requests),
+                    "raw_api_requests_per_signal": round(a.raw_requests),
+                }),
+            )
+        })
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
 fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     let mut g = Vec::new();
+    for a in against(r) {
+        let why = format!(
+            "Both sides send the same requests ({:.2} per signal through the gateway, {:.2} raw) \
+             with the same client library to the same API server, and share {} cores with it; \
+             the gateway adds its HTTP hop, the JSON decoding of the webhook and its own \
+             scheduling. See the CPU profile of the gateway at saturation in the README.",
+            a.gateway_requests,
+            a.raw_requests,
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        g.push(Goal {
+            figure: format!("gateway / raw, p50 ({}, open loop)", a.kind),
+            value: format!(
+                "{:.2} ({:.1} / {:.1} ms; p95 {:.2})",
+                a.p50(),
+                a.gateway.p50,
+                a.raw.p50,
+                a.p95()
+            ),
+            target: "<= 1.15",
+            source: "issue 21",
+            met: a.p50() <= 1.15,
+            why: why.clone(),
+        });
+        g.push(Goal {
+            figure: format!("gateway / raw, throughput ({}, closed loop)", a.kind),
+            value: format!(
+                "{:.2} ({:.0} / {:.0} signals/s)",
+                a.throughput(),
+                a.gateway_per_s,
+                a.raw_per_s
+            ),
+            target: ">= 0.85",
+            source: "issue 21",
+            met: a.throughput() >= 0.85,
+            why,
+        });
+    }
     let new_on = find(r, "new", true);
     let new_off = find(r, "new", false);
     let (son, soff) = (st(new_on), st(new_off));
@@ -914,6 +1025,11 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         "\n## Scenarios\n\n\
          - `new`: {n} signals for {n} new fingerprints at {rate:.0}/s, one gateway; `duplicate`: \
          the same {n} again on the same gateway (its cache knows them).\n\
+         - the raw baseline (`raw_baseline` in the JSON, the `gateway / raw` rows above): \
+         `new` and `duplicate` again on one gateway, and as the raw requests alone from the \
+         bench process (bench/src/raw.rs: the same requests, the same client library and \
+         identity, bodies copied from the gateway's own RR and record), taking turns, open \
+         loop at {rate:.0}/s (latency) and closed loop at {inf} in flight (throughput).\n\
          - `crowded_new`, `crowded_duplicate`: the same in a namespace holding {crowd} other RRs \
          (created with the admin client, {c} at a time, in {ct:.1} s).\n\
          - `plan`: the original plan's run, {plan} signals at {rate:.0}/s over 3 replicas \

@@ -123,6 +123,11 @@ impl Listed {
             .fold((0, 0), |(n, sum), r| (n + 1, sum + r.occurrences))
     }
 
+    /// fingerprints lists the RRs' fingerprints.
+    pub fn fingerprints(&self) -> Vec<&str> {
+        self.rrs.iter().map(|r| r.fingerprint.as_str()).collect()
+    }
+
     /// of_kind counts the RRs whose target is of kind `kind`.
     pub fn of_kind(&self, kind: &str) -> u64 {
         self.rrs.iter().filter(|r| r.kind == kind).count() as u64

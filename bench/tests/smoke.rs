@@ -243,6 +243,27 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     for field in TOP_FIELDS {
         assert!(j[field].is_number(), "{field}: {}", j[field]);
     }
+    // The raw baseline sends what the gateway sends, and both are measured.
+    for kind in ["new", "duplicate"] {
+        let b = &j["raw_baseline"][kind];
+        for field in [
+            "gateway_over_raw_p50",
+            "gateway_over_raw_p95",
+            "gateway_over_raw_throughput",
+        ] {
+            assert!(b[field].as_f64() > Some(0.0), "{kind} {field}: {b}");
+        }
+        let (gw, raw) = (
+            b["gateway_api_requests_per_signal"]
+                .as_f64()
+                .unwrap_or(-1.0),
+            b["raw_api_requests_per_signal"].as_f64().unwrap_or(9.0),
+        );
+        assert!(
+            (gw - raw).abs() < 0.5 && raw >= 1.5,
+            "{kind}: the raw client mirrors the gateway's requests: {b}"
+        );
+    }
     let (stripped, ran) = (
         j["binary_mib"].as_f64(),
         j["binary_mib_benchmarked"].as_f64(),
