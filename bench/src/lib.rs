@@ -187,6 +187,14 @@ pub struct Count {
     pub counted: u64,
 }
 
+/// FleetMemory is the memory of a fleet's replicas when it stopped.
+pub struct FleetMemory {
+    pub fleet: String,
+    pub replicas: usize,
+    pub rss_kib_max: u64,
+    pub hwm_kib_max: u64,
+}
+
 /// Baseline is one load run twice: through a gateway, and as the raw requests alone
 /// (`raw`), against the same API server.
 pub struct Baseline {
@@ -210,6 +218,8 @@ pub struct Results {
     pub crowd_created: Duration,
     pub idle_rss_kib: Vec<u64>,
     pub peak_hwm_kib: u64,
+    /// memory is each fleet's largest RSS per replica, at its end and at its peak.
+    pub memory: Vec<FleetMemory>,
     pub cold: Vec<Duration>,
     pub lambda: Vec<LambdaStart>,
     pub baseline: Vec<Baseline>,
@@ -232,6 +242,7 @@ struct Bench {
     fleets: Vec<(String, Vec<String>)>,
     idle_rss_kib: Vec<u64>,
     peak_hwm_kib: u64,
+    memory: Vec<FleetMemory>,
 }
 
 /// Fleet is the gateways of one scenario and lock setting.
@@ -285,6 +296,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         fleets: Vec::new(),
         idle_rss_kib: Vec::new(),
         peak_hwm_kib: 0,
+        memory: Vec::new(),
     };
 
     b.new_and_duplicate("", None).await?;
@@ -297,14 +309,18 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     b.new_and_duplicate("crowded_", Some(crowded.name()))
         .await?;
     for locking in [true, false] {
-        b.plan(locking).await?;
+        b.plan(3, locking).await?;
     }
     for locking in [true, false] {
-        b.storm(locking).await?;
+        b.storm(3, locking).await?;
     }
     b.storm_split().await?;
     b.owners().await?;
-    b.rollout_storm().await?;
+    b.rollout_storm(3).await?;
+    // The original plan's production shape: ten replicas, locking on.
+    b.plan(TEN, true).await?;
+    b.storm(TEN, true).await?;
+    b.rollout_storm(TEN).await?;
     for replicas in 1..=3 {
         for locking in [true, false] {
             b.scale(replicas, locking).await?;
@@ -359,6 +375,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         crowd_created,
         idle_rss_kib: b.idle_rss_kib,
         peak_hwm_kib: b.peak_hwm_kib,
+        memory: b.memory,
         cold,
         lambda,
         baseline,
@@ -625,8 +642,15 @@ impl Bench {
             acknowledged: fleet.acknowledged,
             counted: listed.occurrences_of(&fleet.name),
         });
-        for g in &fleet.gws {
-            self.peak_hwm_kib = self.peak_hwm_kib.max(g.memory().1);
+        let memory: Vec<(u64, u64)> = fleet.gws.iter().map(Gateway::memory).collect();
+        self.memory.push(FleetMemory {
+            fleet: fleet.name.clone(),
+            replicas: fleet.gws.len(),
+            rss_kib_max: memory.iter().map(|m| m.0).max().unwrap_or(0),
+            hwm_kib_max: memory.iter().map(|m| m.1).max().unwrap_or(0),
+        });
+        for (g, (_, hwm)) in fleet.gws.iter().zip(memory) {
+            self.peak_hwm_kib = self.peak_hwm_kib.max(hwm);
             g.signal(libc::SIGTERM);
         }
         tokio::task::block_in_place(|| {
@@ -697,10 +721,12 @@ impl Bench {
 
     /// plan is the original plan's run: signals at the plan's rate over three
     /// replicas, a skewed mix of new and repeated fingerprints.
-    async fn plan(&mut self, locking: bool) -> Result<(), BoxError> {
+    async fn plan(&mut self, replicas: usize, locking: bool) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
-        let name = format!("plan-{}", on_off(locking));
-        let mut fleet = self.fleet(&name, ns.name(), 3, locking, false).await?;
+        let (scenario, name) = sized("plan", replicas, locking);
+        let mut fleet = self
+            .fleet(&name, ns.name(), replicas, locking, false)
+            .await?;
         let bodies = plan_mix(self.options.plan_signals)
             .into_iter()
             .map(|f| alert(&format!("{name}-{f}")))
@@ -708,18 +734,20 @@ impl Bench {
         let rate = Schedule::Rate {
             per_s: self.options.rate,
         };
-        self.phase("plan", &mut fleet, bodies, rate).await?;
+        self.phase(&scenario, &mut fleet, bodies, rate).await?;
         self.stop(fleet).await
     }
 
-    /// storm sends identical signals all at once over three replicas.
-    async fn storm(&mut self, locking: bool) -> Result<(), BoxError> {
+    /// storm sends identical signals all at once over `replicas` replicas.
+    async fn storm(&mut self, replicas: usize, locking: bool) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
-        let name = format!("storm-{}", on_off(locking));
-        let mut fleet = self.fleet(&name, ns.name(), 3, locking, false).await?;
+        let (scenario, name) = sized("storm", replicas, locking);
+        let mut fleet = self
+            .fleet(&name, ns.name(), replicas, locking, false)
+            .await?;
         let body = alert(&format!("{name}-0"));
         let bodies = vec![body; self.options.storm];
-        self.phase("storm", &mut fleet, bodies, Schedule::Burst)
+        self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
         self.stop(fleet).await
     }
@@ -789,11 +817,12 @@ impl Bench {
     /// rollout_storm is a rollout gone wrong: every Pod of one Deployment alerts once, all
     /// at once, over three replicas with owner resolution and locking on; one RR must hold
     /// them all.
-    async fn rollout_storm(&mut self) -> Result<(), BoxError> {
+    async fn rollout_storm(&mut self, replicas: usize) -> Result<(), BoxError> {
         let ns = self.cp.new_namespace().await?;
         let client = self.cp.admin_client();
         workloads::service_account(&client, ns.name()).await?;
-        let name = "rollout-on";
+        let (scenario, name) = sized("rollout_storm", replicas, true);
+        let name = name.replace("rollout-storm", "rollout");
         let deployment = format!("{name}-web");
         let made = workloads::deployments(
             &client,
@@ -802,14 +831,14 @@ impl Bench {
             self.options.rollout_pods,
         )
         .await?;
-        let mut fleet = self.fleet(name, ns.name(), 3, true, true).await?;
+        let mut fleet = self.fleet(&name, ns.name(), replicas, true, true).await?;
         fleet.deployments = vec![deployment];
         let bodies = made
             .iter()
             .flatten()
             .map(|p| alert_in(ns.name(), p))
             .collect();
-        self.phase("rollout_storm", &mut fleet, bodies, Schedule::Burst)
+        self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
         self.stop(fleet).await
     }
@@ -849,6 +878,22 @@ fn plan_mix(n: usize) -> Vec<usize> {
             ((u * u * fingerprints as f64) as usize).min(fingerprints - 1)
         })
         .collect()
+}
+
+/// TEN is the original plan's production shape.
+const TEN: usize = 10;
+
+/// sized names a scenario run on `replicas` gateways: the three-replica one keeps its
+/// name (`plan`), others carry the count (`plan_10`); the fleet's name follows (Pod names
+/// are DNS labels, so `_` becomes `-`).
+fn sized(scenario: &str, replicas: usize, locking: bool) -> (String, String) {
+    let scenario = if replicas == 3 {
+        scenario.to_owned()
+    } else {
+        format!("{scenario}_{replicas}")
+    };
+    let fleet = format!("{}-{}", scenario.replace('_', "-"), on_off(locking));
+    (scenario, fleet)
 }
 
 fn on_off(locking: bool) -> &'static str {

@@ -13,7 +13,7 @@ use crate::svg::{self, Series};
 use crate::{BoxError, Results, Run};
 
 /// SCENARIOS are the scenario names in the order they are reported.
-pub const SCENARIOS: [&str; 14] = [
+pub const SCENARIOS: [&str; 17] = [
     "new",
     "duplicate",
     "crowded_new",
@@ -25,6 +25,9 @@ pub const SCENARIOS: [&str; 14] = [
     "owners_sibling",
     "owners_duplicate",
     "rollout_storm",
+    "plan_10",
+    "storm_10",
+    "rollout_storm_10",
     "scale_1",
     "scale_2",
     "scale_3",
@@ -32,21 +35,25 @@ pub const SCENARIOS: [&str; 14] = [
 
 /// OWNER_SCENARIOS are the scenarios run with owner resolution on, with locking on only;
 /// every other one runs with owner resolution off, with locking on and off.
-pub const OWNER_SCENARIOS: [&str; 4] = [
+pub const OWNER_SCENARIOS: [&str; 5] = [
     "owners_new",
     "owners_sibling",
     "owners_duplicate",
     "rollout_storm",
+    "rollout_storm_10",
 ];
 
-/// LOCK_ON_ONLY_SCENARIOS are the scenarios run with locking on only: `storm_split`
-/// (owner resolution off) and the [`OWNER_SCENARIOS`].
-pub const LOCK_ON_ONLY_SCENARIOS: [&str; 5] = [
+/// LOCK_ON_ONLY_SCENARIOS are the scenarios run with locking on only: `storm_split`, the
+/// ten-replica ones (owner resolution off) and the [`OWNER_SCENARIOS`].
+pub const LOCK_ON_ONLY_SCENARIOS: [&str; 8] = [
     "storm_split",
+    "plan_10",
+    "storm_10",
     "owners_new",
     "owners_sibling",
     "owners_duplicate",
     "rollout_storm",
+    "rollout_storm_10",
 ];
 
 /// Report is what one run wrote.
@@ -274,6 +281,11 @@ fn to_json(r: &Results, s: &Summary, goals: &[Goal]) -> Value {
         "scenarios": scenarios,
         "storm_split_p95_ratio": ratio("storm_split", "storm"),
         "raw_baseline": against_json(r),
+        "rss_per_replica": r.memory.iter().map(|m| json!({
+            "fleet": m.fleet, "replicas": m.replicas,
+            "rss_mib_max": round(m.rss_kib_max as f64 / 1024.0),
+            "peak_mib_max": round(m.hwm_kib_max as f64 / 1024.0),
+        })).collect::<Vec<_>>(),
         "goals": goals.iter().map(|x| json!({
             "figure": x.figure, "value": x.value, "target": x.target, "source": x.source,
             "met": x.met,
@@ -594,10 +606,16 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         why: "A duplicate is a correctness bug: see the runs with a non-zero duplicates column."
             .into(),
     });
-    if let Some(storm) = find(r, "storm", true) {
+    for name in ["storm", "storm_10"] {
+        let Some(storm) = find(r, name, true) else {
+            continue;
+        };
         let w = storm.phase.writes_per_signal();
         g.push(Goal {
-            figure: "storm: API writes per signal (locking on)".into(),
+            figure: format!(
+                "{name}: API writes per signal (locking on, {} replicas)",
+                storm.replicas
+            ),
             value: format!(
                 "{w:.3} ({:.0} writes; all requests: {})",
                 storm.phase.server.writes,
@@ -807,13 +825,17 @@ fn owner_goals(r: &Results, g: &mut Vec<Goal>) {
                 .into(),
         });
     }
-    if let Some(storm) = find(r, "rollout_storm", true)
-        && let Some(res) = &storm.resolved
-    {
+    for name in ["rollout_storm", "rollout_storm_10"] {
+        let Some(storm) = find(r, name, true) else {
+            continue;
+        };
+        let Some(res) = &storm.resolved else {
+            continue;
+        };
         let p = &storm.phase;
         g.push(Goal {
             figure: format!(
-                "`rollout_storm`: RRs for the Deployment, and its occurrenceCount ({} Pods at \
+                "`{name}`: RRs for the Deployment, and its occurrenceCount ({} Pods at \
                  once over {} replicas)",
                 p.signals, storm.replicas
             ),
@@ -1022,6 +1044,22 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
 
     let _ = writeln!(
         out,
+        "\nMemory per replica when each fleet stopped (largest of its replicas):\n\n\
+         | fleet | replicas | RSS MiB | peak (VmHWM) MiB |\n|---|---|---|---|"
+    );
+    for m in &r.memory {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} |",
+            m.fleet,
+            m.replicas,
+            m.rss_kib_max as f64 / 1024.0,
+            m.hwm_kib_max as f64 / 1024.0
+        );
+    }
+
+    let _ = writeln!(
+        out,
         "\n## Scenarios\n\n\
          - `new`: {n} signals for {n} new fingerprints at {rate:.0}/s, one gateway; `duplicate`: \
          the same {n} again on the same gateway (its cache knows them).\n\
@@ -1035,6 +1073,8 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
          - `plan`: the original plan's run, {plan} signals at {rate:.0}/s over 3 replicas \
          (round robin), fingerprints drawn from {pf} with a skew (a few repeat often, many once).\n\
          - `storm`: {storm} identical signals sent at once over 3 replicas.\n\
+         - `plan_10`, `storm_10`, `rollout_storm_10` (locking on): `plan`, `storm` and \
+         `rollout_storm` over ten replicas, the original plan's production shape.\n\
          - `storm_split` (locking on only): the same burst, with the gateways' fence records in \
          a lock namespace of their own (`GATEWAY_LOCK_NAMESPACE`, a second fresh namespace \
          where the gateway identity holds the chart's Role); the RRs stay in the gateways' \

@@ -75,7 +75,7 @@ fn owners_counted(name: &str, options: &bench::Options, run: &Value) {
         "{name}: every signal counted on an RR, none refused: {run}"
     );
     let (deployments, occurrences) = match name {
-        "rollout_storm" => (1, options.rollout_pods),
+        "rollout_storm" | "rollout_storm_10" => (1, options.rollout_pods),
         "owners_new" => (options.owners, options.owners),
         "owners_sibling" => (options.owners, 2 * options.owners),
         _ => (options.owners, 3 * options.owners),
@@ -188,9 +188,9 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
             assert_eq!(run["duplicates"], 0, "{name}.{setting}: {run}");
             assert_eq!(run["owner_resolution"], owners, "{name}.{setting}: {run}");
             let want = match name {
-                "plan" => options.plan_signals,
-                "storm" | "storm_split" => options.storm,
-                "rollout_storm" => options.rollout_pods,
+                "plan" | "plan_10" => options.plan_signals,
+                "storm" | "storm_split" | "storm_10" => options.storm,
+                "rollout_storm" | "rollout_storm_10" => options.rollout_pods,
                 n if n.starts_with("owners") => options.owners,
                 n if n.starts_with("scale") => options.scale_signals,
                 _ => options.signals,
@@ -243,6 +243,14 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     for field in TOP_FIELDS {
         assert!(j[field].is_number(), "{field}: {}", j[field]);
     }
+    // Memory per replica, the ten-replica fleets among them.
+    let memory = j["rss_per_replica"].as_array().expect("rss_per_replica");
+    assert!(
+        memory
+            .iter()
+            .any(|m| m["replicas"] == 10 && m["peak_mib_max"].as_f64() > Some(0.0)),
+        "{memory:?}"
+    );
     // The raw baseline sends what the gateway sends, and both are measured.
     for kind in ["new", "duplicate"] {
         let b = &j["raw_baseline"][kind];
