@@ -594,7 +594,8 @@ const KIND_VALUES: usize = 32;
 const SOURCES: [Source; 2] = [Source::Alertmanager, Source::KubernetesEvent];
 
 /// SIGNAL_STATUSES are the statuses of an answer's entries (`gateway.signals`).
-const SIGNAL_STATUSES: [&str; 5] = ["created", "duplicate", "ignored", "rejected", "failed"];
+pub(crate) const SIGNAL_STATUSES: [&str; 5] =
+    ["created", "duplicate", "ignored", "rejected", "failed"];
 
 /// SIGNAL_ANSWERS are the HTTP statuses a signal endpoint answers (README, "HTTP API").
 const SIGNAL_ANSWERS: &[&str] = &[
