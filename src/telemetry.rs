@@ -532,8 +532,12 @@ pub struct Metrics {
     /// `timeout`, `transport`).
     pub kube_api_requests: Counter<u64>,
     /// request_duration is the HTTP server duration by `endpoint` (the matched route, or
-    /// `unmatched`), `method` and `status` (the code).
+    /// `unmatched`), `method` and `status` (the code). Record it with `served`.
     pub request_duration: Histogram<f64>,
+    /// http_requests counts what `request_duration` counts, by the same labels: the SDK
+    /// exports no histogram series before its first recording, so this is the count that
+    /// exists at zero from start-up (`HTTP_ANSWERS`), for ratios on a quiet gateway.
+    pub http_requests: Counter<u64>,
     /// lock_attempts counts claims of a fence record with locking on
     /// (`gateway_lock_acquisition_attempts_total` in Prometheus).
     pub lock_attempts: Counter<u64>,
@@ -548,8 +552,11 @@ pub struct Metrics {
     /// lock_wait is the time from the start of a claim to its outcome.
     pub lock_wait: Histogram<f64>,
     /// lock_hold is the time from a won claim to the end of its hold: its RR created and
-    /// counted, or its release when it produced none.
+    /// counted, or its release when it produced none. Record it with `lock_held`.
     pub lock_hold: Histogram<f64>,
+    /// lock_holds counts the holds `lock_hold` measures, and exists at zero from start-up
+    /// (the histogram cannot: see `http_requests`). `lock_wait`'s count is `lock_attempts`.
+    pub lock_holds: Counter<u64>,
     /// lock_takeovers counts claims that took over a holder's expired lease.
     pub lock_takeovers: Counter<u64>,
     /// fence_collisions counts RR creates that found the claimed name already created by
@@ -582,6 +589,28 @@ const HTTP_BUCKETS: [f64; 15] = [
 const SEVERITY_VALUES: usize = 16;
 const SIGNAL_NAME_VALUES: usize = 256;
 const KIND_VALUES: usize = 32;
+
+/// SOURCES are the adapters, each a `source_type`.
+const SOURCES: [Source; 2] = [Source::Alertmanager, Source::KubernetesEvent];
+
+/// SIGNAL_STATUSES are the statuses of an answer's entries (`gateway.signals`).
+pub(crate) const SIGNAL_STATUSES: [&str; 5] =
+    ["created", "duplicate", "ignored", "rejected", "failed"];
+
+/// SIGNAL_ANSWERS are the HTTP statuses a signal endpoint answers (README, "HTTP API").
+const SIGNAL_ANSWERS: &[&str] = &[
+    "200", "201", "202", "400", "401", "403", "413", "415", "500", "503",
+];
+
+/// HTTP_ANSWERS are the routes, each with its method and the statuses it answers: the
+/// series of `gateway.http.requests` that exist at zero from start-up. A request that
+/// matches no route, or a route with another method, is counted from its first.
+const HTTP_ANSWERS: &[(&str, &str, &[&str])] = &[
+    ("/api/v1/signals/prometheus", "POST", SIGNAL_ANSWERS),
+    ("/api/v1/signals/kubernetes-event", "POST", SIGNAL_ANSWERS),
+    ("/healthz", "GET", &["200"]),
+    ("/readyz", "GET", &["200", "503"]),
+];
 
 /// OTHER is the label value of every value past a label's bound.
 const OTHER: &str = "other";
@@ -682,6 +711,10 @@ impl Metrics {
                 "HTTP request duration, by endpoint, method and status",
                 &HTTP_BUCKETS,
             ),
+            http_requests: counter(
+                "gateway.http.requests",
+                "HTTP requests answered, by endpoint, method and status",
+            ),
             lock_attempts: counter(
                 "gateway.lock.acquisition.attempts",
                 "Claims of a fence record with locking on",
@@ -708,6 +741,10 @@ impl Metrics {
                 "Time from a won claim to the end of its hold (its RR counted, or its release)",
                 &LOCK_BUCKETS,
             ),
+            lock_holds: counter(
+                "gateway.lock.holds",
+                "Holds of a won claim that ended (the count of the hold duration)",
+            ),
             lock_takeovers: counter(
                 "gateway.lock.takeovers",
                 "Claims that took over an expired lease of another holder",
@@ -730,17 +767,54 @@ impl Metrics {
     }
 
     /// zeros records 0 on every series whose labels are all known in advance, so that a
-    /// `rate()` or `increase()` over them has a start point before the first event.
+    /// `rate()` or `increase()` over them has a start point before the first event. The
+    /// labels the sender controls (`severity`, `signal_name`, `kind`) have no known values:
+    /// their counters start with their first signal. Histograms cannot start at zero (the
+    /// SDK exports a histogram series only once it holds a recording); their counts do:
+    /// `http_requests`, `lock_holds` and `lock_attempts`.
     fn zeros(&self) {
         for c in [
             &self.lock_attempts,
             &self.lock_success,
             &self.lock_contention,
+            &self.lock_holds,
             &self.lock_takeovers,
             &self.fence_collisions,
             &self.sweep_removals,
         ] {
             c.add(0, &[]);
+        }
+        for source in SOURCES {
+            for status in SIGNAL_STATUSES {
+                self.signals.add(
+                    0,
+                    &[kv("source_type", source_type(source)), kv("status", status)],
+                );
+            }
+        }
+        for (verb, resource) in crate::kube::request_kinds() {
+            for outcome in crate::kube::OUTCOMES {
+                self.kube_api_requests.add(
+                    0,
+                    &[
+                        kv("verb", verb),
+                        kv("resource", resource),
+                        kv("outcome", outcome),
+                    ],
+                );
+            }
+        }
+        for (endpoint, method, statuses) in HTTP_ANSWERS {
+            for status in *statuses {
+                self.http_requests.add(
+                    0,
+                    &[
+                        kv("endpoint", *endpoint),
+                        kv("method", *method),
+                        kv("status", *status),
+                    ],
+                );
+            }
         }
         for reason in ["timeout", "cancelled", "api_error", "superseded"] {
             self.lock_failures.add(0, &[kv("reason", reason)]);
@@ -752,7 +826,7 @@ impl Metrics {
             self.crd_creation_errors
                 .add(0, &[kv("error_type", error_type)]);
         }
-        for source in [Source::Alertmanager, Source::KubernetesEvent] {
+        for source in SOURCES {
             self.crds_created.add(
                 0,
                 &[
@@ -800,6 +874,23 @@ impl Metrics {
             self.signals_deduplicated
                 .add(1, &[kv("signal_name", self.signal_names.label(name))]);
         }
+    }
+
+    /// served records one answered HTTP request: its duration and its count.
+    pub fn served(&self, endpoint: String, method: &'static str, status: &str, seconds: f64) {
+        let attrs = [
+            kv("endpoint", endpoint),
+            kv("method", method),
+            kv("status", status.to_owned()),
+        ];
+        self.request_duration.record(seconds, &attrs);
+        self.http_requests.add(1, &attrs);
+    }
+
+    /// lock_held records the end of one hold of a won claim: its duration and its count.
+    pub fn lock_held(&self, seconds: f64) {
+        self.lock_hold.record(seconds, &[]);
+        self.lock_holds.add(1, &[]);
     }
 
     /// crd_created counts one RR created for a signal from `source`.
@@ -1077,14 +1168,12 @@ pub async fn http_server(req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     };
-    let attrs = [
-        kv("endpoint", route.unwrap_or_else(|| UNMATCHED.to_owned())),
-        kv("method", method),
-        kv("status", res.status().as_str().to_owned()),
-    ];
-    metrics()
-        .request_duration
-        .record(start.elapsed().as_secs_f64(), &attrs);
+    metrics().served(
+        route.unwrap_or_else(|| UNMATCHED.to_owned()),
+        method,
+        res.status().as_str(),
+        start.elapsed().as_secs_f64(),
+    );
     res
 }
 
@@ -1405,6 +1494,89 @@ mod tests {
                 assert!(value.is_some_and(|v| v >= least), "{name}: {value:?}");
             }
         }
+    }
+
+    /// Every series whose labels the gateway defines exists at 0 before any event; the
+    /// histograms do not (the SDK exports none without a recording), their counts do.
+    #[test]
+    fn known_series_exist_at_zero_before_any_event() {
+        let text = prometheus_text_of(|_| {});
+        let mut want = vec![
+            "gateway_lock_acquisition_attempts_total 0".to_owned(),
+            "gateway_lock_acquisition_success_total 0".to_owned(),
+            "gateway_lock_contention_total 0".to_owned(),
+            "gateway_lock_holds_total 0".to_owned(),
+            "gateway_lock_takeovers_total 0".to_owned(),
+            "gateway_fence_collisions_total 0".to_owned(),
+            "gateway_sweep_removals_total 0".to_owned(),
+            "gateway_lock_acquisition_failures_total{reason=\"superseded\"} 0".to_owned(),
+            "gateway_kube_api_requests_total{outcome=\"transport\",resource=\"remediationrequests/status\",verb=\"patch\"} 0".to_owned(),
+            "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"deployments\",verb=\"get\"} 0".to_owned(),
+            "gateway_http_requests_total{endpoint=\"/readyz\",method=\"GET\",status=\"503\"} 0".to_owned(),
+        ];
+        for source in ["prometheus", "kubernetes-events"] {
+            for status in SIGNAL_STATUSES {
+                want.push(format!(
+                    "gateway_signals_total{{source_type=\"{source}\",status=\"{status}\"}} 0"
+                ));
+            }
+            for status in SIGNAL_ANSWERS {
+                let endpoint = if source == "prometheus" {
+                    "/api/v1/signals/prometheus"
+                } else {
+                    "/api/v1/signals/kubernetes-event"
+                };
+                want.push(format!(
+                    "gateway_http_requests_total{{endpoint=\"{endpoint}\",method=\"POST\",status=\"{status}\"}} 0"
+                ));
+            }
+        }
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_lines(&text, &want);
+        let kube = text
+            .lines()
+            .filter(|l| l.starts_with("gateway_kube_api_requests_total{"))
+            .count();
+        assert_eq!(
+            kube,
+            crate::kube::request_kinds().len() * crate::kube::OUTCOMES.len()
+        );
+        // If an SDK starts exporting empty histograms, the companion counts can go.
+        for name in [
+            "gateway_lock_wait_duration_seconds_count",
+            "gateway_lock_hold_duration_seconds_count",
+            "gateway_http_request_duration_seconds_count",
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(name)),
+                "{name} exists before its first recording:\n{text}"
+            );
+        }
+        // The labels a sender controls have no known values, so no series yet.
+        for name in [
+            "gateway_signals_received_total",
+            "gateway_signals_deduplicated_total",
+            "gateway_owner_resolution_total",
+        ] {
+            assert!(!text.lines().any(|l| l.starts_with(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_histogram_and_its_count_are_recorded_together() {
+        let text = prometheus_text_of(|m| {
+            m.served("/healthz".into(), "GET", "200", 0.003);
+            m.lock_held(0.002);
+        });
+        assert_lines(
+            &text,
+            &[
+                "gateway_http_request_duration_seconds_count{endpoint=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+                "gateway_http_requests_total{endpoint=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+                "gateway_lock_hold_duration_seconds_count 1",
+                "gateway_lock_holds_total 1",
+            ],
+        );
     }
 
     #[test]

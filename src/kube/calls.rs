@@ -129,6 +129,8 @@ impl ApiCalls {
         name: &str,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<Result<T, kube::Error>, KubeError> {
+        // Every operation must be listed, so that its series exist at zero from start-up.
+        debug_assert!(is_listed(op), "{op:?} is missing from OPERATIONS");
         self.count.fetch_add(1, Ordering::Relaxed);
         let sent = tokio::time::timeout(self.timeout, fut).await;
         let outcome = match &sent {
@@ -176,6 +178,56 @@ impl ApiCalls {
             }
         }
     }
+}
+
+/// OPERATIONS are the names (`op`) of every request the gateway sends, besides the
+/// metadata reads of the known kinds (each kind's `read_op`).
+const OPERATIONS: [&str; 13] = [
+    "reading lease",
+    "listing leases",
+    "creating lease",
+    "claiming lease",
+    "releasing lease",
+    "deleting lease",
+    "reading remediationrequest",
+    "listing remediationrequests",
+    "creating remediationrequest",
+    "updating remediationrequest status",
+    "reviewing token",
+    "reviewing access",
+    "reading version",
+];
+
+/// OUTCOMES are the values of the `outcome` label of `gateway.kube.api.requests`.
+pub(crate) const OUTCOMES: [&str; 7] = [
+    "ok",
+    "conflict",
+    "not_found",
+    "client_error",
+    "server_error",
+    "timeout",
+    "transport",
+];
+
+/// is_listed reports whether `op` is one of the operations `request_kinds` covers.
+fn is_listed(op: &str) -> bool {
+    OPERATIONS.contains(&op) || crate::signal::KINDS.iter().any(|k| k.read_op == op)
+}
+
+/// request_kinds are the distinct (verb, resource) pairs of every request the gateway can
+/// send: with `OUTCOMES`, the label sets of `gateway.kube.api.requests`.
+pub(crate) fn request_kinds() -> Vec<(&'static str, &'static str)> {
+    let ops = OPERATIONS
+        .iter()
+        .copied()
+        .chain(crate::signal::KINDS.iter().map(|k| k.read_op));
+    let mut out = Vec::new();
+    for pair in ops.map(verb_and_resource) {
+        if !out.contains(&pair) {
+            out.push(pair);
+        }
+    }
+    out
 }
 
 /// outcome names the answer of a failed request: a bounded label set.
@@ -288,6 +340,26 @@ mod tests {
         assert_eq!(outcome(Some(409)), "conflict");
         assert_eq!(outcome(Some(503)), "server_error");
         assert_eq!(outcome(None), "transport");
+        for code in [None, Some(400), Some(404), Some(409), Some(500)] {
+            assert!(OUTCOMES.contains(&outcome(code)), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_listed_request_has_a_known_verb_and_resource() {
+        let kinds = request_kinds();
+        assert!(
+            kinds.iter().all(|(v, r)| *v != "other" && *r != "other"),
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.len(),
+            OPERATIONS.len() - 1 + crate::signal::KINDS.len(),
+            "two operations patch a lease; every other pair is its own: {kinds:?}"
+        );
+        assert!(kinds.contains(&("get", "pods")), "{kinds:?}");
+        assert!(is_listed("reading deployments"));
+        assert!(!is_listed("reading secrets"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod tokenreview;
 use std::time::Duration;
 
 pub use calls::{ApiCalls, KubeError, backoff};
+pub(crate) use calls::{OUTCOMES, request_kinds};
 pub use owners::{Owners, Resolution};
 pub use record::{
     Claim, Claimed, GENERATION, REMEDIATION_REQUEST, RR_NAMESPACE, Records, View, generation_of,

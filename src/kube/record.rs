@@ -500,9 +500,7 @@ impl Records {
 
     fn record_hold(&self, claim: &Claim) {
         if claim.holder.is_some() {
-            telemetry::metrics()
-                .lock_hold
-                .record(claim.sent.elapsed().as_secs_f64(), &[]);
+            telemetry::metrics().lock_held(claim.sent.elapsed().as_secs_f64());
         }
     }
 

@@ -418,6 +418,28 @@ mod tests {
     use crate::pipeline;
     use axum::http::HeaderValue;
 
+    #[test]
+    fn every_status_has_its_series_from_start_up() {
+        let all = [
+            Status::Created,
+            Status::Duplicate,
+            Status::Ignored,
+            Status::Rejected,
+            Status::Failed,
+        ];
+        // Exhaustive: a new status fails to compile here until it is listed above.
+        for s in all {
+            match s {
+                Status::Created
+                | Status::Duplicate
+                | Status::Ignored
+                | Status::Rejected
+                | Status::Failed => {}
+            }
+        }
+        assert_eq!(all.map(Status::as_str), crate::telemetry::SIGNAL_STATUSES);
+    }
+
     fn r(status: Status) -> SignalResult {
         SignalResult {
             status,

@@ -1,7 +1,9 @@
 //! The Lambda package (`hack/lambda.sh`) under AWS's own Runtime Interface Emulator
 //! (`hack/tool.sh rie`), against the test API server: HTTP events create and count, a
-//! scheduled event sweeps, other events are refused, and a batch held past the
-//! invocation's deadline answers 503 before the runtime would kill it.
+//! scheduled event sweeps, other events are refused, a batch held past the
+//! invocation's deadline answers 503 before the runtime would kill it, and every
+//! invocation's metrics and audit records reach a real OpenTelemetry Collector before
+//! the next invocation.
 
 use std::{
     io::Read as _,
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 use signal_gateway::kube::{
     GENERATION, MANAGED_BY, REMEDIATION_REQUEST, RR_NAMESPACE, lease_name, rr_name,
 };
-use testenv::{ControlPlane, Identity};
+use testenv::{ControlPlane, Identity, collector::Collector};
 
 use crate::support::{firing, fp_of, free_port, http, rrs, script, setup};
 
@@ -367,4 +369,73 @@ async fn under_the_emulator_a_batch_held_past_the_deadline_answers_503_in_time()
             .all(|rr| rr.metadata.name.as_deref() != Some(rr_name(&fp, 1).as_str())),
         "no RR for the held problem"
     );
+}
+
+/// FLUSHED_POD is the `k8s.pod.name` of the function whose telemetry the flush test reads.
+const FLUSHED_POD: &str = "gw-lambda";
+
+#[tokio::test]
+async fn under_the_emulator_every_invocation_is_flushed_before_the_next() {
+    let (cp, ns) = setup().await;
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let rie = Emulator::start(
+        cp,
+        ns.name(),
+        30,
+        &[
+            ("POD_NAME", FLUSHED_POD),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            // No period would export within the test: only the flush can.
+            ("OTEL_METRIC_EXPORT_INTERVAL", "600000"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "600000"),
+        ],
+    )
+    .await;
+    // Each invocation: its event, its answer, the entry status it counts, and the audit
+    // events received once it is flushed.
+    let steps = [
+        (
+            function_url(&firing("lambda-flush")),
+            201,
+            "created",
+            vec!["gateway.signal.received", "gateway.crd.created"],
+        ),
+        (
+            api_gateway(&firing("lambda-flush")),
+            202,
+            "duplicate",
+            vec![
+                "gateway.signal.received",
+                "gateway.crd.created",
+                "gateway.signal.deduplicated",
+            ],
+        ),
+    ];
+    for (i, (event, code, status, audited)) in steps.iter().enumerate() {
+        let (got, body) = answer(&rie.invoke(event).await);
+        assert_eq!(got, *code, "invocation {i}: {body}; logs:\n{}", rie.logs());
+        // The function waits for its next invocation (on Lambda, frozen); what this one
+        // recorded has left already. The collector's file exporter writes within 1 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let counted = collector.otlp_sum(FLUSHED_POD, "gateway.signals", &[("status", status)]);
+            let types: Vec<String> = collector
+                .audit_records(FLUSHED_POD)
+                .iter()
+                .filter_map(|r| r["attributes"]["event_type"].as_str().map(str::to_owned))
+                .collect();
+            if counted == Some(1.0) && types == *audited {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "invocation {i} was not flushed: gateway.signals{{status={status}}} is {counted:?}, \
+                 audit events {types:?}; logs:\n{}\ncollector:\n{}",
+                rie.logs(),
+                collector.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

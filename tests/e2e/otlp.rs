@@ -5,252 +5,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::Path,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use testenv::collector::Collector;
 
-use crate::support::{
-    Http, PROMETHEUS, alert, firing, free_port, http, post, setup, spawn, webhook,
-};
-
-/// Collector is one otelcol process: OTLP in (HTTP and gRPC), metrics, traces and logs
-/// out to JSON-lines files, and metrics on a Prometheus scrape endpoint.
-struct Collector {
-    child: Child,
-    port: u16,
-    grpc_port: u16,
-    prometheus_port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Collector {
-    fn start() -> Collector {
-        Collector::start_with(None)
-    }
-
-    /// start_with starts the collector; with `tls` (a PEM certificate and key file) its
-    /// OTLP receivers, HTTP and gRPC, serve TLS only.
-    fn start_with(tls: Option<(&Path, &Path)>) -> Collector {
-        let bin = testenv::tool("otelcol");
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (port, grpc_port, prometheus_port) = (free_port(), free_port(), free_port());
-        let path = |f: &str| dir.path().join(f).display().to_string();
-        let tls = tls.map_or_else(String::new, |(cert, key)| {
-            format!(
-                "
-        tls:
-          cert_file: {}
-          key_file: {}",
-                cert.display(),
-                key.display()
-            )
-        });
-        let config = format!(
-            "receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{port}{tls}
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}{tls}
-exporters:
-  file/metrics:
-    path: {metrics}
-  file/traces:
-    path: {traces}
-  file/logs:
-    path: {logs}
-  prometheus:
-    endpoint: 127.0.0.1:{prometheus_port}
-    resource_to_telemetry_conversion:
-      enabled: true
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [file/metrics, prometheus]
-    traces:
-      receivers: [otlp]
-      exporters: [file/traces]
-    logs:
-      receivers: [otlp]
-      exporters: [file/logs]
-",
-            metrics = path("metrics.jsonl"),
-            traces = path("traces.jsonl"),
-            logs = path("logs.jsonl"),
-        );
-        let config_path = dir.path().join("otelcol.yaml");
-        std::fs::write(&config_path, config).expect("writing the config");
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config={}", config_path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("otelcol.log")).expect("a log file"));
-        let child = testenv::spawn_tied(cmd).expect("starting otelcol");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for p in [port, grpc_port, prometheus_port] {
-            while TcpStream::connect(("127.0.0.1", p)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "otelcol did not open port {p}: {}",
-                    log(dir.path())
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Collector {
-            child,
-            port,
-            grpc_port,
-            prometheus_port,
-            dir,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// exported is every JSON line the collector's file exporter wrote to `file` so far.
-    fn exported(&self, file: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// spans reads every span received so far.
-    fn spans(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for v in self.exported("traces.jsonl") {
-            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                    out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
-                }
-            }
-        }
-        out
-    }
-
-    /// span_pods are the `k8s.pod.name`s of the resources whose spans were received.
-    fn span_pods(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for v in self.exported("traces.jsonl") {
-            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-                for a in rs["resource"]["attributes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
-                    if a["key"] == "k8s.pod.name" {
-                        out.extend(a["value"]["stringValue"].as_str().map(str::to_owned));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// audit_records are the log records received so far from pod `pod`, each with its
-    /// attributes as one plain JSON object (`attributes`).
-    fn audit_records(&self, pod: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        for v in self.exported("logs.jsonl") {
-            for rl in v["resourceLogs"].as_array().into_iter().flatten() {
-                let resource = attributes(&rl["resource"]["attributes"]);
-                if resource["k8s.pod.name"] != pod {
-                    continue;
-                }
-                for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
-                    for r in sl["logRecords"].as_array().into_iter().flatten() {
-                        let mut r = r.clone();
-                        r["scope"] = sl["scope"]["name"].clone();
-                        r["attributes"] = attributes(&r["attributes"]);
-                        out.push(r);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// otlp_names are the OTLP metric names received so far.
-    fn otlp_names(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for v in self.exported("metrics.jsonl") {
-            for rm in v["resourceMetrics"].as_array().into_iter().flatten() {
-                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-                    for m in sm["metrics"].as_array().into_iter().flatten() {
-                        out.insert(m["name"].as_str().unwrap_or_default().to_owned());
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// attributes turns an OTLP/JSON attribute list into one JSON object (ints, which
-/// OTLP/JSON writes as strings, become numbers again).
-fn attributes(list: &Value) -> Value {
-    fn value(v: &Value) -> Value {
-        if let Some(s) = v.get("stringValue") {
-            s.clone()
-        } else if let Some(b) = v.get("boolValue") {
-            b.clone()
-        } else if let Some(i) = v.get("intValue") {
-            i.as_str()
-                .and_then(|s| s.parse::<i64>().ok())
-                .map_or_else(|| i.clone(), Value::from)
-        } else if let Some(d) = v.get("doubleValue") {
-            d.clone()
-        } else if let Some(kv) = v.get("kvlistValue") {
-            attributes(&kv["values"])
-        } else if let Some(a) = v.get("arrayValue") {
-            Value::Array(
-                a["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(value)
-                    .collect(),
-            )
-        } else {
-            Value::Null
-        }
-    }
-    let mut out = serde_json::Map::new();
-    for kv in list.as_array().into_iter().flatten() {
-        if let Some(k) = kv["key"].as_str() {
-            out.insert(k.to_owned(), value(&kv["value"]));
-        }
-    }
-    Value::Object(out)
-}
-
-fn log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("otelcol.log")).unwrap_or_default()
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::support::{Http, PROMETHEUS, alert, firing, http, post, setup, spawn, webhook};
 
 /// Sample is one line of the Prometheus text format.
 #[derive(Debug, Clone)]
@@ -657,7 +421,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
                 .iter()
                 .filter(|s| s.name.starts_with("gateway_") || s.name.starts_with("process_"))
                 .collect::<Vec<_>>(),
-            log(collector.dir.path())
+            collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -836,6 +600,223 @@ fn dashboard_and_rule_metrics() -> BTreeSet<String> {
     out
 }
 
+/// value adds the samples of `name` whose labels include `with`; None when there is none.
+fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && with
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+/// Series is a Prometheus metric name and its labels.
+type Series = (&'static str, Vec<(&'static str, &'static str)>);
+
+/// SIGNAL_ANSWERS are the HTTP statuses of a signal endpoint (README, "HTTP API").
+const SIGNAL_ANSWERS: [&str; 10] = [
+    "200", "201", "202", "400", "401", "403", "413", "415", "500", "503",
+];
+
+/// API_REQUESTS are the verb and resource of every Kubernetes request the gateway sends:
+/// its own objects, and the metadata reads of the kinds of the README's target table.
+const API_REQUESTS: [(&str, &str); 25] = [
+    ("get", "leases"),
+    ("list", "leases"),
+    ("create", "leases"),
+    ("patch", "leases"),
+    ("delete", "leases"),
+    ("get", "remediationrequests"),
+    ("list", "remediationrequests"),
+    ("create", "remediationrequests"),
+    ("patch", "remediationrequests/status"),
+    ("create", "tokenreviews"),
+    ("create", "subjectaccessreviews"),
+    ("get", "version"),
+    ("get", "pods"),
+    ("get", "deployments"),
+    ("get", "statefulsets"),
+    ("get", "daemonsets"),
+    ("get", "replicasets"),
+    ("get", "jobs"),
+    ("get", "cronjobs"),
+    ("get", "horizontalpodautoscalers"),
+    ("get", "persistentvolumeclaims"),
+    ("get", "services"),
+    ("get", "nodes"),
+    ("get", "namespaces"),
+    ("get", "persistentvolumes"),
+];
+
+/// zero_series are the series the README says exist at 0 from start-up: every counter
+/// whose labels the gateway defines, with every combination of their values.
+fn zero_series() -> Vec<Series> {
+    let mut out: Vec<Series> = [
+        "gateway_lock_acquisition_attempts_total",
+        "gateway_lock_acquisition_success_total",
+        "gateway_lock_contention_total",
+        "gateway_lock_holds_total",
+        "gateway_lock_takeovers_total",
+        "gateway_fence_collisions_total",
+        "gateway_sweep_removals_total",
+        "gateway_audit_events_dropped_total",
+    ]
+    .into_iter()
+    .map(|name| (name, vec![]))
+    .collect();
+    let one = |name, key, values: &[&'static str]| -> Vec<Series> {
+        values.iter().map(|v| (name, vec![(key, *v)])).collect()
+    };
+    out.extend(one(
+        "gateway_lock_acquisition_failures_total",
+        "reason",
+        &["timeout", "cancelled", "api_error", "superseded"],
+    ));
+    out.extend(one(
+        "gateway_signals_rejected_total",
+        "reason",
+        &["invalid_signal", "unmanaged_resource", "resource_not_found"],
+    ));
+    out.extend(one(
+        "gateway_crd_creation_errors_total",
+        "error_type",
+        &["k8s_api_error", "fetch_existing_failed"],
+    ));
+    for (source, endpoint) in [
+        ("prometheus", "/api/v1/signals/prometheus"),
+        ("kubernetes-events", "/api/v1/signals/kubernetes-event"),
+    ] {
+        out.push((
+            "gateway_crds_created_total",
+            vec![("source_type", source), ("status", "created")],
+        ));
+        for status in ["created", "duplicate", "ignored", "rejected", "failed"] {
+            out.push((
+                "gateway_signals_total",
+                vec![("source_type", source), ("status", status)],
+            ));
+        }
+        for status in SIGNAL_ANSWERS {
+            out.push((
+                "gateway_http_requests_total",
+                vec![
+                    ("endpoint", endpoint),
+                    ("method", "POST"),
+                    ("status", status),
+                ],
+            ));
+        }
+    }
+    for (endpoint, status) in [("/healthz", "200"), ("/readyz", "200"), ("/readyz", "503")] {
+        out.push((
+            "gateway_http_requests_total",
+            vec![
+                ("endpoint", endpoint),
+                ("method", "GET"),
+                ("status", status),
+            ],
+        ));
+    }
+    for (verb, resource) in API_REQUESTS {
+        for outcome in [
+            "ok",
+            "conflict",
+            "not_found",
+            "client_error",
+            "server_error",
+            "timeout",
+            "transport",
+        ] {
+            out.push((
+                "gateway_kube_api_requests_total",
+                vec![("verb", verb), ("resource", resource), ("outcome", outcome)],
+            ));
+        }
+    }
+    out
+}
+
+/// otlp_name is the OTLP name of a counter from its Prometheus name.
+fn otlp_name(prometheus: &str) -> String {
+    prometheus.trim_end_matches("_total").replace('_', ".")
+}
+
+/// stays_at_zero reports whether a gateway sent nothing must show `series` at 0: all but
+/// the `ok` Kubernetes requests, which its start-up (the API's version) and its sweep send.
+fn stays_at_zero(series: &Series) -> bool {
+    !(series.0 == "gateway_kube_api_requests_total" && series.1.contains(&("outcome", "ok")))
+}
+
+#[tokio::test]
+async fn every_series_exists_at_zero_from_start_up_over_otlp_and_on_metrics() {
+    let (cp, ns) = setup().await;
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let pod = "gw-quiet";
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // No period is reached: SIGTERM flushes.
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+        ("GATEWAY_METRICS_ADDR", "127.0.0.1:0"),
+    ];
+    let mut gw = spawn(cp, ns.name(), pod, &env);
+    let http = http();
+    // Nothing is sent to the gateway: /metrics is served on a port of its own.
+    let scrape = format!("http://{}/metrics", metrics_addr(&gw));
+    let local = parse(&get(&http, &scrape).await.unwrap_or_default());
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait().expect("the gateway exits");
+    assert!(status.success(), "{pod} exited with {status}");
+
+    let want = zero_series();
+    let check = |path: &str, found: &dyn Fn(&Series) -> Option<f64>| -> Vec<String> {
+        want.iter()
+            .filter_map(|series| match found(series) {
+                Some(v) if v == 0.0 || (v > 0.0 && !stays_at_zero(series)) => None,
+                other => Some(format!("{path}: {series:?} is {other:?}")),
+            })
+            .collect()
+    };
+    let wrong_locally = check("/metrics", &|(name, labels)| value(&local, name, labels));
+    let from_collector = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = parse(&get(&http, &from_collector).await.unwrap_or_default());
+        let mut wrong = check("the collector's Prometheus exporter", &|(name, labels)| {
+            let with: Vec<_> = labels
+                .iter()
+                .copied()
+                .chain([("k8s_pod_name", pod)])
+                .collect();
+            value(&samples, name, &with)
+        });
+        wrong.extend(check("OTLP", &|(name, labels)| {
+            collector.otlp_sum(pod, &otlp_name(name), labels)
+        }));
+        if wrong.is_empty() && wrong_locally.is_empty() {
+            break;
+        }
+        // What the collector holds settles once the exit flush is written; /metrics was
+        // read once, before.
+        if Instant::now() >= deadline {
+            wrong.extend(wrong_locally);
+            panic!(
+                "{} checks of {} series (on /metrics, over OTLP and on the collector's \
+                 Prometheus endpoint) are not at zero:\n{wrong:#?}\n{}",
+                wrong.len(),
+                want.len(),
+                collector.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// AUDIT is the target of the gateway's audit log lines and the scope of its records.
 const AUDIT: &str = "signal_gateway::audit";
 
@@ -953,7 +934,7 @@ async fn audit_events_reach_the_collector_as_log_records() {
             Instant::now() < deadline,
             "the audit records never arrived: {records:#?}
 {}",
-            log(collector.dir.path())
+            collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -1109,135 +1090,6 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
     assert_eq!(audit_lines(&gw).len(), 2 * 10 + 15);
 }
 
-/// Answered receives the body of every answer the fake Lambda runtime API gets.
-type Answered = tokio::sync::mpsc::UnboundedSender<String>;
-
-/// lambda_runtime_api serves one invocation carrying `event`, then holds every later
-/// `next` open, as Lambda does while the instance is frozen; answers go to `answered`.
-async fn lambda_runtime_api(event: String, answered: Answered) -> SocketAddr {
-    use axum::{
-        Router,
-        extract::State,
-        http::HeaderMap,
-        routing::{get, post},
-    };
-    use std::sync::{Arc, atomic::AtomicBool};
-    let served = Arc::new(AtomicBool::new(false));
-    let next = move |State(served): State<Arc<AtomicBool>>| {
-        let event = event.clone();
-        async move {
-            if served.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            let mut h = HeaderMap::new();
-            h.insert(
-                "lambda-runtime-aws-request-id",
-                "req-1".parse().expect("a header"),
-            );
-            h.insert(
-                "lambda-runtime-deadline-ms",
-                "99999999999999".parse().expect("a header"),
-            );
-            h.insert(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:eu-west-1:000000000000:function:sg"
-                    .parse()
-                    .expect("a header"),
-            );
-            (h, event)
-        }
-    };
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(move |body: String| {
-                let _ = answered.send(body);
-                async { "" }
-            }),
-        )
-        .with_state(served);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-#[tokio::test]
-async fn under_lambda_every_invocation_is_flushed_before_its_answer() {
-    let (cp, ns) = setup().await;
-    let collector = Collector::start();
-    let payload = firing("lambda-flush");
-    let event = include_str!("../fixtures/lambda/apigw-v2-template.json").replace(
-        "\"BODY\"",
-        &serde_json::to_string(&payload).expect("a string"),
-    );
-    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let runtime = lambda_runtime_api(event, tx).await;
-    let log = collector.dir.path().join("gateway.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-gateway"));
-    cmd.env_clear()
-        .env("KUBECONFIG", cp.kubeconfig_path(testenv::Identity::Gateway))
-        .env("GATEWAY_NAMESPACE", ns.name())
-        .env("GATEWAY_AUTH", "none")
-        // The alert's Pod does not exist; owner resolution has its own tests (owners.rs).
-        .env("GATEWAY_OWNER_RESOLUTION", "false")
-        .env("POD_NAME", "gw-lambda")
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "sg")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
-        // No period would export within the test: only the flush can.
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "600000")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "600000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("a log file"));
-    let mut child = testenv::spawn_tied(cmd).expect("starting the gateway");
-    let answer = tokio::time::timeout(Duration::from_secs(30), answers.recv())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            panic!(
-                "no answer; the gateway's log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-    assert!(answer.contains("\"statusCode\":201"), "{answer}");
-    // The instance now waits for its next invocation (frozen, on Lambda); the metrics and
-    // audit records of the one it served have left already. The file exporter writes
-    // within 1 s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let audited = |c: &Collector| {
-        let records = c.audit_records("gw-lambda");
-        let types: Vec<Value> = records
-            .iter()
-            .map(|r| r["attributes"]["event_type"].clone())
-            .collect();
-        types == ["gateway.signal.received", "gateway.crd.created"]
-    };
-    while !collector.otlp_names().contains("gateway.signals") || !audited(&collector) {
-        assert!(
-            Instant::now() < deadline,
-            "the invocation's metrics and audit records were not flushed: {:?}, {:#?}",
-            collector.otlp_names(),
-            collector.audit_records("gw-lambda")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        child.try_wait().ok().flatten(),
-        None,
-        "the gateway still runs"
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Pki is a CA and a server certificate for `localhost` signed by it, in PEM files.
 struct Pki {
     dir: tempfile::TempDir,
@@ -1358,7 +1210,7 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
             trust.is_empty(),
             "{pod}: the exit flush failed: {failed}; its log:\n{}\ncollector:\n{}",
             gw.logs().join("\n"),
-            log(collector.dir.path())
+            collector.log()
         );
     }
 
@@ -1395,7 +1247,7 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
                 .iter()
                 .filter(|s| s.name == "gateway_signals_total")
                 .collect::<Vec<_>>(),
-            log(collector.dir.path())
+            collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -6,10 +6,12 @@
 //! and create its clients itself: a `kube::Client` belongs to the tokio
 //! runtime it was first used on, and every `#[tokio::test]` has its own.
 //! [`gateway::Gateway`] runs signal-gateway processes against a control plane,
-//! for the end-to-end tests and the bench; [`tool`] finds the other pinned tools.
+//! for the end-to-end tests and the bench; [`collector::Collector`] runs an OpenTelemetry
+//! Collector for them; [`tool`] finds the other pinned tools.
 
 #![deny(rust_2018_idioms)]
 
+pub mod collector;
 pub mod gateway;
 pub mod lambda;
 mod process;
