@@ -5,16 +5,8 @@
 //! invocation's metrics and audit records reach a real OpenTelemetry Collector before
 //! the next invocation.
 
-use std::{
-    io::Read as _,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -22,170 +14,31 @@ use serde_json::{Value, json};
 use signal_gateway::kube::{
     GENERATION, MANAGED_BY, REMEDIATION_REQUEST, RR_NAMESPACE, lease_name, rr_name,
 };
-use testenv::{ControlPlane, Identity, collector::Collector};
+use testenv::lambda::{self, answer, api_gateway, function_url};
+use testenv::{ControlPlane, collector::Collector};
 
-use crate::support::{firing, fp_of, free_port, http, rrs, script, setup};
+use crate::support::{firing, fp_of, rrs, setup};
 
-/// INVOKE is the emulator's invocation endpoint (the Lambda Invoke API's path).
-const INVOKE: &str = "/2015-03-31/functions/function/invocations";
-
-/// bootstrap unpacks the Lambda package once per test binary (`SIGNAL_GATEWAY_LAMBDA_ZIP`,
-/// set by hack/test.sh, names a package it built already) and returns its `bootstrap`.
-fn bootstrap() -> &'static Path {
-    static BOOTSTRAP: OnceLock<PathBuf> = OnceLock::new();
-    BOOTSTRAP.get_or_init(|| {
-        let zip = std::env::var_os("SIGNAL_GATEWAY_LAMBDA_ZIP")
-            .map_or_else(|| script("hack/lambda.sh", &[]), PathBuf::from);
-        let unzip = script("hack/tool.sh", &["unzip"]);
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lambda");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a directory for the package");
-        let out = Command::new(unzip)
-            .arg("-q")
-            .arg(&zip)
-            .arg("-d")
-            .arg(&dir)
-            .output()
-            .expect("running unzip");
-        assert!(out.status.success(), "unzip {}: {out:?}", zip.display());
-        let entries: Vec<_> = std::fs::read_dir(&dir)
-            .expect("the unpacked package")
-            .map(|e| e.expect("an entry").file_name())
-            .collect();
-        assert_eq!(
-            entries,
-            ["bootstrap"],
-            "the package holds `bootstrap` alone"
-        );
-        dir.join("bootstrap")
-    })
-}
-
-/// Emulator is one aws-lambda-rie process running the package's `bootstrap`; killed when
-/// dropped. Its output (the emulator's and the function's) goes to a file.
-struct Emulator {
-    child: Child,
-    addr: SocketAddr,
-    log: tempfile::NamedTempFile,
-}
+/// Emulator is testenv's, with the tests' way with errors: a failure to start or to
+/// invoke ends the test, naming what the emulator and the function logged.
+struct Emulator(lambda::Emulator);
 
 impl Emulator {
-    /// start runs the function with the gateway identity's kubeconfig, namespace `ns`, no
-    /// auth, an invocation timeout of `timeout_s` seconds, then `env` on top.
     async fn start(cp: &ControlPlane, ns: &str, timeout_s: u32, env: &[(&str, &str)]) -> Self {
-        let rie = script("hack/tool.sh", &["rie"]);
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let runtime_api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = tempfile::NamedTempFile::new().expect("a log file");
-        let mut cmd = Command::new(rie);
-        cmd.arg("--runtime-interface-emulator-address")
-            .arg(addr.to_string())
-            .arg("--runtime-api-address")
-            .arg(runtime_api.to_string())
-            .arg(bootstrap())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", cp.kubeconfig_path(Identity::Gateway))
-            .env("GATEWAY_NAMESPACE", ns)
-            .env("GATEWAY_AUTH", "none")
-            .env("GATEWAY_LOG_FORMAT", "json")
-            .env("GATEWAY_OWNER_RESOLUTION", "false")
-            .env("AWS_LAMBDA_FUNCTION_NAME", "signal-gateway")
-            .env("AWS_LAMBDA_FUNCTION_TIMEOUT", timeout_s.to_string())
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("the log file"))
-            .stderr(log.reopen().expect("the log file"));
-        let child = testenv::spawn_tied(cmd).expect("starting aws-lambda-rie");
-        let emulator = Emulator { child, addr, log };
-        emulator.await_listening().await;
-        emulator
+        Emulator(
+            lambda::Emulator::start(cp, ns, timeout_s, env)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
-    /// await_listening waits until the emulator accepts connections: it announces nothing
-    /// else, so a bounded series of connection attempts is the event.
-    async fn await_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aws-lambda-rie did not listen on {}: {}",
-                self.addr,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn invoke(&self, event: &Value) -> Value {
+        self.0.invoke(event).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn logs(&self) -> String {
-        let mut text = String::new();
-        let _ = self
-            .log
-            .reopen()
-            .and_then(|mut f| f.read_to_string(&mut text));
-        text
+        self.0.logs()
     }
-
-    /// invoke sends one event and returns the function's answer, as JSON.
-    async fn invoke(&self, event: &Value) -> Value {
-        let req = axum::http::Request::post(format!("http://{}{INVOKE}", self.addr))
-            .body(Full::new(event.to_string().into()))
-            .expect("a request");
-        let res = http()
-            .request(req)
-            .await
-            .unwrap_or_else(|e| panic!("invoking: {e}; logs:\n{}", self.logs()));
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .expect("the answer")
-            .to_bytes();
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "the answer is not JSON ({e}): {}; logs:\n{}",
-                String::from_utf8_lossy(&bytes),
-                self.logs()
-            )
-        })
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// http_event is the Lambda event of `template` (a fixture) carrying `body`.
-fn http_event(template: &str, body: &str) -> Value {
-    let text = template.replace("\"BODY\"", &serde_json::to_string(body).expect("a string"));
-    serde_json::from_str(&text).expect("a Lambda event")
-}
-
-fn function_url(body: &str) -> Value {
-    http_event(
-        include_str!("../fixtures/lambda/function-url-template.json"),
-        body,
-    )
-}
-
-fn api_gateway(body: &str) -> Value {
-    http_event(
-        include_str!("../fixtures/lambda/apigw-v2-template.json"),
-        body,
-    )
-}
-
-/// answer reads an HTTP answer event: its status and its JSON body.
-fn answer(event: &Value) -> (u64, Value) {
-    let status = event["statusCode"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no statusCode: {event}"));
-    let body = event["body"].as_str().unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 const SCHEDULED: &str = r#"{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
