@@ -1038,7 +1038,8 @@ mod tests {
         let c = with(&[both[0], both[1], ca_var, ("GATEWAY_AUTH", "clientcert")]).unwrap();
         assert_eq!(c.auth, AuthMode::ClientCert);
 
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
             (&[both[0]], "GATEWAY_TLS_KEY_FILE", "required"),
             (&[both[1]], "GATEWAY_TLS_CERT_FILE", "required"),
             (&[ca_var], "GATEWAY_TLS_CLIENT_CA_FILE", "need TLS"),
@@ -1069,7 +1070,7 @@ mod tests {
             ),
         ];
         for (vars, var, says) in cases {
-            let err = with(*vars).unwrap_err();
+            let err = with(vars).unwrap_err();
             assert_eq!(err.var, **var, "{vars:?}: {err}");
             assert!(err.to_string().contains(says), "{vars:?}: {err}");
         }

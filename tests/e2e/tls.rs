@@ -267,7 +267,7 @@ fn tls_env(mount: &Mount) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_env(vars: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn as_env<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -589,7 +589,7 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
         assert!(sent > 1, "a kept connection made {sent} requests");
     }
 
-    let list = outcomes.list.lock().unwrap();
+    let list = std::mem::take(&mut *outcomes.list.lock().unwrap());
     let failed: Vec<&String> = list
         .iter()
         .filter_map(|o| o.result.as_ref().err())
@@ -617,7 +617,6 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
             "pair {i} was never served"
         );
     }
-    drop(list);
     // Every 2xx was counted, on one RR per client.
     let rrs = rrs(cp, ns.name()).await;
     let per_target = active_per_target(&rrs);
