@@ -214,8 +214,30 @@ impl Session {
 
     /// send makes one request on this connection: POST with a body, GET without.
     async fn send(&mut self, path: &str, body: Option<String>) -> Result<(u16, Value), String> {
+        self.request(path, body, None).await
+    }
+
+    /// send_with_token POSTs `body` with a bearer token.
+    async fn send_with_token(
+        &mut self,
+        path: &str,
+        body: String,
+        token: &str,
+    ) -> Result<(u16, Value), String> {
+        self.request(path, Some(body), Some(token)).await
+    }
+
+    async fn request(
+        &mut self,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), String> {
         let method = if body.is_some() { "POST" } else { "GET" };
         let mut req = hyper::Request::builder().method(method);
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
         req = match &self.sender {
             Sender::Http1(_) => req.uri(path).header("host", &self.authority),
             Sender::Http2(_) => req.uri(format!("https://{}{path}", self.authority)),
@@ -440,6 +462,85 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
             .all(|rr| !names.contains(&rr.spec.target_resource.name.as_str())),
         "a refused request created an RR"
     );
+}
+
+#[tokio::test]
+async fn beside_a_token_mode_a_client_certificate_is_a_third_way_in() {
+    let (cp, ns) = setup().await;
+    let serving_ca = Ca::new("serving-ca");
+    let senders_ca = Ca::new("senders-ca");
+    let mount = serving(&serving_ca.server());
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let senders_file = dir.path().join("senders-ca.crt");
+    std::fs::write(&senders_file, senders_ca.pem()).expect("writing");
+    let mut env = tls_env(&mount);
+    env.extend([
+        ("GATEWAY_AUTH", "bearer".to_owned()),
+        ("GATEWAY_AUTH_TOKEN", "s3cret".to_owned()),
+        (
+            "GATEWAY_TLS_CLIENT_CA_FILE",
+            senders_file.display().to_string(),
+        ),
+    ]);
+    let gw = spawn(cp, ns.name(), "gw-tls-mixed", &as_env(&env));
+    let to = gw.addr();
+    let bare = client_config(&serving_ca, None, BOTH);
+    let with_cert = client_config(&serving_ca, Some(&senders_ca.client("remote-am")), BOTH);
+    // A certificate needs no token; without one, the token is needed.
+    let (status, body) = once(to, &with_cert, PROMETHEUS, Some(firing("mixed-0")))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = once(to, &bare, PROMETHEUS, Some(firing("mixed-1")))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 401, "{body}");
+    let mut s = Session::open(to, &bare).await.expect("a TLS connection");
+    let (status, body) = s
+        .send_with_token(PROMETHEUS, firing("mixed-1"), "s3cret")
+        .await
+        .expect("an answer");
+    assert_eq!(status, 201, "{body}");
+    let list = rrs(cp, ns.name()).await;
+    let per_target = active_per_target(&list);
+    assert_eq!(
+        per_target.keys().collect::<Vec<_>>(),
+        ["mixed-0", "mixed-1"]
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
+    use tokio::io::AsyncReadExt as _;
+    let (cp, ns) = setup().await;
+    let ca = Ca::new("serving-ca");
+    let mount = serving(&ca.server());
+    let mut env = tls_env(&mount);
+    env.push(("GATEWAY_HEADER_READ_TIMEOUT_MS", "500".to_owned()));
+    let gw = spawn(cp, ns.name(), "gw-tls-silent", &as_env(&env));
+    // Half a ClientHello's record header, then silence.
+    let mut tcp = TcpStream::connect(gw.addr()).await.expect("a connection");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01])
+        .await
+        .expect("written");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("the gateway closed the connection within 10 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the gateway answered a silent client: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before the timeout"
+    );
+    // A proper client still gets through.
+    let (status, _) = once(gw.addr(), &client_config(&ca, None, BOTH), "/healthz", None)
+        .await
+        .expect("healthz");
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
