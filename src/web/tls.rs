@@ -67,7 +67,13 @@ impl Tls {
 
     fn with_check_every(files: TlsFiles, check_every: Duration) -> Result<Tls, LoadError> {
         let stamps = stamps(&files);
-        let config = server_config(&files)?;
+        let (config, leaf) = server_config(&files)?;
+        tracing::info!(
+            cert = %files.cert.display(),
+            serial = %leaf.serial,
+            not_after = %leaf.not_after,
+            "TLS certificate loaded"
+        );
         Ok(Tls {
             files,
             check_every,
@@ -92,10 +98,12 @@ impl Tls {
                 // A few small files, read only when they changed: cheap enough to do
                 // here rather than hand to a blocking thread.
                 match server_config(&self.files) {
-                    Ok(config) => {
+                    Ok((config, leaf)) => {
                         state.acceptor = TlsAcceptor::from(config);
                         tracing::info!(
                             cert = %self.files.cert.display(),
+                            serial = %leaf.serial,
+                            not_after = %leaf.not_after,
                             "TLS certificate reloaded"
                         );
                     }
@@ -119,10 +127,32 @@ fn stamps(files: &TlsFiles) -> [Option<Stamp>; 3] {
     ]
 }
 
-/// server_config builds the rustls configuration of `files`.
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, LoadError> {
+/// Leaf describes the served certificate for the log.
+struct Leaf {
+    serial: String,
+    not_after: String,
+}
+
+impl Leaf {
+    fn of(der: Option<&CertificateDer<'_>>) -> Leaf {
+        match der.and_then(|d| x509_parser::parse_x509_certificate(d.as_ref()).ok()) {
+            Some((_, cert)) => Leaf {
+                serial: cert.raw_serial_as_string(),
+                not_after: cert.validity().not_after.to_string(),
+            },
+            None => Leaf {
+                serial: String::new(),
+                not_after: String::new(),
+            },
+        }
+    }
+}
+
+/// server_config builds the rustls configuration of `files`, and describes its leaf.
+fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Leaf), LoadError> {
     let provider = Arc::new(ring::default_provider());
     let chain = certs(&files.cert, CERT_VAR)?;
+    let leaf = Leaf::of(chain.first());
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| LoadError {
         var: KEY_VAR,
         problem: match e {
@@ -176,7 +206,7 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, LoadError> {
             ),
         })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 fn certs(path: &Path, var: &'static str) -> Result<Vec<CertificateDer<'static>>, LoadError> {

@@ -544,6 +544,36 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
 }
 
 #[tokio::test]
+async fn sigterm_drains_an_in_flight_h2_request_and_exits_zero() {
+    let (cp, ns) = setup().await;
+    let ca = Ca::new("serving-ca");
+    let mount = serving(&ca.server());
+    let mut env = tls_env(&mount);
+    env.push(("GATEWAY_TEST_PAUSE_AT", "before-create".to_owned()));
+    let mut gw = spawn(cp, ns.name(), "gw-tls-drain", &as_env(&env));
+    let mut s = Session::open(gw.addr(), &client_config(&ca, None, BOTH))
+        .await
+        .expect("a TLS connection");
+    assert_eq!(s.alpn.as_deref(), Some(&b"h2"[..]));
+    let in_flight = tokio::spawn(async move { s.send(PROMETHEUS, Some(firing("drain-0"))).await });
+    gw.wait_logged("test hook: paused").await;
+    gw.signal(libc::SIGTERM);
+    gw.wait_logged("shutdown signal received").await;
+    gw.thaw();
+    let (status, body) = in_flight
+        .await
+        .expect("the request task")
+        .expect("the in-flight request was answered");
+    assert_eq!(status, 201, "{body}");
+    let exit = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .expect("the wait")
+        .expect("an exit status");
+    assert_eq!(exit.code(), Some(0));
+    assert_eq!(rrs(cp, ns.name()).await.len(), 1);
+}
+
+#[tokio::test]
 async fn h2_and_http1_are_offered_by_alpn() {
     let (cp, ns) = setup().await;
     let ca = Ca::new("serving-ca");
