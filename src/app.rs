@@ -138,6 +138,11 @@ pub async fn run(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         if config.metrics_addr.is_some() {
             tracing::warn!("GATEWAY_METRICS_ADDR is ignored under Lambda: nothing can scrape it");
         }
+        if config.tls.is_some() {
+            tracing::warn!(
+                "GATEWAY_TLS_* is ignored under Lambda: the function URL or API Gateway terminates TLS"
+            );
+        }
         return lambda::run(app, telemetry).await;
     }
     if let Some(addr) = config.metrics_addr {
@@ -176,10 +181,25 @@ async fn serve_metrics(addr: std::net::SocketAddr, telemetry: Telemetry) -> anyh
 }
 
 async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
+    // Loaded before the port opens: configuration checked the files, but they may have
+    // changed since.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            web::Tls::load(files.clone())
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.var, e.problem))?,
+        )),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, instance = %config.instance, "listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        instance = %config.instance,
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "listening"
+    );
 
     let app = Arc::new(app);
     tokio::spawn(sweep_records(Arc::clone(&app), config.lock_duration));
@@ -201,7 +221,7 @@ async fn http_server(config: Config, app: App) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
-    let server = web::serve(listener, app.router(), limits, async move {
+    let server = web::serve(listener, app.router(), limits, tls, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let mut deadline_rx = stop_rx;

@@ -46,6 +46,20 @@ pub struct Config {
     /// eks, when set, reaches an EKS cluster with tokens signed from AWS credentials
     /// instead of a kubeconfig (`GATEWAY_EKS_CLUSTER_NAME`, src/config/eks.rs).
     pub eks: Option<Eks>,
+    /// tls serves HTTPS from these files; None is plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// TlsFiles are the PEM files of TLS serving (`GATEWAY_TLS_*`), re-read when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// cert is the certificate chain, leaf first (`GATEWAY_TLS_CERT_FILE`).
+    pub cert: PathBuf,
+    /// key is the private key of the leaf (`GATEWAY_TLS_KEY_FILE`).
+    pub key: PathBuf,
+    /// client_ca is the CA bundle that client certificates are verified against
+    /// (`GATEWAY_TLS_CLIENT_CA_FILE`); a verified certificate authenticates its sender.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// AuthMode says how callers of the signal endpoints are authenticated and authorized.
@@ -58,6 +72,8 @@ pub enum AuthMode {
     Bearer(SecretSource),
     /// No authentication (for local use and for meshes that authenticate).
     None,
+    /// Only a client certificate verified against `GATEWAY_TLS_CLIENT_CA_FILE`.
+    ClientCert,
 }
 
 /// Review is what `tokenreview` mode asks the API server.
@@ -149,6 +165,7 @@ enum AuthKind {
     Tokenreview,
     Bearer,
     None,
+    Clientcert,
 }
 
 /// Env is the `GATEWAY_*` environment, typed; `Platform` holds the variables set by
@@ -210,6 +227,9 @@ struct Env {
     test_resume_file: Option<PathBuf>,
     #[serde(default)]
     unsafe_disable_fencing: bool,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -416,7 +436,14 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         )?),
         AuthKind::None => AuthMode::None,
         AuthKind::Bearer => AuthMode::Bearer(secret_source(env.auth_token, env.auth_token_file)?),
+        AuthKind::Clientcert => AuthMode::ClientCert,
     };
+    let tls = tls_files(
+        env.tls_cert_file,
+        env.tls_key_file,
+        env.tls_client_ca_file,
+        &auth,
+    )?;
     let chaos = Chaos {
         pause_at: env.test_pause_at,
         resume_file: env.test_resume_file,
@@ -489,7 +516,67 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         instance,
         chaos,
         eks: None,
+        tls,
     })
+}
+
+/// tls_files checks the TLS variables together (a certificate needs its key, a client CA
+/// needs both, `clientcert` needs a client CA) and that the files load now.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    auth: &AuthMode,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let files = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (Some(_), None) => {
+            return Err(problem(
+                "GATEWAY_TLS_KEY_FILE",
+                "required when GATEWAY_TLS_CERT_FILE is set".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(problem(
+                "GATEWAY_TLS_CERT_FILE",
+                "required when GATEWAY_TLS_KEY_FILE is set".into(),
+            ));
+        }
+        (None, None) if client_ca.is_some() => {
+            return Err(problem(
+                "GATEWAY_TLS_CLIENT_CA_FILE",
+                "client certificates need TLS: set GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE"
+                    .into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    let has_ca = files.as_ref().is_some_and(|f| f.client_ca.is_some());
+    match auth {
+        AuthMode::ClientCert if !has_ca => {
+            return Err(problem(
+                "GATEWAY_AUTH",
+                "clientcert needs GATEWAY_TLS_CLIENT_CA_FILE (and GATEWAY_TLS_CERT_FILE, GATEWAY_TLS_KEY_FILE)".into(),
+            ));
+        }
+        // A client CA adds a way in; `none` has no way to add it to.
+        AuthMode::None if has_ca => {
+            return Err(problem(
+                "GATEWAY_TLS_CLIENT_CA_FILE",
+                "GATEWAY_AUTH=none lets every caller in; set GATEWAY_AUTH=clientcert to require client certificates".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(files) = &files {
+        crate::web::check_tls(files)
+            .map_err(|e: crate::web::TlsLoadError| problem(e.var, e.problem))?;
+    }
+    Ok(files)
 }
 
 /// AUDIENCE_APISERVER is the `GATEWAY_AUTH_AUDIENCE` that asks for no audience of the gateway's own.
@@ -906,6 +993,98 @@ mod tests {
         ])
         .unwrap();
         assert!(!c.distributed_locking);
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key_and_client_certificates_need_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_owned()
+        };
+        let (crt, k, ca) = (
+            write("tls.crt", &cert.pem()),
+            write("tls.key", &key.serialize_pem()),
+            write("ca.crt", &cert.pem()),
+        );
+        let missing = dir.path().join("nope.pem");
+        let missing = missing.to_str().unwrap();
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars = vec![("GATEWAY_NAMESPACE".to_owned(), "a".to_owned())];
+            vars.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            Config::from_vars_owned(vars)
+        };
+        assert_eq!(with(&[]).unwrap().tls, None);
+        let c = with(&[
+            ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
+            ("GATEWAY_TLS_KEY_FILE", k.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: crt.clone().into(),
+                key: k.clone().into(),
+                client_ca: None
+            })
+        );
+        let both = [
+            ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
+            ("GATEWAY_TLS_KEY_FILE", k.as_str()),
+        ];
+        let ca_var = ("GATEWAY_TLS_CLIENT_CA_FILE", ca.as_str());
+        // A client CA beside tokenreview (the default) and bearer, or alone in clientcert.
+        let c = with(&[both[0], both[1], ca_var]).unwrap();
+        assert_eq!(c.tls.unwrap().client_ca, Some(ca.clone().into()));
+        let c = with(&[both[0], both[1], ca_var, ("GATEWAY_AUTH", "clientcert")]).unwrap();
+        assert_eq!(c.auth, AuthMode::ClientCert);
+
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
+            (&[both[0]], "GATEWAY_TLS_KEY_FILE", "required"),
+            (&[both[1]], "GATEWAY_TLS_CERT_FILE", "required"),
+            (&[ca_var], "GATEWAY_TLS_CLIENT_CA_FILE", "need TLS"),
+            (
+                &[both[0], both[1], ("GATEWAY_AUTH", "clientcert")],
+                "GATEWAY_AUTH",
+                "GATEWAY_TLS_CLIENT_CA_FILE",
+            ),
+            (
+                &[both[0], both[1], ca_var, ("GATEWAY_AUTH", "none")],
+                "GATEWAY_TLS_CLIENT_CA_FILE",
+                "clientcert",
+            ),
+            (
+                &[("GATEWAY_TLS_CERT_FILE", missing), both[1]],
+                "GATEWAY_TLS_CERT_FILE",
+                missing,
+            ),
+            (
+                &[both[0], ("GATEWAY_TLS_KEY_FILE", crt.as_str())],
+                "GATEWAY_TLS_KEY_FILE",
+                "no PEM private key",
+            ),
+            (
+                &[both[0], both[1], ("GATEWAY_TLS_CLIENT_CA_FILE", k.as_str())],
+                "GATEWAY_TLS_CLIENT_CA_FILE",
+                "no PEM certificate",
+            ),
+        ];
+        for (vars, var, says) in cases {
+            let err = with(vars).unwrap_err();
+            assert_eq!(err.var, **var, "{vars:?}: {err}");
+            assert!(err.to_string().contains(says), "{vars:?}: {err}");
+        }
     }
 
     fn parts(vars: &[(&str, &str)]) -> (Env, Platform) {

@@ -3,12 +3,17 @@
 //! SubjectAccessReview (`tokenreview`). Decisions are cached by token digest for a short
 //! time; API failures are never cached, and reviews of unknown tokens are rate limited
 //! before they cost an API call.
+//!
+//! With a client CA (`GATEWAY_TLS_CLIENT_CA_FILE`), a client certificate the TLS
+//! handshake verified against it is a third way in, whatever the mode: the CA is the
+//! authorization, so it should issue certificates to senders only. Requests without one
+//! need the mode's credential; `clientcert` mode has none, and refuses them.
 
 use std::{
     net::SocketAddr,
     num::NonZeroU32,
     num::NonZeroUsize,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant, SystemTime},
 };
@@ -20,7 +25,7 @@ use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::problem::Rejection;
+use super::{ClientCert, problem::Rejection};
 use crate::{
     audit::Caller,
     config::{AuthMode, Review, SecretSource},
@@ -49,6 +54,8 @@ pub enum Auth {
     Bearer(BearerSecret),
     /// TokenReview asks the API server who the caller is and whether it may send signals.
     TokenReview(Box<Reviewer>),
+    /// ClientCert lets in only callers whose client certificate the handshake verified.
+    ClientCert,
 }
 
 impl Auth {
@@ -57,6 +64,7 @@ impl Auth {
     pub fn new(mode: &AuthMode, client: Client, namespace: &str, calls_timeout: Duration) -> Auth {
         match mode {
             AuthMode::None => Auth::None,
+            AuthMode::ClientCert => Auth::ClientCert,
             AuthMode::Bearer(source) => Auth::Bearer(BearerSecret::new(source.clone())),
             AuthMode::TokenReview(review) => Auth::TokenReview(Box::new(Reviewer::new(
                 client,
@@ -68,15 +76,22 @@ impl Auth {
     }
 
     /// check succeeds with the caller if the request carries credentials of a caller that
-    /// may send signals: the TokenReview's user, or an anonymous caller in `bearer` and
-    /// `none` modes, which learn no identity.
+    /// may send signals: a verified client certificate (named by it), the TokenReview's
+    /// user, or an anonymous caller in `bearer` and `none` modes, which learn no identity.
     pub async fn check(
         &self,
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
+        cert: Option<&ClientCert>,
     ) -> Result<Caller, Rejection> {
+        if let Some(cert) = cert {
+            return Ok(Caller::authenticated(&cert.name));
+        }
         let result = match self {
             Auth::None => return Ok(Caller::anonymous()),
+            Auth::ClientCert => Err(Rejection::Unauthorized(
+                "a client certificate issued by the gateway's client CA is required".into(),
+            )),
             Auth::Bearer(secret) => bearer(headers)
                 .and_then(|token| secret.check(token))
                 .map(|()| Caller::anonymous()),
@@ -93,17 +108,17 @@ impl Auth {
     }
 }
 
-/// Stamp identifies one version of the secret file (a mounted Secret is replaced by a
+/// Stamp identifies one version of a mounted file (a mounted Secret is replaced by a
 /// symlink swap, which changes the inode).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Stamp {
+pub(super) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     #[cfg(unix)]
     ino: u64,
 }
 
-fn stamp(path: &PathBuf) -> std::io::Result<Stamp> {
+pub(super) fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let meta = std::fs::metadata(path)?;
     Ok(Stamp {
         modified: meta.modified().ok(),
@@ -361,23 +376,58 @@ mod tests {
     async fn bearer_mode_needs_the_exact_token() {
         let auth = Auth::Bearer(BearerSecret::new(SecretSource::Value("s3cret\n".into())));
         assert!(
-            matches!(auth.check(&HeaderMap::new(), None).await, Err(Rejection::Unauthorized(m)) if m.contains("missing"))
+            matches!(auth.check(&HeaderMap::new(), None, None).await, Err(Rejection::Unauthorized(m)) if m.contains("missing"))
         );
         assert!(
-            auth.check(&with_token("Bearer wrong!"), None)
+            auth.check(&with_token("Bearer wrong!"), None, None)
                 .await
                 .is_err()
         );
-        assert!(auth.check(&with_token("Bearer s3cre"), None).await.is_err());
-        assert!(auth.check(&with_token("Basic s3cret"), None).await.is_err());
+        assert!(
+            auth.check(&with_token("Bearer s3cre"), None, None)
+                .await
+                .is_err()
+        );
+        assert!(
+            auth.check(&with_token("Basic s3cret"), None, None)
+                .await
+                .is_err()
+        );
         // A shared secret names nobody: the caller's signals are audited as `external`.
         assert_eq!(
-            auth.check(&with_token("bearer s3cret"), None).await.ok(),
+            auth.check(&with_token("bearer s3cret"), None, None)
+                .await
+                .ok(),
             Some(Caller::anonymous())
         );
         assert_eq!(
-            Auth::None.check(&HeaderMap::new(), None).await.ok(),
+            Auth::None.check(&HeaderMap::new(), None, None).await.ok(),
             Some(Caller::anonymous())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_client_certificate_authenticates_in_every_mode() {
+        let cert = ClientCert {
+            name: "alertmanager-eu1".into(),
+        };
+        let named = Caller::authenticated("alertmanager-eu1");
+        let bearer = Auth::Bearer(BearerSecret::new(SecretSource::Value("s3cret".into())));
+        for auth in [&bearer, &Auth::ClientCert] {
+            assert_eq!(
+                auth.check(&HeaderMap::new(), None, Some(&cert)).await.ok(),
+                Some(named.clone())
+            );
+        }
+        // Without one, bearer mode wants its token, and clientcert mode refuses.
+        assert!(
+            bearer
+                .check(&with_token("Bearer s3cret"), None, None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            matches!(Auth::ClientCert.check(&with_token("Bearer s3cret"), None, None).await, Err(Rejection::Unauthorized(m)) if m.contains("client certificate"))
         );
     }
 
@@ -387,15 +437,23 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "first\n").unwrap();
         let auth = Auth::Bearer(BearerSecret::new(SecretSource::File(file.clone())));
-        assert!(auth.check(&with_token("Bearer first"), None).await.is_ok());
+        assert!(
+            auth.check(&with_token("Bearer first"), None, None)
+                .await
+                .is_ok()
+        );
 
         // A Secret update replaces the file (a new inode), as the kubelet's symlink swap does.
         let next = dir.path().join("token.new");
         std::fs::write(&next, "second-secret\n").unwrap();
         std::fs::rename(&next, &file).unwrap();
-        assert!(auth.check(&with_token("Bearer first"), None).await.is_err());
         assert!(
-            auth.check(&with_token("Bearer second-secret"), None)
+            auth.check(&with_token("Bearer first"), None, None)
+                .await
+                .is_err()
+        );
+        assert!(
+            auth.check(&with_token("Bearer second-secret"), None, None)
                 .await
                 .is_ok()
         );
@@ -404,7 +462,7 @@ mod tests {
         std::fs::write(&next, "  \n").unwrap();
         std::fs::rename(&next, &file).unwrap();
         assert!(
-            auth.check(&with_token("Bearer second-secret"), None)
+            auth.check(&with_token("Bearer second-secret"), None, None)
                 .await
                 .is_ok()
         );

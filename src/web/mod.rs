@@ -1,11 +1,13 @@
 //! Web is the HTTP adapter: the axum `Router` shared by every serve mode, request checks
-//! (`auth`, content type, size), and the answers (`problem` maps every error to a status).
+//! (`auth`, content type, size), and the answers (`problem` maps every error to a status);
+//! `server` and `tls` serve it over HTTP or HTTPS.
 
 mod answer;
 mod auth;
 mod headers;
 mod problem;
 mod server;
+mod tls;
 
 use std::sync::{
     Arc,
@@ -26,6 +28,7 @@ pub use auth::Auth;
 pub(crate) use problem::rejects_object;
 use problem::{Rejection, error_response, problem};
 pub use server::{Limits, serve};
+pub use tls::{ClientCert, LoadError as TlsLoadError, Tls, check as check_tls};
 
 use crate::{
     pipeline::{Disposition, Pipeline, Refusal},
@@ -210,7 +213,8 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let caller = s.auth.check(req.headers(), peer).await?;
+    let cert = req.extensions().get::<ClientCert>();
+    let caller = s.auth.check(req.headers(), peer, cert).await?;
     check_content_type(req.headers())?;
     let timestamp_header = req
         .headers()

@@ -1266,6 +1266,15 @@ async fn notes_give_the_in_cluster_url_and_an_alertmanager_receiver_per_auth_mod
             vec!["auth=none", "tls.enabled=true", "tls.existingSecret=sg-tls"],
             "ca_file: /etc/alertmanager/secrets/sg-tls/ca.crt",
         ),
+        (
+            vec![
+                "auth=clientcert",
+                "tls.enabled=true",
+                "tls.existingSecret=sg-tls",
+                "tls.clientCA.secret=senders-ca",
+            ],
+            "cert_file: /etc/alertmanager/secrets/alertmanager-client/tls.crt",
+        ),
     ] {
         let tls = sets.contains(&"tls.enabled=true");
         let url = format!(
@@ -1584,6 +1593,43 @@ fn tls_needs_exactly_one_certificate_source() {
         (&["tls.certManager.issuerRef.nam=ca"], "nam"),
     ];
     refused(&cases);
+}
+
+#[test]
+fn client_certificate_modes_need_a_client_ca_and_an_auth_mode_to_add_to() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["auth=clientcert"], "auth=clientcert needs tls.enabled"),
+        (
+            &[
+                "auth=clientcert",
+                "tls.enabled=true",
+                "tls.existingSecret=x",
+            ],
+            "tls.clientCA.secret",
+        ),
+        (
+            &[
+                "auth=none",
+                "tls.enabled=true",
+                "tls.existingSecret=x",
+                "tls.clientCA.secret=ca",
+            ],
+            "auth=none",
+        ),
+    ];
+    refused(&cases);
+    let objects = render(
+        "sg-render",
+        &[
+            "auth=clientcert",
+            "tls.enabled=true",
+            "tls.existingSecret=x",
+            "tls.clientCA.secret=ca",
+        ],
+    );
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_AUTH"], "clientcert", "{env:?}");
+    assert!(env.contains_key("GATEWAY_TLS_CLIENT_CA_FILE"), "{env:?}");
 }
 
 /// sar asks the API server whether `user` may `create` `resource` of `group` in `ns`.

@@ -23,4 +23,5 @@ mod pod;
 mod replicas;
 mod security;
 mod support;
+mod tls;
 mod wire;

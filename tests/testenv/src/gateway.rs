@@ -254,6 +254,30 @@ impl Gateway {
         }
     }
 
+    /// wait_logged_times returns once `n` log lines contain `needle`.
+    ///
+    /// # Panics
+    ///
+    /// When they do not arrive within 30 s.
+    pub async fn wait_logged_times(&self, needle: &str, n: usize) {
+        let mut lines = self.lines.clone();
+        let deadline = tokio::time::Instant::now() + LOG_TIMEOUT;
+        while lock(&self.logs)
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+            < n
+        {
+            let changed = tokio::time::timeout_at(deadline, lines.changed()).await;
+            assert!(
+                matches!(changed, Ok(Ok(()))),
+                "{} never logged {needle:?} {n} times; its log:\n{}",
+                self.name,
+                self.logs().join("\n")
+            );
+        }
+    }
+
     /// logged reports whether a log line so far contains `needle`.
     #[must_use]
     pub fn logged(&self, needle: &str) -> bool {
