@@ -1418,10 +1418,11 @@ fn crds_install_false_renders_no_crd_and_the_default_renders_the_generated_one()
 }
 
 /// EXAMPLES are the values files of chart/examples, each of which must lint and render.
-const EXAMPLES: [&str; 4] = [
+const EXAMPLES: [&str; 5] = [
     "chart/examples/values-openshift.yaml",
     "chart/examples/values-tls-cert-manager.yaml",
     "chart/examples/values-tls-secret.yaml",
+    "chart/examples/values-clientcert.yaml",
     "chart/examples/values-autoscaling.yaml",
 ];
 
@@ -1573,6 +1574,33 @@ fn tls_with_an_existing_secret_mounts_it_and_renders_no_certificate() {
     let container = gateway_container(&plain, "sg-render");
     assert_eq!(container["ports"][0]["name"], "http");
     assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+}
+
+#[test]
+fn the_clientcert_example_serves_https_and_accepts_only_client_certificates() {
+    let objects = render_files(
+        RELEASE,
+        "sg-render",
+        &["chart/examples/values-clientcert.yaml"],
+        &[],
+    );
+    check_common(&objects, "sg-render");
+    find(&objects, "Certificate", Some("sg-render"), RELEASE);
+    check_tls_pod(&objects, "sg-tls");
+    let env = rendered_env(&objects, "sg-render");
+    assert_eq!(env["GATEWAY_AUTH"], "clientcert", "{env:?}");
+    assert_eq!(
+        env["GATEWAY_TLS_CLIENT_CA_FILE"], "/var/run/secrets/signal-gateway/client-ca/ca.crt",
+        "{env:?}"
+    );
+    let pod = template_spec(&objects, "sg-render")["spec"].clone();
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["name"] == "client-ca"
+                && v["secret"]["secretName"] == "signal-gateway-senders-ca")),
+        "{pod}"
+    );
 }
 
 #[test]
