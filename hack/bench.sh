@@ -12,7 +12,12 @@
 # 50). storm-split (lock on only) is storm with the gateways' fence records in
 # a lock namespace of their own (GATEWAY_LOCK_NAMESPACE); its p95 is compared
 # with storm's (target <= 1.5: a waiter that sat out GATEWAY_LOCK_WAIT_MS made
-# it seconds). The Lambda cold path: the release package (hack/lambda.sh) under AWS's
+# it seconds). The raw baseline: the gateway's exact requests for a new RR and a
+# duplicate sent by the bench itself (bench/src/raw.rs), open and closed loop, for
+# gateway / raw ratios. plan_10, storm_10, rollout_storm_10: ten replicas. The soak
+# (last, it restarts the API server): a steady mix over 3 replicas under a fault
+# schedule (SIGKILL, SIGSTOP past the lease, API server restart, retention, a lost
+# fence record), 4 minutes by default; `--soak MINUTES` sets its length. The Lambda cold path: the release package (hack/lambda.sh) under AWS's
 # Runtime Interface Emulator, first invocation to its answer, and the function's peak
 # RSS. It asserts nothing; compare numbers within one report (the machine may
 # be shared). About six and a half minutes on two cores.

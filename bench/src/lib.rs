@@ -18,6 +18,7 @@ mod otel;
 mod raw;
 mod report;
 mod rrs;
+mod soak;
 mod stats;
 mod svg;
 mod workloads;
@@ -85,6 +86,11 @@ pub struct Options {
     /// Interface Emulator (the package `SIGNAL_GATEWAY_LAMBDA_ZIP` names, hack/bench.sh
     /// builds it).
     pub lambda_starts: usize,
+    /// soak_windows windows of soak_window each, at soak_rate signals/s, make the soak
+    /// (`hack/bench.sh --soak MINUTES`: two windows a minute).
+    pub soak_windows: usize,
+    pub soak_window: Duration,
+    pub soak_rate: f64,
     /// idle_window is how long the API server's background traffic is observed.
     pub idle_window: Duration,
 }
@@ -108,6 +114,9 @@ impl Options {
             in_flight: 64,
             cold_starts: 5,
             lambda_starts: 5,
+            soak_windows: 8,
+            soak_window: Duration::from_secs(30),
+            soak_rate: 20.0,
             idle_window: IDLE_WINDOW,
         }
     }
@@ -128,6 +137,8 @@ impl Options {
             in_flight: 4,
             cold_starts: 1,
             lambda_starts: 1,
+            soak_windows: 8,
+            soak_window: Duration::from_millis(1500),
             idle_window: Duration::from_secs(1),
             ..Options::full(gateway, out)
         }
@@ -223,6 +234,7 @@ pub struct Results {
     pub cold: Vec<Duration>,
     pub lambda: Vec<LambdaStart>,
     pub baseline: Vec<Baseline>,
+    pub soak: soak::Soak,
     /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
     /// `strip` failed); binary_bytes_benchmarked is the file the bench ran.
     pub binary_bytes: Option<u64>,
@@ -340,6 +352,9 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         lambda.push(lambda_start(&b.cp, ns.name(), i).await?);
     }
 
+    // Last: it restarts the API server.
+    let soak = b.soak().await?;
+
     eprintln!("bench: reading the gateways' lock metrics");
     let instances: Vec<String> = b.fleets.iter().flat_map(|(_, i)| i.clone()).collect();
     let by_instance = b.collector.wait_locks(&instances).await;
@@ -379,6 +394,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         cold,
         lambda,
         baseline,
+        soak,
     };
     report::write(&results)
 }

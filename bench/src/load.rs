@@ -79,7 +79,7 @@ pub struct Answer {
 
 /// post sends one webhook; the latency runs from `from`, the intended send
 /// time, so that time spent waiting to be sent counts.
-async fn post(http: &Http, to: SocketAddr, body: Bytes, from: Instant) -> Answer {
+pub(crate) async fn post(http: &Http, to: SocketAddr, body: Bytes, from: Instant) -> Answer {
     let status = async {
         let req = http::Request::post(format!("http://{to}/api/v1/signals/prometheus"))
             .header("content-type", "application/json")

@@ -10,7 +10,7 @@ use bench::{BoxError, Options};
 const USAGE: &str = "usage: bench [--smoke] [--gateway PATH] [--out DIR] [--rate PER_S] \
 [--signals N] [--plan-signals N] [--storm N] [--crowd N] [--owners N] [--rollout-pods N] \
 [--scale-signals N] \
-[--scale-fingerprints N] [--in-flight N] [--cold-starts N]";
+[--scale-fingerprints N] [--in-flight N] [--cold-starts N] [--soak MINUTES]";
 
 fn parse_args() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +62,10 @@ fn parse_args() -> Result<Options, String> {
             "--scale-fingerprints" => o.scale_fingerprints = count(&value)?,
             "--in-flight" => o.in_flight = count(&value)?,
             "--cold-starts" => o.cold_starts = count(&value)?,
+            "--soak" => {
+                o.soak_windows = count(&value)? * 2;
+                o.soak_window = std::time::Duration::from_secs(30);
+            }
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }

@@ -281,6 +281,7 @@ fn to_json(r: &Results, s: &Summary, goals: &[Goal]) -> Value {
         "scenarios": scenarios,
         "storm_split_p95_ratio": ratio("storm_split", "storm"),
         "raw_baseline": against_json(r),
+        "soak": soak_json(r),
         "rss_per_replica": r.memory.iter().map(|m| json!({
             "fleet": m.fleet, "replicas": m.replicas,
             "rss_mib_max": round(m.rss_kib_max as f64 / 1024.0),
@@ -442,8 +443,131 @@ fn against_json(r: &Results) -> Value {
         .into()
 }
 
+fn soak_json(r: &Results) -> Value {
+    let k = &r.soak;
+    let row = |x: &crate::soak::FaultRow| {
+        json!({
+            "fault": x.kind, "windows": x.windows, "sent": x.sent, "answered_2xx": x.ok,
+            "answered_503": x.unavailable, "other": x.other, "duplicates": x.duplicates,
+            "acknowledged_not_counted": x.not_counted,
+            "answers": x.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
+        })
+    };
+    json!({
+        "window_s": k.window.as_secs_f64(),
+        "windows": k.windows,
+        "rate_per_s": k.rate,
+        "schedule": crate::soak::SCHEDULE.map(crate::soak::Fault::name),
+        "faults": k.rows.iter().map(row).collect::<Vec<_>>(),
+        "total": row(&k.total()),
+        "replicas": k.replicas.iter().map(|u| json!({
+            "replica": u.name, "restarts": u.restarts,
+            "rss_mib_start": round(u.rss_kib.0 as f64 / 1024.0),
+            "rss_mib_end": round(u.rss_kib.1 as f64 / 1024.0),
+            "fds_start": u.fds.0, "fds_end": u.fds.1,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn soak_markdown(out: &mut String, r: &Results) {
+    let k = &r.soak;
+    let _ = writeln!(
+        out,
+        "\n## Soak under faults\n\n{} windows of {:.1} s at {:.0} signals/s over 3 replicas \
+         ({:.1} minutes); each window's signals are about {} Pods of its own, and one fault \
+         strikes a fifth into it, in this order, repeated: {}. `kill`: SIGKILL replica 0 and \
+         start it again; `pause`: SIGSTOP replica 1 for its lease ({} s) and one second more; \
+         `retention`: complete and delete the window's RRs so far (their final counts kept); \
+         `record`: delete the fence record of one of the window's live problems; \
+         `apiserver`: restart kube-apiserver. A signal is acknowledged when answered 2xx; \
+         \"not counted\" sums, per problem, the acknowledged signals beyond its RRs' counts.\n\n\
+         | fault | windows | sent | 2xx | 503 | other answers (status: count; 0 is none) | duplicates | acknowledged, not counted |\n\
+         |---|---|---|---|---|---|---|---|",
+        k.windows,
+        k.window.as_secs_f64(),
+        k.rate,
+        k.window.as_secs_f64() * k.windows as f64 / 60.0,
+        10,
+        crate::soak::SCHEDULE
+            .map(crate::soak::Fault::name)
+            .join(", "),
+        3
+    );
+    for x in k.rows.iter().chain(std::iter::once(&k.total())) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.kind,
+            x.windows,
+            x.sent,
+            x.ok,
+            x.unavailable,
+            x.statuses
+                .iter()
+                .filter(|(k, _)| !(200..300).contains(*k) && **k != 503)
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            x.duplicates,
+            x.not_counted
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRSS and open file descriptors per replica, sampled before the third fault and before \
+         the last, under the same load:\n\n\
+         | replica | restarts | RSS MiB | open fds |\n|---|---|---|---|"
+    );
+    for u in &k.replicas {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} → {:.1} | {} → {} |",
+            u.name,
+            u.restarts,
+            u.rss_kib.0 as f64 / 1024.0,
+            u.rss_kib.1 as f64 / 1024.0,
+            u.fds.0,
+            u.fds.1
+        );
+    }
+}
+
+fn soak_goals(r: &Results, g: &mut Vec<Goal>) {
+    let t = r.soak.total();
+    g.push(Goal {
+        figure: format!(
+            "soak: duplicates, acknowledged signals not counted ({} signals, {} faults)",
+            t.sent, t.windows
+        ),
+        value: format!("{} / {}", t.duplicates, t.not_counted),
+        target: "0 / 0",
+        source: "issue 21",
+        met: t.duplicates == 0 && t.not_counted == 0,
+        why: "A duplicate or a lost count is a correctness bug: see the fault kind's row in \
+              \"Soak under faults\"."
+            .into(),
+    });
+    if let Some(u) = r.soak.replicas.iter().find(|u| u.restarts == 0) {
+        let (rss0, rss1) = (u.rss_kib.0 as f64 / 1024.0, u.rss_kib.1 as f64 / 1024.0);
+        g.push(Goal {
+            figure: format!(
+                "soak: RSS and open fds of {} (never restarted), start → end",
+                u.name
+            ),
+            value: format!("{rss0:.1} → {rss1:.1} MiB, {} → {} fds", u.fds.0, u.fds.1),
+            target: "flat (RSS within +25 % + 4 MiB, fds within +8)",
+            source: "issue 21",
+            met: rss1 <= rss0 * 1.25 + 4.0 && u.fds.1 <= u.fds.0 + 8,
+            why: "The caches are bounded (LRU) and every connection has a limit; growth past the \
+                  warm-up would be a leak."
+                .into(),
+        });
+    }
+}
+
 fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
     let mut g = Vec::new();
+    soak_goals(r, &mut g);
     for a in against(r) {
         let why = format!(
             "Both sides send the same requests ({:.2} per signal through the gateway, {:.2} raw) \
@@ -1042,6 +1166,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         s.lambda_rss_peak
     );
 
+    soak_markdown(&mut out, r);
     let _ = writeln!(
         out,
         "\nMemory per replica when each fleet stopped (largest of its replicas):\n\n\

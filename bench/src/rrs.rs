@@ -123,6 +123,17 @@ impl Listed {
             .fold((0, 0), |(n, sum), r| (n + 1, sum + r.occurrences))
     }
 
+    /// by_target sums, per target name, the active RRs and the occurrence counts of all.
+    pub fn by_target(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut by = BTreeMap::<String, (u64, u64)>::new();
+        for rr in &self.rrs {
+            let e = by.entry(rr.target.clone()).or_default();
+            e.0 += u64::from(rr.active);
+            e.1 += rr.occurrences;
+        }
+        by
+    }
+
     /// fingerprints lists the RRs' fingerprints.
     pub fn fingerprints(&self) -> Vec<&str> {
         self.rrs.iter().map(|r| r.fingerprint.as_str()).collect()

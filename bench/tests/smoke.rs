@@ -243,6 +243,23 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     for field in TOP_FIELDS {
         assert!(j[field].is_number(), "{field}: {}", j[field]);
     }
+    // The soak: every fault kind struck, nothing duplicated, nothing acknowledged lost.
+    let soak = &j["soak"];
+    let kinds: Vec<&str> = soak["faults"]
+        .as_array()
+        .expect("soak.faults")
+        .iter()
+        .filter(|f| f["windows"].as_u64() > Some(0) && f["sent"].as_u64() > Some(0))
+        .filter_map(|f| f["fault"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["kill", "pause", "retention", "record", "apiserver"],
+        "{soak}"
+    );
+    assert_eq!(soak["total"]["duplicates"], 0, "{soak}");
+    assert_eq!(soak["total"]["acknowledged_not_counted"], 0, "{soak}");
+    assert!(soak["total"]["answered_2xx"].as_u64() > Some(0), "{soak}");
     // Memory per replica, the ten-replica fleets among them.
     let memory = j["rss_per_replica"].as_array().expect("rss_per_replica");
     assert!(
