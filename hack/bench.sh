@@ -35,5 +35,8 @@ SIGNAL_GATEWAY_LAMBDA_ZIP="$(hack/lambda.sh | tail -n 1)"
 export SIGNAL_GATEWAY_LAMBDA_ZIP
 hack/tool.sh rie >/dev/null
 hack/tool.sh unzip >/dev/null
+# The CPU profile of a saturated gateway (Debian's linux-perf).
+PERF="$(hack/tool.sh perf | tail -n 1)"
+export PERF
 
 exec "${CARGO_TARGET_DIR:-target}/release/bench" "$@"

@@ -106,13 +106,17 @@ case "${1:-}" in
     apt_install unzip 6.0-28
     command -v unzip
     ;;
+  perf)
+    apt_install linux-perf 6.1.187-1
+    command -v perf
+    ;;
   rie)
     pin rie github.com/aws/aws-lambda-runtime-interface-emulator v0.0.0-20261030222936-bef5c4ba774d
     go_tool rie v0.0.0-20261030222936-bef5c4ba774d \
       github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
     ;;
   *)
-    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild|zip|unzip|rie" >&2
+    echo "usage: hack/tool.sh libfaketime|alertmanager|helm|otelcol|promtool|musl-tools|ocibuild|zip|unzip|perf|rie" >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,7 @@
 mod apiserver;
 mod load;
 mod otel;
+mod profile;
 mod raw;
 mod report;
 mod rrs;
@@ -91,6 +92,8 @@ pub struct Options {
     pub soak_windows: usize,
     pub soak_window: Duration,
     pub soak_rate: f64,
+    /// profile samples the gateway's CPU with perf during the saturated `new` phase.
+    pub profile: bool,
     /// idle_window is how long the API server's background traffic is observed.
     pub idle_window: Duration,
 }
@@ -117,6 +120,7 @@ impl Options {
             soak_windows: 8,
             soak_window: Duration::from_secs(30),
             soak_rate: 20.0,
+            profile: true,
             idle_window: IDLE_WINDOW,
         }
     }
@@ -139,6 +143,7 @@ impl Options {
             lambda_starts: 1,
             soak_windows: 8,
             soak_window: Duration::from_millis(1500),
+            profile: false,
             idle_window: Duration::from_secs(1),
             ..Options::full(gateway, out)
         }
@@ -234,6 +239,7 @@ pub struct Results {
     pub cold: Vec<Duration>,
     pub lambda: Vec<LambdaStart>,
     pub baseline: Vec<Baseline>,
+    pub profile: Option<profile::Profile>,
     pub soak: soak::Soak,
     /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
     /// `strip` failed); binary_bytes_benchmarked is the file the bench ran.
@@ -312,7 +318,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     };
 
     b.new_and_duplicate("", None).await?;
-    let baseline = b.raw_baseline().await?;
+    let (baseline, profile) = b.raw_baseline().await?;
     eprintln!("bench: crowding a namespace with {} RRs", options.crowd);
     let crowded = b.cp.new_namespace().await?;
     let t = Instant::now();
@@ -394,6 +400,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         cold,
         lambda,
         baseline,
+        profile,
         soak,
     };
     report::write(&results)
@@ -404,7 +411,9 @@ impl Bench {
     /// (`raw`), open loop at the bench's rate and closed loop at its concurrency, taking
     /// turns, each in a namespace of its own. The raw templates are the warm-up's RR and
     /// record.
-    async fn raw_baseline(&mut self) -> Result<Vec<Baseline>, BoxError> {
+    async fn raw_baseline(
+        &mut self,
+    ) -> Result<(Vec<Baseline>, Option<profile::Profile>), BoxError> {
         let gw_ns = self.cp.new_namespace().await?;
         let raw_ns = self.cp.new_namespace().await?;
         let mut fleet = self.fleet("baseline", gw_ns.name(), 1, true, false).await?;
@@ -418,6 +427,7 @@ impl Bench {
             Raw::from_gateway(&self.cp.gateway_client(), gw_ns.name(), &fp, raw_ns.name()).await?;
         let n = self.options.signals;
         let mut out = Vec::new();
+        let mut sampled = None;
         let loads = [
             (
                 "open",
@@ -447,7 +457,14 @@ impl Bench {
                         .collect()
                 };
                 let (gateway, raw_phase) = if turn % 2 == 0 {
+                    // The saturated new RRs are what the profile samples.
+                    let recording = (self.options.profile && load == "closed")
+                        .then(|| profile::start(fleet.gws[0].pid(), &self.options.out))
+                        .flatten();
                     let g = self.measure(&label, &mut fleet, bodies(), schedule).await?;
+                    if let Some(r) = recording {
+                        sampled = Some(r.finish()?);
+                    }
                     (g, self.raw_phase(&label, &raw, kind, &fps, schedule).await?)
                 } else {
                     let r = self.raw_phase(&label, &raw, kind, &fps, schedule).await?;
@@ -464,7 +481,7 @@ impl Bench {
             }
         }
         self.stop(fleet).await?;
-        Ok(out)
+        Ok((out, sampled))
     }
 
     /// raw_phase makes the raw requests of `kind` for `fps` as `schedule` says.

@@ -10,7 +10,7 @@ use bench::{BoxError, Options};
 const USAGE: &str = "usage: bench [--smoke] [--gateway PATH] [--out DIR] [--rate PER_S] \
 [--signals N] [--plan-signals N] [--storm N] [--crowd N] [--owners N] [--rollout-pods N] \
 [--scale-signals N] \
-[--scale-fingerprints N] [--in-flight N] [--cold-starts N] [--soak MINUTES]";
+[--scale-fingerprints N] [--in-flight N] [--cold-starts N] [--soak MINUTES] [--profile (on unless --smoke)]";
 
 fn parse_args() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +24,10 @@ fn parse_args() -> Result<Options, String> {
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         if a == "--smoke" {
+            continue;
+        }
+        if a == "--profile" {
+            o.profile = true;
             continue;
         }
         if a == "--help" || a == "-h" {

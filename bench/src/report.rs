@@ -282,6 +282,10 @@ fn to_json(r: &Results, s: &Summary, goals: &[Goal]) -> Value {
         "storm_split_p95_ratio": ratio("storm_split", "storm"),
         "raw_baseline": against_json(r),
         "soak": soak_json(r),
+        "profile": r.profile.as_ref().map(|p| json!({
+            "samples": p.samples,
+            "places": p.categories.iter().map(|(k, v)| (k.clone(), json!(round(*v)))).collect::<Map<String, Value>>(),
+        })),
         "rss_per_replica": r.memory.iter().map(|m| json!({
             "fleet": m.fleet, "replicas": m.replicas,
             "rss_mib_max": round(m.rss_kib_max as f64 / 1024.0),
@@ -529,6 +533,29 @@ fn soak_markdown(out: &mut String, r: &Results) {
             u.fds.0,
             u.fds.1
         );
+    }
+}
+
+fn profile_markdown(out: &mut String, r: &Results) {
+    let Some(p) = &r.profile else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n## Where the gateway's CPU goes at saturation\n\n`perf record -e cpu-clock` of the \
+         gateway during the closed-loop `new` phase of the raw baseline ({} samples; the whole \
+         report is `{}`), self time by place:\n\n| place | share of the gateway's CPU |\n|---|---|",
+        p.samples,
+        p.report
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+    );
+    for (place, pct) in &p.categories {
+        let _ = writeln!(out, "| {place} | {pct:.1} % |");
+    }
+    let _ = writeln!(out, "\nLargest symbols:\n\n| self | symbol |\n|---|---|");
+    for (pct, symbol) in &p.top {
+        let _ = writeln!(out, "| {pct:.1} % | `{}` |", symbol.replace('|', "\\|"));
     }
 }
 
@@ -1167,6 +1194,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
     );
 
     soak_markdown(&mut out, r);
+    profile_markdown(&mut out, r);
     let _ = writeln!(
         out,
         "\nMemory per replica when each fleet stopped (largest of its replicas):\n\n\
