@@ -536,6 +536,29 @@ fn soak_markdown(out: &mut String, r: &Results) {
     }
 }
 
+/// KUBERNAUT is kubernaut's own Gateway's API requests per signal (new RR, duplicate),
+/// measured on this kind of machine with both gateways on one control plane.
+const KUBERNAUT: (f64, f64) = (12.0, 10.0);
+
+fn kubernaut_markdown(out: &mut String, r: &Results) {
+    let per = |name: &str| find(r, name, true).map_or(f64::NAN, |x| x.phase.requests_per_signal());
+    let _ = writeln!(
+        out,
+        "\nAPI server load per signal, next to kubernaut's own Gateway (its figures measured on \
+         this kind of machine with both gateways on one control plane; ours from this run, \
+         locking on):\n\n\
+         | signal | signal-gateway | kubernaut's Gateway |\n|---|---|---|\n\
+         | new RR | {:.2} | {:.0} |\n\
+         | new RR from a Pod never seen (owner resolution: + the Pod and its ReplicaSet) | {:.2} | |\n\
+         | duplicate | {:.2} | {:.0} |",
+        per("new"),
+        KUBERNAUT.0,
+        per("owners_new"),
+        per("duplicate"),
+        KUBERNAUT.1
+    );
+}
+
 fn profile_markdown(out: &mut String, r: &Results) {
     let Some(p) = &r.profile else {
         return;
@@ -1193,6 +1216,7 @@ fn markdown(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         s.lambda_rss_peak
     );
 
+    kubernaut_markdown(&mut out, r);
     soak_markdown(&mut out, r);
     profile_markdown(&mut out, r);
     let _ = writeln!(
@@ -1427,6 +1451,9 @@ fn readme(r: &Results, s: &Summary, goals: &[Goal]) -> String {
         s.lambda_rss_peak,
         s.binary_mib
     );
+    kubernaut_markdown(&mut out, r);
+    soak_markdown(&mut out, r);
+    profile_markdown(&mut out, r);
     out
 }
 
