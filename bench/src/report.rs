@@ -597,7 +597,15 @@ fn soak_goals(r: &Results, g: &mut Vec<Goal>) {
               \"Soak under faults\"."
             .into(),
     });
-    if let Some(u) = r.soak.replicas.iter().find(|u| u.restarts == 0) {
+    // The replica never restarted that grew most is the one judged.
+    let growth = |u: &&crate::soak::ReplicaUse| u.rss_kib.1.saturating_sub(u.rss_kib.0);
+    if let Some(u) = r
+        .soak
+        .replicas
+        .iter()
+        .filter(|u| u.restarts == 0)
+        .max_by_key(growth)
+    {
         let (rss0, rss1) = (u.rss_kib.0 as f64 / 1024.0, u.rss_kib.1 as f64 / 1024.0);
         g.push(Goal {
             figure: format!(
