@@ -304,45 +304,13 @@ mod tests {
         (cert, rcgen::Issuer::new(params, key))
     }
 
-    /// Mount lays files out as the kubelet mounts a Secret: `name -> ..data/name`, with
-    /// `..data` a symlink to a timestamped directory that an update swaps atomically.
-    struct Mount {
-        dir: tempfile::TempDir,
-        version: u32,
-    }
+    use testenv::mount::SecretMount as Mount;
 
-    impl Mount {
-        fn new(files: &[(&str, &str)]) -> Mount {
-            let mut m = Mount {
-                dir: tempfile::tempdir().unwrap(),
-                version: 0,
-            };
-            m.update(files);
-            for (name, _) in files {
-                std::os::unix::fs::symlink(format!("..data/{name}"), m.dir.path().join(name))
-                    .unwrap();
-            }
-            m
-        }
-
-        fn update(&mut self, files: &[(&str, &str)]) {
-            self.version += 1;
-            let ts = format!("..v{}", self.version);
-            std::fs::create_dir(self.dir.path().join(&ts)).unwrap();
-            for (name, text) in files {
-                std::fs::write(self.dir.path().join(&ts).join(name), text).unwrap();
-            }
-            let tmp = self.dir.path().join("..data_tmp");
-            std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-            std::fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
-        }
-
-        fn files(&self) -> TlsFiles {
-            TlsFiles {
-                cert: self.dir.path().join("tls.crt"),
-                key: self.dir.path().join("tls.key"),
-                client_ca: None,
-            }
+    fn files(mount: &Mount) -> TlsFiles {
+        TlsFiles {
+            cert: mount.path("tls.crt"),
+            key: mount.path("tls.key"),
+            client_ca: None,
         }
     }
 
@@ -373,7 +341,7 @@ mod tests {
         let ca = ca();
         let first = issued(&ca, 1);
         let mut mount = Mount::new(&[("tls.crt", &first.cert), ("tls.key", &first.key)]);
-        let tls = Tls::with_check_every(mount.files(), Duration::ZERO).unwrap();
+        let tls = Tls::with_check_every(files(&mount), Duration::ZERO).unwrap();
         assert_eq!(served(&tls, &ca.0).await, first.serial);
 
         let second = issued(&ca, 2);
@@ -397,7 +365,7 @@ mod tests {
         let ca = ca();
         let first = issued(&ca, 1);
         let mut mount = Mount::new(&[("tls.crt", &first.cert), ("tls.key", &first.key)]);
-        let tls = Tls::with_check_every(mount.files(), Duration::from_secs(3600)).unwrap();
+        let tls = Tls::with_check_every(files(&mount), Duration::from_secs(3600)).unwrap();
         let second = issued(&ca, 2);
         mount.update(&[("tls.crt", &second.cert), ("tls.key", &second.key)]);
         assert_eq!(served(&tls, &ca.0).await, first.serial);

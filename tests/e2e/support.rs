@@ -207,26 +207,7 @@ pub async fn send(
     (status, headers, value)
 }
 
-/// script runs a repository script (`hack/...`) with `args` and returns the path it prints
-/// as its last line, as every build and tool script does.
-pub fn script(path: &str, args: &[&str]) -> std::path::PathBuf {
-    let out = std::process::Command::new(testenv::repo_root().join(path))
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {path}: {e}"));
-    assert!(
-        out.status.success(),
-        "{path} {args:?} failed: {}",
-        out.status
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
-    std::path::PathBuf::from(
-        last.unwrap_or_else(|| panic!("{path} printed no path"))
-            .trim(),
-    )
-}
+pub use testenv::script;
 
 /// fp_of is the fingerprint of pod `pod` in namespace `prod`, the target of `firing`.
 pub fn fp_of(pod: &str) -> String {

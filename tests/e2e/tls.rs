@@ -92,44 +92,7 @@ impl Ca {
     }
 }
 
-/// Mount lays files out as the kubelet mounts a Secret volume: `name -> ..data/name`,
-/// `..data` a symlink to a timestamped directory, swapped by a rename on each update.
-struct Mount {
-    dir: tempfile::TempDir,
-    version: u32,
-}
-
-impl Mount {
-    fn new(files: &[(&str, &str)]) -> Mount {
-        let mut m = Mount {
-            dir: tempfile::tempdir().expect("a temp dir"),
-            version: 0,
-        };
-        m.update(files);
-        for (name, _) in files {
-            std::os::unix::fs::symlink(format!("..data/{name}"), m.dir.path().join(name))
-                .expect("a symlink");
-        }
-        m
-    }
-
-    /// update writes `files` into a new timestamped directory and swaps `..data` to it.
-    fn update(&mut self, files: &[(&str, &str)]) {
-        self.version += 1;
-        let ts = format!("..2026_12_02_10_00_00.{}", self.version);
-        std::fs::create_dir(self.dir.path().join(&ts)).expect("a data dir");
-        for (name, text) in files {
-            std::fs::write(self.dir.path().join(&ts).join(name), text).expect("writing");
-        }
-        let tmp = self.dir.path().join("..data_tmp");
-        std::os::unix::fs::symlink(&ts, &tmp).expect("a symlink");
-        std::fs::rename(&tmp, self.dir.path().join("..data")).expect("the swap");
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
+use testenv::mount::SecretMount as Mount;
 
 /// serving mounts `pair` as a `kubernetes.io/tls` Secret.
 fn serving(pair: &Pair) -> Mount {
@@ -284,8 +247,14 @@ async fn once(
 /// tls_env is the environment of a gateway serving `mount`'s pair.
 fn tls_env(mount: &Mount) -> Vec<(&'static str, String)> {
     vec![
-        ("GATEWAY_TLS_CERT_FILE", mount.path("tls.crt")),
-        ("GATEWAY_TLS_KEY_FILE", mount.path("tls.key")),
+        (
+            "GATEWAY_TLS_CERT_FILE",
+            mount.path("tls.crt").display().to_string(),
+        ),
+        (
+            "GATEWAY_TLS_KEY_FILE",
+            mount.path("tls.key").display().to_string(),
+        ),
     ]
 }
 

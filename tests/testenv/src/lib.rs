@@ -14,6 +14,7 @@
 pub mod collector;
 pub mod gateway;
 pub mod lambda;
+pub mod mount;
 mod process;
 
 use std::fmt::Write as _;
@@ -176,6 +177,17 @@ fn find_binaries() -> Result<PathBuf, String> {
 pub fn tool(name: &str) -> PathBuf {
     last_line_of(&repo_root().join("hack/tool.sh"), &[name])
         .unwrap_or_else(|e| panic!("installing {name}: {e}"))
+}
+
+/// script runs a repository script (`hack/...`) with `args` and returns the path it prints
+/// as its last line, as every build and tool script does.
+///
+/// # Panics
+///
+/// When the script fails: the test that needs what it builds cannot run.
+#[must_use]
+pub fn script(path: &str, args: &[&str]) -> PathBuf {
+    last_line_of(&repo_root().join(path), args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// last_line_of runs `script` with `args`, its stderr passed through, and
