@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::{
     chaos::Pauser,
     config::{Config, Scope},
-    kube::{self, ApiCalls, KubeError, Owners, Records, Rrs},
+    k8s::{self, ApiCalls, KubeError, Owners, Records, RemediationRequests},
     lambda,
     pipeline::{Pipeline, Resolver, Settings, Writer},
     telemetry::{self, Telemetry},
@@ -24,21 +24,21 @@ use crate::{
 pub struct App {
     pub(crate) state: AppState,
     records: Records,
-    rrs: Rrs,
+    rrs: RemediationRequests,
     sweep_min_age: Duration,
 }
 
 /// build connects to Kubernetes and assembles the request path. Everything a request
 /// needs is made here, so that the first request after a cold start does no set-up work.
 pub async fn build(config: &Config) -> anyhow::Result<App> {
-    let client = kube::connect(config.api_timeout, config.eks.as_ref())
+    let client = k8s::connect(config.api_timeout, config.eks.as_ref())
         .await
         .context("building the Kubernetes client")?;
     Ok(assemble(config, client).await)
 }
 
 /// assemble builds the request path around an existing client.
-pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
+pub async fn assemble(config: &Config, client: kube::Client) -> App {
     if !config.distributed_locking {
         tracing::warn!(
             "distributed locking is OFF (GATEWAY_ENABLE_DISTRIBUTED_LOCKING=false): rollback mode, \
@@ -60,7 +60,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
         config.lock_wait,
         config.distributed_locking,
     );
-    let rrs = Rrs::new(client.clone(), &config.namespace);
+    let rrs = RemediationRequests::new(client.clone(), &config.namespace);
     let settings = Settings {
         api_timeout: config.api_timeout,
         batch_timeout: config.lock_wait + config.api_timeout * 12,
@@ -68,7 +68,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
     };
     let resolver = Resolver {
         owners: config.owner_resolution.then(|| Owners::new(client.clone())),
-        scope: (config.scope == Scope::Managed).then(|| kube::Scope::new(client.clone())),
+        scope: (config.scope == Scope::Managed).then(|| k8s::Scope::new(client.clone())),
     };
     let pipeline = Pipeline::new(
         resolver,
@@ -76,7 +76,7 @@ pub async fn assemble(config: &Config, client: ::kube::Client) -> App {
         settings,
     );
     // Opens the TLS connection now rather than on the first signal.
-    match kube::reachable(&client, config.api_timeout).await {
+    match k8s::reachable(&client, config.api_timeout).await {
         Ok(()) => tracing::info!("Kubernetes API reachable"),
         Err(e) => {
             tracing::warn!(error = %e, "Kubernetes API not reachable yet; /readyz stays false until it is")
@@ -117,11 +117,11 @@ impl App {
         router(self.state.clone()).layer(middleware::from_fn(telemetry::http_server))
     }
 
-    /// sweep runs one pass of the sweep over this app's fence records (`kube::sweep`), and
+    /// sweep runs one pass of the sweep over this app's fence records (`k8s::sweep`), and
     /// returns how many it removed.
     pub async fn sweep(&self) -> Result<usize, KubeError> {
         let calls = ApiCalls::new(self.state.api_timeout);
-        let n = kube::sweep(&self.records, &self.rrs, self.sweep_min_age, &calls).await?;
+        let n = k8s::sweep(&self.records, &self.rrs, self.sweep_min_age, &calls).await?;
         if n > 0 {
             telemetry::metrics().sweep_removals.add(n as u64, &[]);
             tracing::info!(removed = n, "removed fence records that fence nothing");

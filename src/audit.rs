@@ -35,7 +35,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     crd::SignalType,
-    kube::{CREATE_RR, KubeError},
+    k8s::{CREATE_RR, KubeError},
     pipeline::Error,
     signal::{Signal, Source},
 };

@@ -560,7 +560,7 @@ pub const HOLDING_OUTCOME: &str = "ManualReviewRequired";
 /// on it and no new RR is opened), kubernaut's Gateway's rule: its phase is not terminal
 /// (unset, `Verifying` and `Blocked` included), or its outcome is `ManualReviewRequired`,
 /// or its `nextAllowedExecution` is later than `now`. The gateway passes the API server's
-/// clock at the read (`kube::Rr`), never its own.
+/// clock at the read (`k8s::Rr`), never its own.
 #[must_use]
 pub fn holds(
     phase: Option<&str>,

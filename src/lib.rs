@@ -2,7 +2,7 @@
 //! problem, across any number of replicas.
 //!
 //! Data flows one way: `web` (HTTP adapter) -> `signal` (model) -> `pipeline` (coalesce,
-//! count or create) -> `kube` (every Kubernetes call, the fence record and its lock).
+//! count or create) -> `k8s` (every Kubernetes call, the fence record and its lock).
 //! `crd` holds the resource types, `audit` the audit events of each decision, `app` wires
 //! the parts and `lambda` serves them as an AWS Lambda function; `main.rs` only picks a mode.
 #![forbid(unsafe_code)]
@@ -13,7 +13,7 @@ pub mod audit;
 pub(crate) mod chaos;
 pub mod config;
 pub mod crd;
-pub mod kube;
+pub mod k8s;
 pub(crate) mod lambda;
 pub mod pipeline;
 pub mod signal;

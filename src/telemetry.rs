@@ -792,8 +792,8 @@ impl Metrics {
                 );
             }
         }
-        for (verb, resource) in crate::kube::request_kinds() {
-            for outcome in crate::kube::OUTCOMES {
+        for (verb, resource) in crate::k8s::request_kinds() {
+            for outcome in crate::k8s::OUTCOMES {
                 self.kube_api_requests.add(
                     0,
                     &[
@@ -1539,7 +1539,7 @@ mod tests {
             .count();
         assert_eq!(
             kube,
-            crate::kube::request_kinds().len() * crate::kube::OUTCOMES.len()
+            crate::k8s::request_kinds().len() * crate::k8s::OUTCOMES.len()
         );
         // If an SDK starts exporting empty histograms, the companion counts can go.
         for name in [

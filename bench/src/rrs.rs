@@ -1,4 +1,4 @@
-//! Rrs creates and lists RemediationRequests with the admin client, outside
+//! RemediationRequests creates and lists RemediationRequests with the admin client, outside
 //! any measured phase.
 
 use std::collections::{BTreeMap, BTreeSet};

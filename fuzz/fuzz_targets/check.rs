@@ -2,7 +2,7 @@
 #![allow(dead_code, reason = "each target uses a part of it")]
 
 use signal_gateway::{
-    kube::lease_name,
+    k8s::lease_name,
     pipeline::rr_name,
     signal::{ORIGINAL_PAYLOAD_MAX, Signal},
 };

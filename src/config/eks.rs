@@ -3,7 +3,7 @@
 //! own bearer tokens with the AWS credentials that Lambda puts in the environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`), so
 //! no kubeconfig and no exec plugin are needed. The token itself is made in
-//! `src/kube/eks.rs`.
+//! `src/k8s/eks.rs`.
 
 use std::fmt;
 

@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use crate::{
     audit::{self, Caller},
-    kube::{ApiCalls, KubeError, Tally},
+    k8s::{ApiCalls, KubeError, Tally},
     signal::{Fingerprint, Signal},
     telemetry,
 };

@@ -1,10 +1,10 @@
 //! Resolve decides what problem a signal belongs to before it is deduplicated: the workload
-//! behind its target (`kube::Owners`, `GATEWAY_OWNER_RESOLUTION`) and, with
-//! `GATEWAY_SCOPE=managed`, whether kubernaut manages that workload (`kube::Scope`). A
+//! behind its target (`k8s::Owners`, `GATEWAY_OWNER_RESOLUTION`) and, with
+//! `GATEWAY_SCOPE=managed`, whether kubernaut manages that workload (`k8s::Scope`). A
 //! refused signal writes nothing.
 
 use crate::{
-    kube::{ApiCalls, KubeError, MANAGED, Owners, Resolution, Scope},
+    k8s::{ApiCalls, KubeError, MANAGED, Owners, Resolution, Scope},
     signal::{Signal, TargetResource},
     telemetry::{self, kv},
 };

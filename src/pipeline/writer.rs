@@ -1,5 +1,5 @@
 //! Writer counts a batch of one fingerprint's signals on its active RR, or creates the next
-//! RR under a claim of the fingerprint's fence record (`kube::Records`).
+//! RR under a claim of the fingerprint's fence record (`k8s::Records`).
 //!
 //! The record names the current RR. If that RR is active, the batch is counted on it with
 //! a status write carrying its resourceVersion: duplicates take no lock. Otherwise the
@@ -25,8 +25,9 @@ use crate::{
     chaos::Pauser,
     config::PausePoint,
     crd::RemediationRequest,
-    kube::{
-        ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, Rr, Rrs, Tally, View, lease_name,
+    k8s::{
+        ApiCalls, Claim, Claimed, Counted, MANAGED_BY, Records, RemediationRequests, Rr, Tally,
+        View, lease_name,
     },
     signal::Signal,
     telemetry,
@@ -48,17 +49,17 @@ pub(crate) struct Written {
 /// Writer holds the clients and the per-process cache of record views.
 pub(crate) struct Writer {
     pub records: Records,
-    pub rrs: Rrs,
+    pub rrs: RemediationRequests,
     pub pauser: Arc<Pauser>,
     /// views caches the last record view per fingerprint; a stale one costs a retry.
     views: Mutex<HashMap<String, View>>,
 }
 
-use crate::kube::generation_of;
-pub use crate::kube::rr_name;
+use crate::k8s::generation_of;
+pub use crate::k8s::rr_name;
 
 impl Writer {
-    pub(crate) fn new(records: Records, rrs: Rrs, pauser: Arc<Pauser>) -> Writer {
+    pub(crate) fn new(records: Records, rrs: RemediationRequests, pauser: Arc<Pauser>) -> Writer {
         Writer {
             records,
             rrs,

@@ -29,7 +29,7 @@ use super::{ClientCert, problem::Rejection};
 use crate::{
     audit::Caller,
     config::{AuthMode, Review, SecretSource},
-    kube::{ApiCalls, Permission, may_create, review_token},
+    k8s::{ApiCalls, Permission, may_create, review_token},
 };
 
 /// CACHE_ENTRIES bounds the decisions remembered (one per distinct token).

@@ -83,7 +83,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.ready.load(Ordering::SeqCst) {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
-    match crate::kube::reachable(&s.client, s.api_timeout).await {
+    match crate::k8s::reachable(&s.client, s.api_timeout).await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             // Readiness is open to everyone: the API server's message stays in the log.

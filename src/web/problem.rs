@@ -9,7 +9,7 @@ use axum::{
 };
 
 use crate::{
-    kube::{CREATE_RR, KubeError},
+    k8s::{CREATE_RR, KubeError},
     pipeline,
 };
 

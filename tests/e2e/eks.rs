@@ -1,7 +1,7 @@
 //! EKS mode (`GATEWAY_EKS_CLUSTER_NAME`, docs/lambda.md) against the real API server:
 //! the client goes to `GATEWAY_EKS_ENDPOINT`, verifies it with `GATEWAY_EKS_CA_DATA` and
 //! presents a token signed from the AWS credentials in the environment (its exact form is
-//! tested in src/kube/eks.rs). The test API server cannot ask STS who signed it (there is
+//! tested in src/k8s/eks.rs). The test API server cannot ask STS who signed it (there is
 //! no AWS here), so it refuses the token with 401, while it answers the same request
 //! made anonymously: the 401 is the proof that the token was sent, over a TLS session
 //! the CA verified.

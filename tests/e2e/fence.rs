@@ -17,7 +17,7 @@ use kube::{
 use serde_json::{Value, json};
 use signal_gateway::{
     crd::RemediationRequest,
-    kube::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
+    k8s::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
     pipeline::rr_name,
 };
 use testenv::ControlPlane;
@@ -82,7 +82,7 @@ fn annotation(lease: &Lease, key: &str) -> Option<String> {
     lease.metadata.annotations.as_ref()?.get(key).cloned()
 }
 
-async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gateway::kube::Claim {
+async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gateway::k8s::Claim {
     match r
         .claim(
             fp,
@@ -446,7 +446,7 @@ async fn the_sweep_deletes_only_records_that_fence_nothing() {
     let _claim = won(&r, &held, &View::default(), 1).await;
     // Until the gateway's hold lapses, the record of the deleted RR is left alone: its
     // holder could still be about to create it.
-    let rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), ns.name());
+    let rrs = signal_gateway::k8s::RemediationRequests::new(cp.gateway_client(), ns.name());
     assert_eq!(sweep(&r, &rrs, Duration::ZERO, &calls()).await.unwrap(), 0);
     await_expiry(&r, &gone).await;
 
@@ -1007,13 +1007,13 @@ async fn a_sweep_leaves_another_releases_records_alone() {
     let fp = fp_of("shared-locks");
     assert!(lease(cp, locks.name(), &fp).await.is_some());
     let a = records_apart(cp, locks.name(), a_ns.name(), "gw-a", 0, true);
-    let a_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), a_ns.name());
+    let a_rrs = signal_gateway::k8s::RemediationRequests::new(cp.gateway_client(), a_ns.name());
     let removed = sweep(&a, &a_rrs, Duration::ZERO, &calls()).await.unwrap();
     assert_eq!(removed, 0, "release A swept release B's record");
     assert!(lease(cp, locks.name(), &fp).await.is_some());
     // B's own sweep still judges it: its RR exists, so it stays.
     let b_records = records_apart(cp, locks.name(), b_ns.name(), "gw-b", 0, false);
-    let b_rrs = signal_gateway::kube::Rrs::new(cp.gateway_client(), b_ns.name());
+    let b_rrs = signal_gateway::k8s::RemediationRequests::new(cp.gateway_client(), b_ns.name());
     assert_eq!(
         sweep(&b_records, &b_rrs, Duration::ZERO, &calls())
             .await

@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
-use signal_gateway::kube::{
+use signal_gateway::k8s::{
     GENERATION, MANAGED_BY, REMEDIATION_REQUEST, RR_NAMESPACE, lease_name, rr_name,
 };
 use testenv::lambda::{self, answer, api_gateway, function_url};

@@ -1,4 +1,4 @@
-//! Rrs reads, creates and counts RemediationRequests, one object at a time by name: no
+//! RemediationRequests reads, creates and counts RemediationRequests, one object at a time by name: no
 //! request here grows with the number of RRs in the namespace.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -146,19 +146,19 @@ impl Rr {
     }
 }
 
-/// Rrs is the RemediationRequest client of the gateway's namespace.
+/// RemediationRequests is the RemediationRequest client of the gateway's namespace.
 #[derive(Clone)]
-pub struct Rrs {
+pub struct RemediationRequests {
     client: kube::Client,
     api: Api<RemediationRequest>,
     namespace: String,
 }
 
-impl Rrs {
+impl RemediationRequests {
     /// new builds the client for `namespace`.
     #[must_use]
-    pub fn new(client: kube::Client, namespace: &str) -> Rrs {
-        Rrs {
+    pub fn new(client: kube::Client, namespace: &str) -> RemediationRequests {
+        RemediationRequests {
             api: Api::namespaced(client.clone(), namespace),
             client,
             namespace: namespace.to_owned(),

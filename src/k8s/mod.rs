@@ -26,7 +26,7 @@ pub use record::{
     Claim, Claimed, GENERATION, REMEDIATION_REQUEST, RR_NAMESPACE, Records, View, generation_of,
     lease_name, rr_name,
 };
-pub use rrs::{CREATE_RR, Counted, Rr, Rrs, Tally};
+pub use rrs::{CREATE_RR, Counted, RemediationRequests, Rr, Tally};
 pub use scope::{MANAGED, Scope};
 pub use sweep::sweep;
 pub use tokenreview::{Permission, may_create, review_token};

@@ -40,7 +40,7 @@ struct Config {
     /// Delete(n) is disabled while a writer has claimed n and has not sent its create yet.
     assume_no_delete_while_claimed: bool,
     /// A GetRr answering `terminal` is never stale. The service reads every RR consistently
-    /// (`Rrs::get`); the model lets active and missing answers be stale all the same.
+    /// (`RemediationRequests::get`); the model lets active and missing answers be stale all the same.
     consistent_terminal: bool,
     /// The record sweep runs, under its `min_age` assumption: no writer pauses that long
     /// between its claim and its create.

@@ -24,7 +24,7 @@ use super::{
     calls::{ApiCalls, KubeError, code},
     clock,
     record::{REMEDIATION_REQUEST, RR_NAMESPACE, Records},
-    rrs::Rrs,
+    rrs::RemediationRequests,
 };
 use crate::crd::RemediationRequest;
 
@@ -34,7 +34,7 @@ const PAGE: u32 = 500;
 /// sweep deletes the records of `records` that fence nothing, and returns how many.
 pub async fn sweep(
     records: &Records,
-    rrs: &Rrs,
+    rrs: &RemediationRequests,
     min_age: Duration,
     calls: &ApiCalls,
 ) -> Result<usize, KubeError> {
@@ -97,7 +97,7 @@ pub async fn sweep(
 
 /// rr_names lists the names of every RR in the namespace, page by page, metadata only.
 async fn rr_names(
-    rrs: &Rrs,
+    rrs: &RemediationRequests,
     client: kube::Client,
     calls: &ApiCalls,
 ) -> Result<HashSet<String>, KubeError> {

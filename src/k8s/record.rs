@@ -27,7 +27,7 @@ use super::{
     FIELD_MANAGER, MANAGED_BY,
     calls::{ApiCalls, KubeError, backoff, code},
     clock,
-    rrs::Rrs,
+    rrs::RemediationRequests,
 };
 
 /// GENERATION annotates the record with the generation of the fingerprint's current RR.
@@ -139,7 +139,7 @@ pub struct Records {
     wait_budget: Duration,
     /// rrs reads the RR a held record names (in the RR namespace, which may differ from
     /// the records'): once it exists, the hold is over.
-    rrs: Rrs,
+    rrs: RemediationRequests,
     /// locking says whether claims take the lock; off is the rollback switch.
     locking: bool,
 }
@@ -202,7 +202,7 @@ impl Records {
     ) -> Records {
         Records {
             api: Api::namespaced(client.clone(), namespace),
-            rrs: Rrs::new(client.clone(), rr_namespace),
+            rrs: RemediationRequests::new(client.clone(), rr_namespace),
             client,
             namespace: namespace.to_owned(),
             instance: instance.to_owned(),
