@@ -14,14 +14,14 @@ use std::{collections::HashSet, time::Duration};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api,
+    Api, Resource as _,
     api::{DeleteParams, ListParams, Preconditions},
     core::{ObjectList, PartialObjectMeta},
 };
 
 use super::{
     MANAGED_BY,
-    calls::{ApiCalls, KubeError, code},
+    calls::{ApiCalls, KubeError, Op, code},
     clock,
     record::{REMEDIATION_REQUEST, RR_NAMESPACE, Records},
     rrs::RemediationRequests,
@@ -39,10 +39,7 @@ pub async fn sweep(
     calls: &ApiCalls,
 ) -> Result<usize, KubeError> {
     let existing = rr_names(rrs, records.client.clone(), calls).await?;
-    let url = format!(
-        "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
-        records.namespace
-    );
+    let url = Lease::url_path(&(), Some(&records.namespace));
     // Only this release's records: another release may share the lock namespace, and its
     // records name RRs this sweep cannot see.
     let lp = ListParams::default().labels(&format!(
@@ -53,9 +50,9 @@ pub async fn sweep(
     ));
     let req = kube::core::Request::new(url)
         .list(&lp)
-        .map_err(|e| KubeError::failed("listing leases", "", kube::Error::BuildRequest(e)))?;
+        .map_err(|e| Op::ListLeases.failed("", kube::Error::BuildRequest(e)))?;
     let (list, now) =
-        clock::get_dated::<ObjectList<Lease>>(&records.client, req, "listing leases", "", calls)
+        clock::get_dated::<ObjectList<Lease>>(&records.client, req, Op::ListLeases, "", calls)
             .await?;
     let mut removed = 0;
     for lease in list.map(|l| l.items).unwrap_or_default() {
@@ -84,12 +81,12 @@ pub async fn sweep(
             ..DeleteParams::default()
         };
         match calls
-            .run("deleting lease", &name, records.api.delete(&name, &dp))
+            .run(Op::DeleteLease, &name, records.api.delete(&name, &dp))
             .await?
         {
             Ok(_) => removed += 1,
             Err(e) if matches!(code(&e), Some(404 | 409)) => {}
-            Err(e) => return Err(KubeError::failed("deleting lease", &name, e)),
+            Err(e) => return Err(Op::DeleteLease.failed(&name, e)),
         }
     }
     Ok(removed)
@@ -106,9 +103,9 @@ async fn rr_names(
     let mut lp = ListParams::default().limit(PAGE);
     loop {
         let page: ObjectList<PartialObjectMeta<RemediationRequest>> = calls
-            .read("listing remediationrequests", "", || api.list_metadata(&lp))
+            .read(Op::ListRrs, "", || api.list_metadata(&lp))
             .await?
-            .map_err(|e| KubeError::failed("listing remediationrequests", "", e))?;
+            .map_err(|e| Op::ListRrs.failed("", e))?;
         names.extend(page.items.into_iter().filter_map(|m| m.metadata.name));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),

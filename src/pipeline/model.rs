@@ -1,25 +1,21 @@
 //! Exhaustive model check of the fence protocol that keeps one active RR per fingerprint.
+//! It lives beside `writer`, which drives the protocol: the writer's steps (`writer::Step`)
+//! and the claim's (`k8s::Records`) carry the names of this model's program counter `Pc`.
+//! The protocol: docs/protocol.md.
 //!
-//! One writer step is one API call and is named after it. `GetRecord` is the view of the Lease
-//! `sg-<fp>`: served from the process cache (any version the Lease has had) on a writer's first
-//! look, else a GET (also the re-read of a writer waiting for a live holder, and the GET after
-//! a 409). `ListRrs` is the LIST of the fingerprint's RRs by field selector that a writer
-//! sends when it finds no record (`Writer::discover`). `GetRr` is the GET of the RR named in that view, served any state the name has had
-//! (in the old protocol, the LIST of the fingerprint's RRs). `PatchStatus` and
-//! `PatchStatusAfterCreate` are the status patches carrying the RR's resourceVersion.
-//! `ClaimRecord` is the create-if-absent of the Lease or the update carrying its
-//! resourceVersion (in the old protocol, the Lease acquisition). `CreateRr` is the create of the RR the claim named; `GiveUp` is the fit
-//! check failing just before it. `Release` is the update that clears the holder, sent only by a
-//! writer whose claim produced no RR: a claim whose RR exists is over without a write, and a
-//! writer that reads that RR (`settled`) may claim the record whatever its holder. The
-//! environment steps are `LeaseExpire` (the API server's clock passes the lease), `Complete`
-//! (kubernaut ends a remediation), `Backoff` (kubernaut ends it with a
-//! `nextAllowedExecution` ahead, or `ManualReviewRequired`: terminal, yet it still holds its
-//! problem), `BackoffPasses` (the API server's clock passes `nextAllowedExecution`: the RR
-//! stops holding with no write, so a status patch carrying the version read before still
-//! succeeds), `Delete` (retention or an operator), `Sweep` (the record sweep deleting a
-//! record that fences nothing) and `LoseRecord` (anyone deleting the record). "Active" in the properties is `rrs::holds`: a phase that is
-//! not terminal, or a backoff the clock has not passed.
+//! One writer step is one API call. `GetRecord` reads the Lease `sg-<fp>` (on a writer's
+//! first look the process cache may serve any version it has had); `ListRrs` lists the
+//! fingerprint's RRs when there is no record; `GetRr` reads the RR the view names (any
+//! state the name has had); `PatchStatus` and `PatchStatusAfterCreate` are the status
+//! patches carrying the RR's resourceVersion; `ClaimRecord` creates the Lease or updates
+//! it carrying its resourceVersion; `CreateRr` creates the claimed RR, and `GiveUp` is the
+//! fit check failing just before it; `Release` clears the holder of a claim that produced
+//! no RR. The environment steps are `LeaseExpire` (the server's clock passes the lease),
+//! `Complete` (kubernaut ends a remediation), `Backoff` (it ends one with a
+//! `nextAllowedExecution` ahead, or for manual review: terminal, yet it holds its problem),
+//! `BackoffPasses` (the server's clock passes it, with no write), `Delete` (retention or an
+//! operator), `Sweep` (the record sweep) and `LoseRecord` (anyone deleting the record).
+//! "Active" is `rrs::holds`.
 //!
 //! Histories are kept as sets, since a stale read may return any earlier state, and a reader
 //! keeps only whether what it read is still current: that is all a resourceVersion
@@ -1000,7 +996,7 @@ fn unfenced_paused_holder_duplicates() {
     );
 }
 
-/// The trace of the issue: the old fence is derived from the RRs that happen to exist, so
+/// The old fence is derived from the RRs that happen to exist, so
 /// deleting a terminal RR lowers it. Y (w1) sees rr-1 completed, plans rr-2 and pauses; rr-1
 /// is deleted; Z (w0) sees nothing, takes over and creates rr-1; Y creates rr-2. Z's first
 /// round plays the writer that created rr-1 (its status patch lost to the Complete).
@@ -1041,8 +1037,8 @@ fn deleting_a_claimed_name_duplicates() {
     );
 }
 
-/// Why a terminal answer must come from a consistent read (the design note lets the GET of
-/// an RR be served stale): rr-1 completes and retention deletes it; w1 finds it missing and
+/// Why a terminal answer must come from a consistent read (a GET of an RR may otherwise be
+/// served stale): rr-1 completes and retention deletes it; w1 finds it missing and
 /// re-creates it (generation 1 is reused); w0's GET of rr-1, served from a lagging cache,
 /// returns the deleted incarnation as terminal, so w0 opens rr-2 beside the new rr-1. No
 /// pause and no expiry are needed.
