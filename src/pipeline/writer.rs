@@ -18,13 +18,14 @@ use lru::LruCache;
 use tracing::{Instrument as _, info_span};
 
 use super::Error;
+pub use crate::k8s::rr_name;
 use crate::{
     chaos::Pauser,
     config::PausePoint,
     crd::RemediationRequest,
     k8s::{
         ApiCalls, Bid, Claim, Claimed, Counted, MANAGED_BY, Records, RemediationRequests, Rr,
-        Tally, View, lease_name,
+        Tally, View, generation_of, lease_name,
     },
     signal::Signal,
     telemetry,
@@ -51,9 +52,6 @@ pub(crate) struct Writer {
     /// views caches the last record view per fingerprint; a stale one costs a retry.
     views: Mutex<LruCache<String, View>>,
 }
-
-use crate::k8s::generation_of;
-pub use crate::k8s::rr_name;
 
 /// Job is one batch: its first signal, how many signals it counts, and its request context.
 struct Job<'a> {
