@@ -60,7 +60,7 @@ fn server_time(date: Option<&http::HeaderValue>) -> Option<jiff::Timestamp> {
 }
 
 /// last_server_write is the API server's time of the Lease's newest write.
-pub(crate) fn last_server_write(lease: &Lease) -> Option<jiff::Timestamp> {
+fn last_server_write(lease: &Lease) -> Option<jiff::Timestamp> {
     let created = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let managed = lease
         .metadata

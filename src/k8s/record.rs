@@ -64,12 +64,6 @@ impl View {
         }
     }
 
-    /// exists reports whether a record was read (or written) behind this view.
-    #[must_use]
-    pub fn exists(&self) -> bool {
-        self.resource_version.is_some()
-    }
-
     /// held reports whether another writer held the record, unexpired, when it was read.
     #[must_use]
     pub fn held(&self) -> bool {
