@@ -128,6 +128,18 @@ pub struct Bid<'a> {
     pub settled: bool,
 }
 
+impl Bid<'_> {
+    /// new bids for generation `generation` named `rr`, not settled.
+    #[must_use]
+    pub fn new(generation: u64, rr: &str) -> Bid<'_> {
+        Bid {
+            generation,
+            rr,
+            settled: false,
+        }
+    }
+}
+
 /// Records reads, claims and releases the fence records in one namespace.
 #[derive(Clone)]
 pub struct Records {

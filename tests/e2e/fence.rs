@@ -89,11 +89,7 @@ async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gate
         .claim(
             fp,
             view,
-            Bid {
-                generation,
-                rr: &rr_name(fp, generation),
-                settled: false,
-            },
+            Bid::new(generation, &rr_name(fp, generation)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -146,11 +142,7 @@ async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
         .claim(
             &fp,
             &released,
-            Bid {
-                generation: 3,
-                rr: &rr_name(&fp, 3),
-                settled: false,
-            },
+            Bid::new(3, &rr_name(&fp, 3)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -176,11 +168,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
         .claim(
             &fp,
             &View::default(),
-            Bid {
-                generation: 1,
-                rr: &rr_name(&fp, 1),
-                settled: false,
-            },
+            Bid::new(1, &rr_name(&fp, 1)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -206,11 +194,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
         .claim(
             &fp,
             &view,
-            Bid {
-                generation: 2,
-                rr: &rr_name(&fp, 2),
-                settled: false,
-            },
+            Bid::new(2, &rr_name(&fp, 2)),
             &cancelled,
             &calls(),
         )
@@ -244,18 +228,8 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         let (b, fp) = (b.clone(), fp.clone());
         tokio::spawn(async move {
             let name = rr_name(&fp, 1);
-            b.claim(
-                &fp,
-                &view,
-                Bid {
-                    generation: 1,
-                    rr: &name,
-                    settled: false,
-                },
-                NOT_CANCELLED,
-                &calls(),
-            )
-            .await
+            b.claim(&fp, &view, Bid::new(1, &name), NOT_CANCELLED, &calls())
+                .await
         })
     };
     std::fs::write(&a.resume, b"").expect("resuming A");
@@ -287,9 +261,8 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
             &fp,
             &view,
             Bid {
-                generation: 2,
-                rr: &rr_name(&fp, 2),
                 settled: true,
+                ..Bid::new(2, &rr_name(&fp, 2))
             },
             NOT_CANCELLED,
             &calls(),
@@ -310,11 +283,7 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         .claim(
             &fp,
             &view,
-            Bid {
-                generation: 2,
-                rr: &rr_name(&fp, 2),
-                settled: false,
-            },
+            Bid::new(2, &rr_name(&fp, 2)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -345,11 +314,7 @@ async fn a_waiter_sees_the_holders_rr_when_the_records_live_apart() {
             b.claim(
                 &fp,
                 &view,
-                Bid {
-                    generation: 1,
-                    rr: &rr_name(&fp, 1),
-                    settled: false,
-                },
+                Bid::new(1, &rr_name(&fp, 1)),
                 NOT_CANCELLED,
                 &calls(),
             )
@@ -381,11 +346,7 @@ async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() 
         .claim(
             &fp,
             &view,
-            Bid {
-                generation: 1,
-                rr: &rr_name(&fp, 1),
-                settled: false,
-            },
+            Bid::new(1, &rr_name(&fp, 1)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -431,11 +392,7 @@ async fn racing_claims_from_one_view_have_exactly_one_winner() {
                     .claim(
                         &fp,
                         &view,
-                        Bid {
-                            generation: round,
-                            rr: &rr_name(&fp, round),
-                            settled: false,
-                        },
+                        Bid::new(round, &rr_name(&fp, round)),
                         NOT_CANCELLED,
                         &calls(),
                     )
@@ -1077,11 +1034,7 @@ async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
         .claim(
             &fp,
             &View::default(),
-            Bid {
-                generation: 1,
-                rr: &name,
-                settled: false,
-            },
+            Bid::new(1, &name),
             NOT_CANCELLED,
             &calls(),
         )
@@ -1096,17 +1049,7 @@ async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
     let swept = lease(cp, ns.name(), &fp).await.expect("the record");
     let view = r.read(&fp, &calls()).await.unwrap();
     let again = r
-        .claim(
-            &fp,
-            &view,
-            Bid {
-                generation: 1,
-                rr: &name,
-                settled: false,
-            },
-            NOT_CANCELLED,
-            &calls(),
-        )
+        .claim(&fp, &view, Bid::new(1, &name), NOT_CANCELLED, &calls())
         .await
         .unwrap();
     assert!(matches!(again, Claimed::Won(_)), "{again:?}");
