@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-/// KubeError is a Kubernetes call that failed; `op` and `name` say which.
+use crate::signal::Kind;
+
+/// KubeError is a Kubernetes call that failed; `op` (an `Op`'s words) and `name` say which.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("{op} {name}: no answer within {after:?}")]
@@ -125,12 +127,12 @@ impl ApiCalls {
     /// in `gateway.kube.api.requests` by verb, resource and outcome.
     pub(crate) async fn run<T>(
         &self,
-        op: &'static str,
+        op: Op,
         name: &str,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<Result<T, kube::Error>, KubeError> {
         // Every operation must be listed, so that its series exist at zero from start-up.
-        debug_assert!(is_listed(op), "{op:?} is missing from OPERATIONS");
+        debug_assert!(op.listed(), "{} is missing from Op::ALL", op.words());
         self.count.fetch_add(1, Ordering::Relaxed);
         let sent = tokio::time::timeout(self.timeout, fut).await;
         let outcome = match &sent {
@@ -138,7 +140,7 @@ impl ApiCalls {
             Ok(Ok(_)) => "ok",
             Ok(Err(e)) => outcome(code(e)),
         };
-        let (verb, resource) = verb_and_resource(op);
+        let (verb, resource, words) = op.parts();
         crate::telemetry::metrics().kube_api_requests.add(
             1,
             &[
@@ -148,7 +150,7 @@ impl ApiCalls {
             ],
         );
         sent.map_err(|_| KubeError::Timeout {
-            op,
+            op: words,
             name: name.to_owned(),
             after: self.timeout,
         })
@@ -158,7 +160,7 @@ impl ApiCalls {
     /// refused) is retried twice, since repeating a read is always safe.
     pub(crate) async fn read<T, F, Fut>(
         &self,
-        op: &'static str,
+        op: Op,
         name: &str,
         mut f: F,
     ) -> Result<Result<T, kube::Error>, KubeError>
@@ -170,7 +172,7 @@ impl ApiCalls {
         loop {
             match self.run(op, name, f()).await? {
                 Err(e) if code(&e).is_none() && attempt < 2 => {
-                    tracing::debug!(op, name, error = %e, "retrying read after transport error");
+                    tracing::debug!(op = op.words(), name, error = %e, "retrying read after transport error");
                     tokio::time::sleep(backoff(attempt, Duration::from_millis(20))).await;
                     attempt += 1;
                 }
@@ -180,23 +182,88 @@ impl ApiCalls {
     }
 }
 
-/// OPERATIONS are the names (`op`) of every request the gateway sends, besides the
-/// metadata reads of the known kinds (each kind's `read_op`).
-const OPERATIONS: [&str; 13] = [
-    "reading lease",
-    "listing leases",
-    "creating lease",
-    "claiming lease",
-    "releasing lease",
-    "deleting lease",
-    "reading remediationrequest",
-    "listing remediationrequests",
-    "creating remediationrequest",
-    "updating remediationrequest status",
-    "reviewing token",
-    "reviewing access",
-    "reading version",
-];
+/// Op is one kind of request the gateway sends: its verb and resource label
+/// `gateway.kube.api.requests`, and its words name it in errors ("reading lease sg-…").
+#[derive(Clone, Copy)]
+pub(crate) enum Op {
+    ReadLease,
+    ListLeases,
+    CreateLease,
+    ClaimLease,
+    ReleaseLease,
+    DeleteLease,
+    ReadRr,
+    ListRrs,
+    CreateRr,
+    UpdateRrStatus,
+    ReviewToken,
+    ReviewAccess,
+    ReadVersion,
+    /// ReadMetadata is the metadata read of one object of a known kind.
+    ReadMetadata(&'static Kind),
+}
+
+impl Op {
+    /// ALL are the operations besides the metadata reads, which come from the kinds table.
+    const ALL: [Op; 13] = [
+        Op::ReadLease,
+        Op::ListLeases,
+        Op::CreateLease,
+        Op::ClaimLease,
+        Op::ReleaseLease,
+        Op::DeleteLease,
+        Op::ReadRr,
+        Op::ListRrs,
+        Op::CreateRr,
+        Op::UpdateRrStatus,
+        Op::ReviewToken,
+        Op::ReviewAccess,
+        Op::ReadVersion,
+    ];
+
+    /// parts are the operation's verb, resource and words.
+    const fn parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Op::ReadLease => ("get", "leases", "reading lease"),
+            Op::ListLeases => ("list", "leases", "listing leases"),
+            Op::CreateLease => ("create", "leases", "creating lease"),
+            Op::ClaimLease => ("patch", "leases", "claiming lease"),
+            Op::ReleaseLease => ("patch", "leases", "releasing lease"),
+            Op::DeleteLease => ("delete", "leases", "deleting lease"),
+            Op::ReadRr => ("get", "remediationrequests", "reading remediationrequest"),
+            Op::ListRrs => ("list", "remediationrequests", "listing remediationrequests"),
+            Op::CreateRr => (
+                "create",
+                "remediationrequests",
+                "creating remediationrequest",
+            ),
+            Op::UpdateRrStatus => (
+                "patch",
+                "remediationrequests/status",
+                "updating remediationrequest status",
+            ),
+            Op::ReviewToken => ("create", "tokenreviews", "reviewing token"),
+            Op::ReviewAccess => ("create", "subjectaccessreviews", "reviewing access"),
+            Op::ReadVersion => ("get", "version", "reading version"),
+            Op::ReadMetadata(kind) => ("get", kind.plural, kind.read_op),
+        }
+    }
+
+    /// words name the operation in errors and logs.
+    pub(crate) const fn words(self) -> &'static str {
+        self.parts().2
+    }
+
+    /// failed is this operation's error for `name`, failed with `source`.
+    pub(crate) fn failed(self, name: &str, source: kube::Error) -> KubeError {
+        KubeError::failed(self.words(), name, source)
+    }
+
+    /// listed reports whether `request_kinds` covers this operation.
+    fn listed(self) -> bool {
+        matches!(self, Op::ReadMetadata(_)) || Op::ALL.iter().any(|o| o.words() == self.words())
+    }
+}
 
 /// OUTCOMES are the values of the `outcome` label of `gateway.kube.api.requests`.
 pub(crate) const OUTCOMES: [&str; 7] = [
@@ -209,22 +276,16 @@ pub(crate) const OUTCOMES: [&str; 7] = [
     "transport",
 ];
 
-/// is_listed reports whether `op` is one of the operations `request_kinds` covers.
-fn is_listed(op: &str) -> bool {
-    OPERATIONS.contains(&op) || crate::signal::KINDS.iter().any(|k| k.read_op == op)
-}
-
 /// request_kinds are the distinct (verb, resource) pairs of every request the gateway can
 /// send: with `OUTCOMES`, the label sets of `gateway.kube.api.requests`.
 pub(crate) fn request_kinds() -> Vec<(&'static str, &'static str)> {
-    let ops = OPERATIONS
-        .iter()
-        .copied()
-        .chain(crate::signal::KINDS.iter().map(|k| k.read_op));
+    let ops = Op::ALL
+        .into_iter()
+        .chain(crate::signal::KINDS.iter().map(Op::ReadMetadata));
     let mut out = Vec::new();
-    for pair in ops.map(verb_and_resource) {
-        if !out.contains(&pair) {
-            out.push(pair);
+    for (verb, resource, _) in ops.map(Op::parts) {
+        if !out.contains(&(verb, resource)) {
+            out.push((verb, resource));
         }
     }
     out
@@ -239,36 +300,6 @@ fn outcome(code: Option<u16>) -> &'static str {
         Some(400..=499) => "client_error",
         Some(_) => "server_error",
     }
-}
-
-/// verb_and_resource maps an operation's name (`op`) to the request's verb and resource.
-fn verb_and_resource(op: &str) -> (&'static str, &'static str) {
-    let verb = match op.split(' ').next() {
-        Some("reading") => "get",
-        Some("listing") => "list",
-        Some("creating" | "reviewing") => "create",
-        Some("claiming" | "releasing" | "updating") => "patch",
-        Some("deleting") => "delete",
-        _ => "other",
-    };
-    let resource = if op.ends_with("status") {
-        "remediationrequests/status"
-    } else if op.contains("remediationrequest") {
-        "remediationrequests"
-    } else if op.contains("lease") {
-        "leases"
-    } else if op.contains("token") {
-        "tokenreviews"
-    } else if op.contains("access") {
-        "subjectaccessreviews"
-    } else if op.contains("version") {
-        "version"
-    } else if let Some(kind) = crate::signal::KINDS.iter().find(|k| k.read_op == op) {
-        kind.plural
-    } else {
-        "other"
-    };
-    (verb, resource)
 }
 
 /// backoff is the one retry policy: jittered exponential, uniform in [d/2, d]
@@ -312,30 +343,47 @@ mod tests {
     #[test]
     fn every_operation_has_its_verb_and_resource() {
         for (op, want) in [
-            ("reading lease", ("get", "leases")),
-            ("listing leases", ("list", "leases")),
-            ("creating lease", ("create", "leases")),
-            ("claiming lease", ("patch", "leases")),
-            ("releasing lease", ("patch", "leases")),
-            ("deleting lease", ("delete", "leases")),
-            ("reading remediationrequest", ("get", "remediationrequests")),
+            (Op::ReadLease, ("get", "leases", "reading lease")),
+            (Op::ListLeases, ("list", "leases", "listing leases")),
+            (Op::CreateLease, ("create", "leases", "creating lease")),
+            (Op::ClaimLease, ("patch", "leases", "claiming lease")),
+            (Op::ReleaseLease, ("patch", "leases", "releasing lease")),
+            (Op::DeleteLease, ("delete", "leases", "deleting lease")),
             (
-                "listing remediationrequests",
-                ("list", "remediationrequests"),
+                Op::ReadRr,
+                ("get", "remediationrequests", "reading remediationrequest"),
             ),
             (
-                "creating remediationrequest",
-                ("create", "remediationrequests"),
+                Op::ListRrs,
+                ("list", "remediationrequests", "listing remediationrequests"),
             ),
             (
-                "updating remediationrequest status",
-                ("patch", "remediationrequests/status"),
+                Op::CreateRr,
+                (
+                    "create",
+                    "remediationrequests",
+                    "creating remediationrequest",
+                ),
             ),
-            ("reviewing token", ("create", "tokenreviews")),
-            ("reviewing access", ("create", "subjectaccessreviews")),
-            ("reading version", ("get", "version")),
+            (
+                Op::UpdateRrStatus,
+                (
+                    "patch",
+                    "remediationrequests/status",
+                    "updating remediationrequest status",
+                ),
+            ),
+            (
+                Op::ReviewToken,
+                ("create", "tokenreviews", "reviewing token"),
+            ),
+            (
+                Op::ReviewAccess,
+                ("create", "subjectaccessreviews", "reviewing access"),
+            ),
+            (Op::ReadVersion, ("get", "version", "reading version")),
         ] {
-            assert_eq!(verb_and_resource(op), want, "{op}");
+            assert_eq!(op.parts(), want, "{}", op.words());
         }
         assert_eq!(outcome(Some(409)), "conflict");
         assert_eq!(outcome(Some(503)), "server_error");
@@ -348,18 +396,18 @@ mod tests {
     #[test]
     fn every_listed_request_has_a_known_verb_and_resource() {
         let kinds = request_kinds();
-        assert!(
-            kinds.iter().all(|(v, r)| *v != "other" && *r != "other"),
-            "{kinds:?}"
-        );
         assert_eq!(
             kinds.len(),
-            OPERATIONS.len() - 1 + crate::signal::KINDS.len(),
+            Op::ALL.len() - 1 + crate::signal::KINDS.len(),
             "two operations patch a lease; every other pair is its own: {kinds:?}"
         );
         assert!(kinds.contains(&("get", "pods")), "{kinds:?}");
-        assert!(is_listed("reading deployments"));
-        assert!(!is_listed("reading secrets"));
+        let deployments = crate::signal::known_kind("Deployment").map(Op::ReadMetadata);
+        assert_eq!(
+            deployments.map(Op::parts),
+            Some(("get", "deployments", "reading deployments"))
+        );
+        assert!(Op::ALL.into_iter().all(Op::listed));
     }
 
     #[test]

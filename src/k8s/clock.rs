@@ -7,14 +7,14 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use k8s_openapi::api::coordination::v1::Lease;
 
-use super::calls::{ApiCalls, KubeError};
+use super::calls::{ApiCalls, KubeError, Op};
 
 /// get_dated sends a GET or LIST and returns the decoded body (None on 404)
 /// with the API server's time of the answer.
 pub(crate) async fn get_dated<T: serde::de::DeserializeOwned>(
     client: &kube::Client,
     req: http::Request<Vec<u8>>,
-    op: &'static str,
+    op: Op,
     name: &str,
     calls: &ApiCalls,
 ) -> Result<(Option<T>, jiff::Timestamp), KubeError> {
@@ -31,9 +31,9 @@ pub(crate) async fn get_dated<T: serde::de::DeserializeOwned>(
     let (status, date, body) = calls
         .read(op, name, send)
         .await?
-        .map_err(|e| KubeError::failed(op, name, e))?;
+        .map_err(|e| op.failed(name, e))?;
     let unusable = |message: String| KubeError::Unusable {
-        op,
+        op: op.words(),
         name: name.to_owned(),
         message,
     };
@@ -47,7 +47,7 @@ pub(crate) async fn get_dated<T: serde::de::DeserializeOwned>(
             kube::core::Status::failure(&String::from_utf8_lossy(&body), "")
                 .with_code(status.as_u16())
         });
-        return Err(KubeError::failed(op, name, kube::Error::Api(st.boxed())));
+        return Err(op.failed(name, kube::Error::Api(st.boxed())));
     }
     let value = serde_json::from_slice(&body)
         .map_err(|e| unusable(format!("decoding the response: {e}")))?;
@@ -60,7 +60,7 @@ fn server_time(date: Option<&http::HeaderValue>) -> Option<jiff::Timestamp> {
 }
 
 /// last_server_write is the API server's time of the Lease's newest write.
-pub(crate) fn last_server_write(lease: &Lease) -> Option<jiff::Timestamp> {
+fn last_server_write(lease: &Lease) -> Option<jiff::Timestamp> {
     let created = lease.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let managed = lease
         .metadata

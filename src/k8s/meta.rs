@@ -15,14 +15,14 @@ use kube::{
 };
 use lru::LruCache;
 
-use super::calls::{ApiCalls, KubeError};
+use super::calls::{ApiCalls, KubeError, Op};
 use crate::signal::Kind;
 
 /// read gets the metadata of `kind` `name` in `namespace` (empty for cluster-scoped kinds);
 /// None means it does not exist.
 pub(crate) async fn read(
     client: &kube::Client,
-    kind: &Kind,
+    kind: &'static Kind,
     namespace: &str,
     name: &str,
     calls: &ApiCalls,
@@ -38,12 +38,12 @@ pub(crate) async fn read(
     } else {
         Api::all_with(client.clone(), &resource)
     };
-    let op = kind.read_op;
+    let op = Op::ReadMetadata(kind);
     calls
         .read(op, name, || api.get_metadata_opt(name))
         .await?
         .map(|found| found.map(|m| m.metadata))
-        .map_err(|e| KubeError::failed(op, name, e))
+        .map_err(|e| op.failed(name, e))
 }
 
 /// Ttl is a bounded cache whose entries are fresh for `ttl` and kept, stale, until evicted

@@ -8,8 +8,6 @@ mod calls;
 mod clock;
 mod eks;
 mod meta;
-#[cfg(test)]
-mod model;
 mod owners;
 mod record;
 mod rrs;
@@ -19,12 +17,13 @@ mod tokenreview;
 
 use std::time::Duration;
 
+use calls::Op;
 pub use calls::{ApiCalls, KubeError, backoff};
 pub(crate) use calls::{OUTCOMES, request_kinds};
 pub use owners::{Owners, Resolution};
 pub use record::{
-    Claim, Claimed, GENERATION, REMEDIATION_REQUEST, RR_NAMESPACE, Records, View, generation_of,
-    lease_name, rr_name,
+    Bid, Claim, Claimed, GENERATION, REMEDIATION_REQUEST, RR_NAMESPACE, Records, View,
+    generation_of, lease_name, rr_name,
 };
 pub use rrs::{CREATE_RR, Counted, RemediationRequests, Rr, Tally};
 pub use scope::{MANAGED, Scope};
@@ -59,10 +58,8 @@ pub async fn connect(
 pub async fn reachable(client: &kube::Client, timeout: Duration) -> Result<(), KubeError> {
     let calls = ApiCalls::new(timeout);
     calls
-        .read("reading version", "apiserver", || {
-            client.apiserver_version()
-        })
+        .read(Op::ReadVersion, "apiserver", || client.apiserver_version())
         .await?
         .map(drop)
-        .map_err(|e| KubeError::failed("reading version", "apiserver", e))
+        .map_err(|e| Op::ReadVersion.failed("apiserver", e))
 }

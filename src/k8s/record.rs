@@ -1,22 +1,18 @@
 //! Record is the durable fence of one fingerprint, and its lock: the Lease `sg-<fingerprint>`.
 //!
-//! The Lease is kept between acquisitions. Its annotations hold the generation of the
-//! fingerprint's current RR and that RR's name; a writer may create an RR only under a
-//! name it first wrote into the record by compare-and-swap (a write carrying the
-//! resourceVersion it read). Its `holderIdentity` is the lock: with locking on, a writer
-//! claims the record only when nobody holds it or the holder's lease has expired, judged on
-//! the API server's clock (`clock`). A hold ends without a write once the RR it names
-//! exists: whoever reads that RR may claim the record. Only a claim that produced no RR is
-//! released, by the same compare-and-swap clearing the holder, so a release never clears
-//! someone else's claim. The README argues why this keeps one active RR per fingerprint;
-//! `model` checks it.
+//! Its annotations name the generation of the fingerprint's current RR and that RR's name;
+//! its `holderIdentity` is the lock, judged expired on the API server's clock (`clock`).
+//! Every write is a compare-and-swap on the resourceVersion of a view. A claim whose RR
+//! exists ends without a write; only a claim that produced no RR is released. The steps
+//! here carry the names of the model's (`pipeline::model`, `Pc`).
+//! The protocol: docs/protocol.md.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::{
-    Api,
+    Api, Resource as _,
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::json;
@@ -25,7 +21,7 @@ use crate::telemetry::{self, kv};
 
 use super::{
     FIELD_MANAGER, MANAGED_BY,
-    calls::{ApiCalls, KubeError, backoff, code},
+    calls::{ApiCalls, KubeError, Op, backoff, code},
     clock,
     rrs::RemediationRequests,
 };
@@ -66,12 +62,6 @@ impl View {
             rr,
             ..self
         }
-    }
-
-    /// exists reports whether a record was read (or written) behind this view.
-    #[must_use]
-    pub fn exists(&self) -> bool {
-        self.resource_version.is_some()
     }
 
     /// held reports whether another writer held the record, unexpired, when it was read.
@@ -126,6 +116,28 @@ pub enum Claimed {
         waited: Duration,
     },
     Cancelled,
+}
+
+/// Bid is what a claim asks to write over a view: generation `generation`, whose RR is
+/// named `rr`. `settled` says the caller read the RR the view names, consistently, and
+/// found it: that RR's claim is over, so the view's holder does not block.
+#[derive(Clone, Copy, Debug)]
+pub struct Bid<'a> {
+    pub generation: u64,
+    pub rr: &'a str,
+    pub settled: bool,
+}
+
+impl Bid<'_> {
+    /// new bids for generation `generation` named `rr`, not settled.
+    #[must_use]
+    pub fn new(generation: u64, rr: &str) -> Bid<'_> {
+        Bid {
+            generation,
+            rr,
+            settled: false,
+        }
+    }
 }
 
 /// Records reads, claims and releases the fence records in one namespace.
@@ -219,18 +231,15 @@ impl Records {
     }
 
     /// read gets the latest record of `fp` (a consistent read), judging its holder's
-    /// expiry on the server's clock.
+    /// expiry on the server's clock. model: Pc::GetRecord
     pub async fn read(&self, fp: &str, calls: &ApiCalls) -> Result<View, KubeError> {
         let name = lease_name(fp);
-        let url = format!(
-            "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
-            self.namespace
-        );
+        let url = Lease::url_path(&(), Some(&self.namespace));
         let req = kube::core::Request::new(url)
             .get(&name, &Default::default())
-            .map_err(|e| KubeError::failed("reading lease", &name, kube::Error::BuildRequest(e)))?;
+            .map_err(|e| Op::ReadLease.failed(&name, kube::Error::BuildRequest(e)))?;
         let (lease, now) =
-            clock::get_dated::<Lease>(&self.client, req, "reading lease", &name, calls).await?;
+            clock::get_dated::<Lease>(&self.client, req, Op::ReadLease, &name, calls).await?;
         let view = lease.map_or_else(View::default, |l| {
             View::from_lease(&l, Some(now), self.duration)
         });
@@ -248,151 +257,33 @@ impl Records {
         })
     }
 
-    /// claim compare-and-swaps the record from `view` to (`generation`, `rr`), holding it when
-    /// locking is on. `settled` says the caller read the RR the view names, consistently,
-    /// and found it: that RR's claim is over, so the view's holder does not block. While
-    /// another writer holds the record, claim waits (jittered backoff within the wait
+    /// claim compare-and-swaps the record from `view` to `bid`, holding it when locking is on.
+    /// While another writer holds the record, claim waits (jittered backoff within the wait
     /// budget, re-reading the record and the RR it names) and then reports the fresh view.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the claim's target, the caller's knowledge of it, and the request's context"
-    )]
     pub async fn claim(
         &self,
         fp: &str,
         view: &View,
-        settled: bool,
-        generation: u64,
-        rr: &str,
+        bid: Bid<'_>,
         cancelled: &(dyn Fn() -> bool + Sync),
         calls: &ApiCalls,
     ) -> Result<Claimed, KubeError> {
-        let start = Instant::now();
-        let mut contended = false;
-        let claimed = self
-            .attempt(
-                fp,
-                view,
-                settled,
-                generation,
-                rr,
-                cancelled,
-                calls,
-                &mut contended,
-            )
-            .await;
+        let mut claiming = Claiming {
+            records: self,
+            fp,
+            bid,
+            cancelled,
+            calls,
+            start: Instant::now(),
+            attempt: 0,
+            seen: false,
+            contended: false,
+        };
+        let claimed = claiming.run(view.clone()).await;
         if self.locking {
-            let m = telemetry::metrics();
-            m.lock_attempts.add(1, &[]);
-            if contended {
-                m.lock_contention.add(1, &[]);
-            }
-            m.lock_wait.record(start.elapsed().as_secs_f64(), &[]);
-            match &claimed {
-                Ok(Claimed::Won(_)) => m.lock_success.add(1, &[]),
-                Ok(Claimed::Changed(_)) => m.lock_failures.add(1, &[kv("reason", "superseded")]),
-                Ok(Claimed::Busy { .. }) => m.lock_failures.add(1, &[kv("reason", "timeout")]),
-                Ok(Claimed::Cancelled) => m.lock_failures.add(1, &[kv("reason", "cancelled")]),
-                Err(_) => m.lock_failures.add(1, &[kv("reason", "api_error")]),
-            }
+            count_claim(&claiming, &claimed);
         }
         claimed
-    }
-
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "claim's arguments plus its contention flag"
-    )]
-    async fn attempt(
-        &self,
-        fp: &str,
-        view: &View,
-        settled: bool,
-        generation: u64,
-        rr: &str,
-        cancelled: &(dyn Fn() -> bool + Sync),
-        calls: &ApiCalls,
-        contended: &mut bool,
-    ) -> Result<Claimed, KubeError> {
-        let start = Instant::now();
-        let deadline = start + self.wait_budget;
-        let mut view = view.clone();
-        let mut settled = settled;
-        // seen: the view is a read of this claim's, not the caller's (maybe cached) view.
-        let mut seen = false;
-        let mut attempt = 0;
-        loop {
-            let mut waited = false;
-            while self.locking && view.held() && !settled {
-                waited = true;
-                if seen {
-                    *contended = true;
-                    if cancelled() {
-                        return Ok(Claimed::Cancelled);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(Claimed::Busy {
-                            view,
-                            waited: now - start,
-                        });
-                    }
-                    let pause = backoff(attempt, Duration::from_millis(25)).min(deadline - now);
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                view = self.read(fp, calls).await?;
-                seen = true;
-                if view.held()
-                    && let Some(name) = &view.rr
-                {
-                    // The holder's RR exists: its hold is over, though it wrote nothing.
-                    settled = self.rrs.get(name, calls).await?.is_some();
-                }
-            }
-            if waited {
-                // The holder finished: what it did decides whether anything is left to create.
-                return Ok(Claimed::Changed(view));
-            }
-            let holder = self
-                .locking
-                .then(|| format!("{}/{:016x}", self.instance, rand::random::<u64>()));
-            let sent = Instant::now();
-            match self
-                .write(fp, &view, generation, rr, holder.as_deref(), calls)
-                .await
-            {
-                Ok(Some(lease)) => {
-                    let expired = self.locking && !settled;
-                    if let Some(previous) = view.holder.as_deref().filter(|_| expired) {
-                        telemetry::metrics().lock_takeovers.add(1, &[]);
-                        tracing::info!(lease = %lease_name(fp), previous, holder = ?holder, "took over expired lease");
-                    }
-                    return Ok(Claimed::Won(Claim {
-                        lease: lease_name(fp),
-                        rr: rr.to_owned(),
-                        generation,
-                        view: View::from_lease(&lease, None, self.duration),
-                        sent,
-                        holder,
-                    }));
-                }
-                Ok(None) => {
-                    view = self.read(fp, calls).await?;
-                    (settled, seen) = (false, true);
-                    if !(self.locking && view.held()) {
-                        return Ok(Claimed::Changed(view));
-                    }
-                    // Held by the writer that beat us: wait for it above.
-                }
-                Err(e) => {
-                    if let Some(holder) = &holder {
-                        self.abandon(fp, holder, calls).await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
     }
 
     /// write is the compare-and-swap: create the record if the view saw none, else a
@@ -401,8 +292,7 @@ impl Records {
         &self,
         fp: &str,
         view: &View,
-        generation: u64,
-        rr: &str,
+        bid: Bid<'_>,
         holder: Option<&str>,
         calls: &ApiCalls,
     ) -> Result<Option<Lease>, KubeError> {
@@ -411,71 +301,21 @@ impl Records {
         // that resourceVersion and the write time move and the sweep sees a fresh record
         // (with locking off, a claim of the same generation would otherwise change nothing).
         let now = MicroTime(jiff::Timestamp::now());
-        let acquired = holder.map(|_| now.clone());
-        let owner = [(RR_NAMESPACE.to_owned(), self.rrs.namespace().to_owned())];
-        let annotations = [
-            (GENERATION.to_owned(), generation.to_string()),
-            (REMEDIATION_REQUEST.to_owned(), rr.to_owned()),
-        ];
         let result = match &view.resource_version {
             None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        labels: Some(
-                            [(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]
-                                .into_iter()
-                                .chain(owner)
-                                .collect(),
-                        ),
-                        annotations: Some(annotations.into()),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: holder.map(str::to_owned),
-                        lease_duration_seconds: Some(self.duration_secs()),
-                        acquire_time: acquired,
-                        renew_time: Some(now),
-                        lease_transitions: Some(0),
-                        ..LeaseSpec::default()
-                    }),
-                };
+                let lease = self.new_lease(&name, bid, holder, now);
                 let pp = PostParams {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..PostParams::default()
                 };
-                calls
-                    .run("creating lease", &name, self.api.create(&pp, &lease))
-                    .await?
+                let create = self.api.create(&pp, &lease);
+                calls.run(Op::CreateLease, &name, create).await?
             }
             Some(rv) => {
-                let transitions = if holder.is_some() && view.holder.is_some() {
-                    view.transitions.saturating_add(1)
-                } else {
-                    view.transitions
-                };
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": rv,
-                        "labels": { RR_NAMESPACE: self.rrs.namespace() },
-                        "annotations": { GENERATION: generation.to_string(), REMEDIATION_REQUEST: rr },
-                    },
-                    "spec": {
-                        "holderIdentity": holder,
-                        "leaseDurationSeconds": self.duration_secs(),
-                        "acquireTime": acquired,
-                        "renewTime": now,
-                        "leaseTransitions": transitions,
-                    },
-                });
-                calls
-                    .run(
-                        "claiming lease",
-                        &name,
-                        self.api
-                            .patch(&name, &patch_params(), &Patch::Merge(&patch)),
-                    )
-                    .await?
+                let patch = Patch::Merge(self.claim_patch(rv, view, bid, holder, now));
+                let pp = patch_params();
+                let sent = self.api.patch(&name, &pp, &patch);
+                calls.run(Op::ClaimLease, &name, sent).await?
             }
         };
         match result {
@@ -483,15 +323,73 @@ impl Records {
             // A create answered 404 means the namespace itself is missing: a configuration
             // error (its message names the namespace), never a race to retry.
             Err(e) if code(&e) == Some(404) && view.resource_version.is_none() => {
-                Err(KubeError::failed("creating lease", &name, e))
+                Err(Op::CreateLease.failed(&name, e))
             }
             Err(e) if matches!(code(&e), Some(404 | 409)) => Ok(None),
-            Err(e) => Err(KubeError::failed("claiming lease", &name, e)),
+            Err(e) => Err(Op::ClaimLease.failed(&name, e)),
         }
     }
 
+    /// new_lease is the record a claim creates.
+    fn new_lease(&self, name: &str, bid: Bid<'_>, holder: Option<&str>, now: MicroTime) -> Lease {
+        let labels = [
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+            (RR_NAMESPACE.to_owned(), self.rrs.namespace().to_owned()),
+        ];
+        let annotations = [
+            (GENERATION.to_owned(), bid.generation.to_string()),
+            (REMEDIATION_REQUEST.to_owned(), bid.rr.to_owned()),
+        ];
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(labels.into()),
+                annotations: Some(annotations.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(self.duration_secs()),
+                acquire_time: holder.map(|_| now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// claim_patch is the merge patch a claim of an existing record sends, carrying `rv`.
+    fn claim_patch(
+        &self,
+        rv: &str,
+        view: &View,
+        bid: Bid<'_>,
+        holder: Option<&str>,
+        now: MicroTime,
+    ) -> serde_json::Value {
+        let transitions = if holder.is_some() && view.holder.is_some() {
+            view.transitions.saturating_add(1)
+        } else {
+            view.transitions
+        };
+        json!({
+            "metadata": {
+                "resourceVersion": rv,
+                "labels": { RR_NAMESPACE: self.rrs.namespace() },
+                "annotations": { GENERATION: bid.generation.to_string(), REMEDIATION_REQUEST: bid.rr },
+            },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": self.duration_secs(),
+                "acquireTime": holder.map(|_| now.clone()),
+                "renewTime": now,
+                "leaseTransitions": transitions,
+            },
+        })
+    }
+
     /// finish ends a claim whose RR exists, without a write: whoever reads that RR may
-    /// claim the record. It returns the record as the claim left it.
+    /// claim the record. It returns the record as the claim left it. model: Pc::Done
     #[must_use]
     pub fn finish(&self, claim: Claim) -> View {
         self.record_hold(&claim);
@@ -506,7 +404,7 @@ impl Records {
 
     /// release clears the holder of a claim that produced no RR, if the record is still as
     /// the claim left it, and returns the record's new view. A record taken over meanwhile
-    /// is left alone (None).
+    /// is left alone (None). model: Pc::Release
     pub async fn release(
         &self,
         claim: &Claim,
@@ -519,30 +417,26 @@ impl Records {
         let Some(rv) = &claim.view.resource_version else {
             return Ok(None);
         };
-        let patch = json!({
+        let patch = Patch::Merge(json!({
             "metadata": { "resourceVersion": rv },
             "spec": { "holderIdentity": null },
-        });
-        let sent = calls
-            .run(
-                "releasing lease",
-                &claim.lease,
-                self.api
-                    .patch(&claim.lease, &patch_params(), &Patch::Merge(&patch)),
-            )
-            .await?;
+        }));
+        let pp = patch_params();
+        let release = self.api.patch(&claim.lease, &pp, &patch);
+        let sent = calls.run(Op::ReleaseLease, &claim.lease, release).await?;
         match sent {
             Ok(lease) => Ok(Some(View::from_lease(&lease, None, self.duration))),
             Err(e) if matches!(code(&e), Some(404 | 409)) => {
                 tracing::warn!(lease = %claim.lease, "lease was taken over before release; left alone");
                 Ok(None)
             }
-            Err(e) => Err(KubeError::failed("releasing lease", &claim.lease, e)),
+            Err(e) => Err(Op::ReleaseLease.failed(&claim.lease, e)),
         }
     }
 
     /// abandon releases a claim whose answer was lost, if it landed after all, so that the
-    /// fingerprint is not blocked until the lease expires.
+    /// fingerprint is not blocked until the lease expires: model: Pc::GetRecord, then
+    /// Pc::Release.
     async fn abandon(&self, fp: &str, holder: &str, calls: &ApiCalls) {
         let Ok(view) = self.read(fp, calls).await else {
             return;
@@ -581,6 +475,150 @@ fn patch_params() -> PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     }
+}
+
+/// Claiming is one claim in progress: what it asks for, and how long it has waited.
+struct Claiming<'a> {
+    records: &'a Records,
+    fp: &'a str,
+    bid: Bid<'a>,
+    cancelled: &'a (dyn Fn() -> bool + Sync),
+    calls: &'a ApiCalls,
+    start: Instant,
+    /// attempt counts the pauses of the wait, for its backoff.
+    attempt: u32,
+    /// seen: the view is a read of this claim's, not the caller's (maybe cached) view.
+    seen: bool,
+    /// contended: the claim paused for another writer's hold.
+    contended: bool,
+}
+
+impl Claiming<'_> {
+    /// run claims from the caller's view, or waits first while another writer holds it.
+    async fn run(&mut self, view: View) -> Result<Claimed, KubeError> {
+        if self.blocked(&view, self.bid.settled) {
+            return self.wait(view).await;
+        }
+        self.claim_record(view).await
+    }
+
+    /// blocked: with locking on, a holder in the view whose lease has not expired, and
+    /// whose RR was not read existing (`settled`), makes the claim wait.
+    fn blocked(&self, view: &View, settled: bool) -> bool {
+        self.records.locking && view.held() && !settled
+    }
+
+    /// wait re-reads the record, and the RR it names, until its holder is done, then
+    /// reports the fresh view: what the holder did decides whether anything is left to
+    /// create. model: Pc::ClaimRecord while blocked, whose only step is Pc::GetRecord
+    async fn wait(&mut self, mut view: View) -> Result<Claimed, KubeError> {
+        loop {
+            if self.seen {
+                self.contended = true;
+                if (self.cancelled)() {
+                    return Ok(Claimed::Cancelled);
+                }
+                let now = Instant::now();
+                let deadline = self.start + self.records.wait_budget;
+                if now >= deadline {
+                    let waited = now - self.start;
+                    return Ok(Claimed::Busy { view, waited });
+                }
+                let pause = backoff(self.attempt, Duration::from_millis(25)).min(deadline - now);
+                tokio::time::sleep(pause).await;
+                self.attempt += 1;
+            }
+            view = self.get_record().await?;
+            let settled = self.get_rr(&view).await?;
+            if !self.blocked(&view, settled) {
+                return Ok(Claimed::Changed(view));
+            }
+        }
+    }
+
+    /// get_record reads the record. model: Pc::GetRecord
+    async fn get_record(&mut self) -> Result<View, KubeError> {
+        self.seen = true;
+        self.records.read(self.fp, self.calls).await
+    }
+
+    /// get_rr reads the RR a held view names: if it exists, the hold is over, though its
+    /// holder wrote nothing (settled). model: Pc::GetRr
+    async fn get_rr(&self, view: &View) -> Result<bool, KubeError> {
+        match &view.rr {
+            Some(name) if view.held() => {
+                Ok(self.records.rrs.get(name, self.calls).await?.is_some())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// claim_record writes the bid over `view`. On a conflict it reads the record again,
+    /// and waits for the writer that beat it if that one holds it. model: Pc::ClaimRecord
+    async fn claim_record(&mut self, view: View) -> Result<Claimed, KubeError> {
+        let records = self.records;
+        let holder = records
+            .locking
+            .then(|| format!("{}/{:016x}", records.instance, rand::random::<u64>()));
+        let sent = Instant::now();
+        let written = records.write(self.fp, &view, self.bid, holder.as_deref(), self.calls);
+        match written.await {
+            Ok(Some(lease)) => Ok(Claimed::Won(self.won(&view, &lease, sent, holder))),
+            Ok(None) => {
+                let fresh = self.get_record().await?;
+                if self.blocked(&fresh, false) {
+                    return self.wait(fresh).await;
+                }
+                Ok(Claimed::Changed(fresh))
+            }
+            Err(e) => {
+                if let Some(holder) = &holder {
+                    records.abandon(self.fp, holder, self.calls).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// won is the claim a written `lease` grants; over an expired holder it is a takeover.
+    fn won(&self, view: &View, lease: &Lease, sent: Instant, holder: Option<String>) -> Claim {
+        let records = self.records;
+        let expired = records.locking && !self.bid.settled;
+        if let Some(previous) = view.holder.as_deref().filter(|_| expired) {
+            telemetry::metrics().lock_takeovers.add(1, &[]);
+            tracing::info!(lease = %lease_name(self.fp), previous, holder = ?holder, "took over expired lease");
+        }
+        Claim {
+            lease: lease_name(self.fp),
+            rr: self.bid.rr.to_owned(),
+            generation: self.bid.generation,
+            view: View::from_lease(lease, None, records.duration),
+            sent,
+            holder,
+        }
+    }
+}
+
+/// count_claim records one claim of the lock in the lock metrics.
+fn count_claim(claiming: &Claiming<'_>, claimed: &Result<Claimed, KubeError>) {
+    let m = telemetry::metrics();
+    m.lock_attempts.add(1, &[]);
+    if claiming.contended {
+        m.lock_contention.add(1, &[]);
+    }
+    m.lock_wait
+        .record(claiming.start.elapsed().as_secs_f64(), &[]);
+    let reason = match claimed {
+        Ok(Claimed::Won(_)) => {
+            m.lock_success.add(1, &[]);
+            return;
+        }
+        Ok(Claimed::Changed(_)) => "superseded",
+        Ok(Claimed::Busy { .. }) => "timeout",
+        Ok(Claimed::Cancelled) => "cancelled",
+        Err(_) => "api_error",
+    };
+    m.lock_failures.add(1, &[kv("reason", reason)]);
 }
 
 #[cfg(test)]

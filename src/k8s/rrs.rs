@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     FIELD_MANAGER,
-    calls::{ApiCalls, KubeError, backoff, code},
+    calls::{ApiCalls, KubeError, Op, backoff, code},
     clock,
 };
 #[cfg(test)]
@@ -19,7 +19,7 @@ use crate::crd::TERMINAL_PHASES;
 use crate::crd::{Deduplication, RemediationRequest, holds};
 
 /// CREATE_RR names the create of an RR: the one call whose refusal refuses the signal.
-pub const CREATE_RR: &str = "creating remediationrequest";
+pub const CREATE_RR: &str = Op::CreateRr.words();
 
 /// MAX_COUNT is the largest occurrenceCount the CRD stores (int32): the count written
 /// and the count answered stop there alike.
@@ -174,12 +174,12 @@ impl RemediationRequests {
     /// get reads one RR by name, consistently (never from the API server's cache), with the
     /// API server's clock at the answer.
     pub async fn get(&self, name: &str, calls: &ApiCalls) -> Result<Option<Rr>, KubeError> {
-        const OP: &str = "reading remediationrequest";
+        let op = Op::ReadRr;
         let url = RemediationRequest::url_path(&(), Some(&self.namespace));
         let req = kube::core::Request::new(url)
             .get(name, &Default::default())
-            .map_err(|e| KubeError::failed(OP, name, kube::Error::BuildRequest(e)))?;
-        let (read, now) = clock::get_dated::<Read>(&self.client, req, OP, name, calls).await?;
+            .map_err(|e| op.failed(name, kube::Error::BuildRequest(e)))?;
+        let (read, now) = clock::get_dated::<Read>(&self.client, req, op, name, calls).await?;
         Ok(read.map(|r| Rr::from_read(r, now)))
     }
 
@@ -187,13 +187,13 @@ impl RemediationRequests {
     /// `spec.signalFingerprint` field, whoever made them). It runs only when the
     /// fingerprint's fence record is missing: once per new fingerprint, never per signal.
     pub async fn find(&self, fp: &str, calls: &ApiCalls) -> Result<Vec<Rr>, KubeError> {
-        const OP: &str = "listing remediationrequests";
+        let op = Op::ListRrs;
         let url = RemediationRequest::url_path(&(), Some(&self.namespace));
         let lp = kube::api::ListParams::default().fields(&format!("spec.signalFingerprint={fp}"));
         let req = kube::core::Request::new(url)
             .list(&lp)
-            .map_err(|e| KubeError::failed(OP, fp, kube::Error::BuildRequest(e)))?;
-        let (list, now) = clock::get_dated::<ReadList>(&self.client, req, OP, fp, calls).await?;
+            .map_err(|e| op.failed(fp, kube::Error::BuildRequest(e)))?;
+        let (list, now) = clock::get_dated::<ReadList>(&self.client, req, op, fp, calls).await?;
         Ok(list
             .map(|l| l.items)
             .unwrap_or_default()
@@ -213,7 +213,10 @@ impl RemediationRequests {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        match calls.run(CREATE_RR, name, self.api.create(&pp, rr)).await? {
+        match calls
+            .run(Op::CreateRr, name, self.api.create(&pp, rr))
+            .await?
+        {
             // A new RR has no status, so it holds whatever the clock says.
             Ok(created) => Ok(Some(Rr {
                 name: created.metadata.name.clone().unwrap_or_default(),
@@ -226,7 +229,7 @@ impl RemediationRequests {
                 own: true,
             })),
             Err(e) if code(&e) == Some(409) => Ok(None),
-            Err(e) => Err(KubeError::failed(CREATE_RR, name, e)),
+            Err(e) => Err(Op::CreateRr.failed(name, e)),
         }
     }
 
@@ -273,7 +276,7 @@ impl RemediationRequests {
             });
             let sent = calls
                 .run(
-                    "updating remediationrequest status",
+                    Op::UpdateRrStatus,
                     &name,
                     self.api.patch_status(&name, &pp, &Patch::Merge(&patch)),
                 )
@@ -288,13 +291,7 @@ impl RemediationRequests {
                     }
                 }
                 Err(e) if code(&e) == Some(404) => return Ok(Counted::Missing),
-                Err(e) => {
-                    return Err(KubeError::failed(
-                        "updating remediationrequest status",
-                        &name,
-                        e,
-                    ));
-                }
+                Err(e) => return Err(Op::UpdateRrStatus.failed(&name, e)),
             }
         }
         Ok(Counted::Contended)

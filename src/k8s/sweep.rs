@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use super::{
     MANAGED_BY,
-    calls::{ApiCalls, KubeError, code},
+    calls::{ApiCalls, KubeError, Op, code},
     clock,
     record::{REMEDIATION_REQUEST, RR_NAMESPACE, Records},
     rrs::RemediationRequests,
@@ -59,11 +59,11 @@ pub async fn sweep(
     loop {
         let req = kube::core::Request::new(&url)
             .list(&lp)
-            .map_err(|e| KubeError::failed("listing leases", "", kube::Error::BuildRequest(e)))?;
+            .map_err(|e| Op::ListLeases.failed("", kube::Error::BuildRequest(e)))?;
         // Each page is judged on the server's clock of its own answer: the deletes carry
         // the resourceVersion read, so a record written since then is kept.
         let (page, now) =
-            clock::get_dated::<Page<Swept>>(&records.client, req, "listing leases", "", calls)
+            clock::get_dated::<Page<Swept>>(&records.client, req, Op::ListLeases, "", calls)
                 .await?;
         let page = page.unwrap_or_default();
         for lease in page.items.into_iter().flatten().map(Lease::from) {
@@ -111,12 +111,12 @@ async fn remove_if_unused(
         ..DeleteParams::default()
     };
     match calls
-        .run("deleting lease", &name, records.api.delete(&name, &dp))
+        .run(Op::DeleteLease, &name, records.api.delete(&name, &dp))
         .await?
     {
         Ok(_) => Ok(1),
         Err(e) if matches!(code(&e), Some(404 | 409)) => Ok(0),
-        Err(e) => Err(KubeError::failed("deleting lease", &name, e)),
+        Err(e) => Err(Op::DeleteLease.failed(&name, e)),
     }
 }
 
@@ -133,19 +133,11 @@ async fn rr_names(
     loop {
         let req = kube::core::Request::new(&url)
             .list_metadata(&lp)
-            .map_err(|e| {
-                KubeError::failed(
-                    "listing remediationrequests",
-                    "",
-                    kube::Error::BuildRequest(e),
-                )
-            })?;
+            .map_err(|e| Op::ListRrs.failed("", kube::Error::BuildRequest(e)))?;
         let page: Page<Named> = calls
-            .read("listing remediationrequests", "", || {
-                client.request(req.clone())
-            })
+            .read(Op::ListRrs, "", || client.request(req.clone()))
             .await?
-            .map_err(|e| KubeError::failed("listing remediationrequests", "", e))?;
+            .map_err(|e| Op::ListRrs.failed("", e))?;
         names.extend(
             page.items
                 .into_iter()

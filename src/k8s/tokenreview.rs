@@ -7,7 +7,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::PostParams};
 
-use super::calls::{ApiCalls, KubeError};
+use super::calls::{ApiCalls, KubeError, Op};
 
 /// review_token sends one TokenReview for `audience` (None: the API server's own) and
 /// returns its status.
@@ -27,12 +27,12 @@ pub async fn review_token(
     let api: Api<TokenReview> = Api::all(client.clone());
     let done = calls
         .run(
-            "reviewing token",
+            Op::ReviewToken,
             "",
             api.create(&PostParams::default(), &review),
         )
         .await?
-        .map_err(|e| KubeError::failed("reviewing token", "", e))?;
+        .map_err(|e| Op::ReviewToken.failed("", e))?;
     Ok(done.status.unwrap_or_default())
 }
 
@@ -74,12 +74,12 @@ pub async fn may_create(
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let done = calls
         .run(
-            "reviewing access",
+            Op::ReviewAccess,
             &permission.resource,
             api.create(&PostParams::default(), &review),
         )
         .await?
-        .map_err(|e| KubeError::failed("reviewing access", &permission.resource, e))?;
+        .map_err(|e| Op::ReviewAccess.failed(&permission.resource, e))?;
     Ok(done
         .status
         .is_some_and(|s| s.allowed && s.denied != Some(true)))

@@ -1,7 +1,8 @@
 //! Pipeline takes signals from the web layer to Kubernetes: `resolve` finds the workload a
 //! signal is about (and whether kubernaut manages it), the `coalescer` batches signals per
 //! fingerprint, the `writer` counts each batch on the RR that holds the problem or creates
-//! the next one under the fingerprint's fence record.
+//! the next one under the fingerprint's fence record; `model` (tests only) checks the
+//! protocol the writer follows. The protocol: docs/protocol.md.
 //!
 //! Kubernetes API requests per batch (when the process has seen the fingerprint and the
 //! target's owners before; the first time adds one read of the record, and one metadata
@@ -12,9 +13,11 @@
 //! | duplicate | get RR, status patch |
 //! | new RR (locking on or off) | get RR (or record), claim record, create RR, status patch |
 //!
-//! The lock adds no request: a claim whose RR exists needs no release (`writer`).
+//! The lock adds no request: a claim whose RR exists needs no release.
 
 mod coalescer;
+#[cfg(test)]
+mod model;
 mod resolve;
 mod writer;
 
@@ -190,6 +193,9 @@ impl Pipeline {
     }
 }
 
+/// Answered is a batch's result as its callers get it: created, `<namespace>/<name>`, tally.
+type Answered = Result<(bool, String, Tally), Error>;
+
 /// run_batch writes one batch and answers its callers. Its span (`batch`) is a child of the first
 /// signal's span and follows from the others'.
 async fn run_batch(
@@ -228,8 +234,30 @@ async fn run_batch(
     };
     let namespace = writer.rrs.namespace();
     let answer = written.map(|w| (w.created, format!("{namespace}/{}", w.rr), w.tally));
+    let events = reply(batch, &answer);
+    // After the answers: the audit path never delays a signal.
+    for event in &events {
+        audit::emit(&span, event);
+    }
+    let trace_id = trace_id.as_deref();
+    match &answer {
+        Ok((created, rr, tally)) => tracing::info!(
+            fingerprint = %fp, rr = %rr, created, signals,
+            occurrence_count = tally.occurrence_count, api_calls = calls.count(), trace_id, "batch processed"
+        ),
+        Err(e) => tracing::warn!(
+            fingerprint = %fp, signals, api_calls = calls.count(), error = %e,
+            kind = e.metric_label(), trace_id, "batch failed"
+        ),
+    }
+}
+
+/// reply answers every signal of the batch and returns the audit events of what became of
+/// them, in order.
+fn reply(batch: Batch<Traced, Answer>, answer: &Answered) -> Vec<audit::Event> {
+    let signals = batch.len();
     // The create was made for the first signal, on behalf of the batch: one event.
-    let mut events: Vec<audit::Event> = match (&answer, batch.items().next()) {
+    let mut events: Vec<audit::Event> = match (answer, batch.items().next()) {
         (Err(e), Some(first)) if audit::is_create_failure(e) => {
             vec![audit::crd_failed(&first.signal, e)]
         }
@@ -264,19 +292,5 @@ async fn run_batch(
         }
         counted
     });
-    // After the answers: the audit path never delays a signal.
-    for event in &events {
-        audit::emit(&span, event);
-    }
-    let trace_id = trace_id.as_deref();
-    match &answer {
-        Ok((created, rr, tally)) => tracing::info!(
-            fingerprint = %fp, rr = %rr, created, signals,
-            occurrence_count = tally.occurrence_count, api_calls = calls.count(), trace_id, "batch processed"
-        ),
-        Err(e) => tracing::warn!(
-            fingerprint = %fp, signals, api_calls = calls.count(), error = %e,
-            kind = e.metric_label(), trace_id, "batch failed"
-        ),
-    }
+    events
 }

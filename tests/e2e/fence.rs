@@ -17,7 +17,9 @@ use kube::{
 use serde_json::{Value, json};
 use signal_gateway::{
     crd::RemediationRequest,
-    k8s::{ApiCalls, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep},
+    k8s::{
+        ApiCalls, Bid, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep,
+    },
     pipeline::rr_name,
 };
 use testenv::ControlPlane;
@@ -87,9 +89,7 @@ async fn won(r: &Records, fp: &str, view: &View, generation: u64) -> signal_gate
         .claim(
             fp,
             view,
-            false,
-            generation,
-            &rr_name(fp, generation),
+            Bid::new(generation, &rr_name(fp, generation)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -142,9 +142,7 @@ async fn a_claim_writes_generation_and_name_and_its_release_keeps_them() {
         .claim(
             &fp,
             &released,
-            false,
-            3,
-            &rr_name(&fp, 3),
+            Bid::new(3, &rr_name(&fp, 3)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -170,9 +168,7 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
         .claim(
             &fp,
             &View::default(),
-            false,
-            1,
-            &rr_name(&fp, 1),
+            Bid::new(1, &rr_name(&fp, 1)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -195,7 +191,13 @@ async fn a_held_record_makes_others_wait_within_the_budget_and_honours_cancellat
     let view = patient.read(&fp, &calls()).await.unwrap();
     assert!(view.held());
     let r2 = patient
-        .claim(&fp, &view, false, 2, &rr_name(&fp, 2), &cancelled, &calls())
+        .claim(
+            &fp,
+            &view,
+            Bid::new(2, &rr_name(&fp, 2)),
+            &cancelled,
+            &calls(),
+        )
         .await
         .unwrap();
     assert!(matches!(r2, Claimed::Cancelled), "{r2:?}");
@@ -226,7 +228,7 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         let (b, fp) = (b.clone(), fp.clone());
         tokio::spawn(async move {
             let name = rr_name(&fp, 1);
-            b.claim(&fp, &view, false, 1, &name, NOT_CANCELLED, &calls())
+            b.claim(&fp, &view, Bid::new(1, &name), NOT_CANCELLED, &calls())
                 .await
         })
     };
@@ -258,9 +260,10 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         .claim(
             &fp,
             &view,
-            true,
-            2,
-            &rr_name(&fp, 2),
+            Bid {
+                settled: true,
+                ..Bid::new(2, &rr_name(&fp, 2))
+            },
             NOT_CANCELLED,
             &calls(),
         )
@@ -280,9 +283,7 @@ async fn a_hold_ends_without_a_write_once_its_rr_exists() {
         .claim(
             &fp,
             &view,
-            false,
-            2,
-            &rr_name(&fp, 2),
+            Bid::new(2, &rr_name(&fp, 2)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -313,9 +314,7 @@ async fn a_waiter_sees_the_holders_rr_when_the_records_live_apart() {
             b.claim(
                 &fp,
                 &view,
-                false,
-                1,
-                &rr_name(&fp, 1),
+                Bid::new(1, &rr_name(&fp, 1)),
                 NOT_CANCELLED,
                 &calls(),
             )
@@ -347,9 +346,7 @@ async fn an_expired_holder_is_taken_over_and_its_late_release_changes_nothing() 
         .claim(
             &fp,
             &view,
-            false,
-            1,
-            &rr_name(&fp, 1),
+            Bid::new(1, &rr_name(&fp, 1)),
             NOT_CANCELLED,
             &calls(),
         )
@@ -395,9 +392,7 @@ async fn racing_claims_from_one_view_have_exactly_one_winner() {
                     .claim(
                         &fp,
                         &view,
-                        false,
-                        round,
-                        &rr_name(&fp, round),
+                        Bid::new(round, &rr_name(&fp, round)),
                         NOT_CANCELLED,
                         &calls(),
                     )
@@ -1039,9 +1034,7 @@ async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
         .claim(
             &fp,
             &View::default(),
-            false,
-            1,
-            &name,
+            Bid::new(1, &name),
             NOT_CANCELLED,
             &calls(),
         )
@@ -1056,7 +1049,7 @@ async fn a_same_generation_claim_in_rollback_mode_is_a_real_write() {
     let swept = lease(cp, ns.name(), &fp).await.expect("the record");
     let view = r.read(&fp, &calls()).await.unwrap();
     let again = r
-        .claim(&fp, &view, false, 1, &name, NOT_CANCELLED, &calls())
+        .claim(&fp, &view, Bid::new(1, &name), NOT_CANCELLED, &calls())
         .await
         .unwrap();
     assert!(matches!(again, Claimed::Won(_)), "{again:?}");

@@ -1,25 +1,21 @@
 //! Exhaustive model check of the fence protocol that keeps one active RR per fingerprint.
+//! It lives beside `writer`, which drives the protocol: the writer's steps (`writer::Step`)
+//! and the claim's (`k8s::Records`) carry the names of this model's program counter `Pc`.
+//! The protocol: docs/protocol.md.
 //!
-//! One writer step is one API call and is named after it. `GetRecord` is the view of the Lease
-//! `sg-<fp>`: served from the process cache (any version the Lease has had) on a writer's first
-//! look, else a GET (also the re-read of a writer waiting for a live holder, and the GET after
-//! a 409). `ListRrs` is the LIST of the fingerprint's RRs by field selector that a writer
-//! sends when it finds no record (`Writer::discover`). `GetRr` is the GET of the RR named in that view, served any state the name has had
-//! (in the old protocol, the LIST of the fingerprint's RRs). `PatchStatus` and
-//! `PatchStatusAfterCreate` are the status patches carrying the RR's resourceVersion.
-//! `ClaimRecord` is the create-if-absent of the Lease or the update carrying its
-//! resourceVersion (in the old protocol, the Lease acquisition). `CreateRr` is the create of the RR the claim named; `GiveUp` is the fit
-//! check failing just before it. `Release` is the update that clears the holder, sent only by a
-//! writer whose claim produced no RR: a claim whose RR exists is over without a write, and a
-//! writer that reads that RR (`settled`) may claim the record whatever its holder. The
-//! environment steps are `LeaseExpire` (the API server's clock passes the lease), `Complete`
-//! (kubernaut ends a remediation), `Backoff` (kubernaut ends it with a
-//! `nextAllowedExecution` ahead, or `ManualReviewRequired`: terminal, yet it still holds its
-//! problem), `BackoffPasses` (the API server's clock passes `nextAllowedExecution`: the RR
-//! stops holding with no write, so a status patch carrying the version read before still
-//! succeeds), `Delete` (retention or an operator), `Sweep` (the record sweep deleting a
-//! record that fences nothing) and `LoseRecord` (anyone deleting the record). "Active" in the properties is `rrs::holds`: a phase that is
-//! not terminal, or a backoff the clock has not passed.
+//! One writer step is one API call. `GetRecord` reads the Lease `sg-<fp>` (on a writer's
+//! first look the process cache may serve any version it has had); `ListRrs` lists the
+//! fingerprint's RRs when there is no record; `GetRr` reads the RR the view names (any
+//! state the name has had); `PatchStatus` and `PatchStatusAfterCreate` are the status
+//! patches carrying the RR's resourceVersion; `ClaimRecord` creates the Lease or updates
+//! it carrying its resourceVersion; `CreateRr` creates the claimed RR, and `GiveUp` is the
+//! fit check failing just before it; `Release` clears the holder of a claim that produced
+//! no RR. The environment steps are `LeaseExpire` (the server's clock passes the lease),
+//! `Complete` (kubernaut ends a remediation), `Backoff` (it ends one with a
+//! `nextAllowedExecution` ahead, or for manual review: terminal, yet it holds its problem),
+//! `BackoffPasses` (the server's clock passes it, with no write), `Delete` (retention or an
+//! operator), `Sweep` (the record sweep) and `LoseRecord` (anyone deleting the record).
+//! "Active" is `rrs::holds`.
 //!
 //! Histories are kept as sets, since a stale read may return any earlier state, and a reader
 //! keeps only whether what it read is still current: that is all a resourceVersion
@@ -326,170 +322,193 @@ impl Fence {
     fn step(&self, s: &mut State, w: &mut Writer, id: u8, call: Pc, read: Read) {
         let now = s.rrs[w.name as usize].now;
         match call {
-            Pc::GetRecord => {
-                w.view = match read {
-                    Read::Fresh => s.record,
-                    Read::Stale(i) => s.past[i as usize],
-                };
-                w.fresh_view = read == Read::Fresh;
-                w.settled = false;
-                self.step2(w);
-            }
-            Pc::ListRrs => {
-                // A consistent LIST by field selector: every RR of the fingerprint as it is.
-                let names = 1..s.rrs.len() as u8;
-                let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
-                let holding = names.clone().find(|n| kind_of(n) == ACTIVE);
-                let highest = names.filter(|n| kind_of(n) != MISSING).max().unwrap_or(0);
-                if w.view.present {
-                    // The RR the record names is missing: count on the RR that holds the
-                    // problem, go past a later generation, or re-claim the same one.
-                    match holding {
-                        Some(n) => (w.name, w.pc) = (n, Pc::GetRr),
-                        None if highest > w.view.generation => {
-                            (w.next, w.settled, w.pc) = (highest + 1, false, Pc::ClaimRecord);
-                        }
-                        None => self.decide(w, false),
-                    }
-                    return;
-                }
-                w.view = Version {
-                    present: false,
-                    generation: highest,
-                    name: holding.unwrap_or(highest),
-                    holder: None,
-                };
-                w.fresh_view = !s.record.present;
-                if w.view.name != 0 {
-                    (w.name, w.pc) = (w.view.name, Pc::GetRr);
-                } else {
-                    (w.next, w.pc) = (1, Pc::ClaimRecord);
-                }
-            }
-            Pc::GetRr if self.cfg.old_protocol && !w.claimed => {
-                // The LIST is served fresh: a stale one would only weaken the old protocol.
-                let names = 1..s.rrs.len() as u8;
-                let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
-                if let Some(n) = names.clone().find(|n| kind_of(n) == ACTIVE) {
-                    (w.name, w.fresh_read, w.pc) = (n, true, Pc::PatchStatus);
-                } else {
-                    let top = names.filter(|n| kind_of(n) != MISSING).max();
-                    (w.next, w.pc) = (top.unwrap_or(0) + 1, Pc::ClaimRecord);
-                }
-            }
-            Pc::GetRr => {
-                w.fresh_read = read == Read::Fresh;
-                let got = match read {
-                    Read::Fresh if self.cfg.ignore_backoff && matches!(now, Rr::Backoff(..)) => {
-                        TERMINAL
-                    }
-                    Read::Fresh => kind(now),
-                    Read::Stale(k) => k,
-                };
-                match got {
-                    MISSING if w.claimed => self.finish(w),
-                    _ if w.own => w.pc = Pc::PatchStatusAfterCreate,
-                    ACTIVE => w.pc = Pc::PatchStatus,
-                    _ if w.claimed => self.finish(w),
-                    MISSING if self.cfg.discover && !self.cfg.old_protocol => w.pc = Pc::ListRrs,
-                    k => self.decide(w, k == TERMINAL),
-                }
-            }
-            // The batch's own RR is counted on even if the orchestrator ended it at once:
-            // the signals that opened it are its occurrences, and no second RR is opened.
-            Pc::PatchStatusAfterCreate if w.own => match now {
-                Rr::Never | Rr::Deleted => self.finish(w),
-                Rr::Active(count) | Rr::Terminal(count) | Rr::Backoff(count, _) if w.fresh_read => {
-                    let counted = match now {
-                        Rr::Active(_) => Rr::Active(count + 1),
-                        Rr::Backoff(_, passed) => Rr::Backoff(count + 1, passed),
-                        _ => Rr::Terminal(count + 1),
-                    };
-                    if kind(now) == TERMINAL {
-                        w.flags |= COUNTED_OWN_ENDED;
-                    }
-                    s.write_rr(w.name, counted);
-                    w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
-                    self.finish(w);
-                }
-                _ => w.pc = Pc::GetRr, // 409: GET it again
-            },
-            Pc::PatchStatus | Pc::PatchStatusAfterCreate => match now {
-                Rr::Never | Rr::Deleted if w.claimed => self.finish(w),
-                Rr::Never | Rr::Deleted if self.cfg.old_protocol => w.pc = Pc::GetRr,
-                Rr::Never | Rr::Deleted => self.decide(w, false), // 404: treat as missing
-                Rr::Active(count) if w.fresh_read => {
-                    s.write_rr(w.name, Rr::Active(count + 1));
-                    w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
-                    self.finish(w);
-                }
-                // Read while it held; the clock may have passed since, which writes nothing.
-                Rr::Backoff(count, passed) if w.fresh_read => {
-                    s.write_rr(w.name, Rr::Backoff(count + 1, passed));
-                    w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
-                    s.counted_in_backoff = true;
-                    self.finish(w);
-                }
-                _ => w.pc = Pc::GetRr, // 409: GET it again
-            },
-            Pc::ClaimRecord => {
-                // An update carrying the view's rv, or a create if the view had no record.
-                let ok = if w.view.present {
-                    w.fresh_view
-                } else {
-                    !s.record.present
-                };
-                if !ok {
-                    (w.view, w.fresh_view, w.settled) = (s.record, true, false); // 409: GET R
-                    self.step2(w);
-                    return;
-                }
-                w.name = if self.cfg.fencing || self.cfg.old_protocol {
-                    w.next
-                } else {
-                    s.fresh_names += 1;
-                    s.fresh_names
-                };
-                if s.record.holder.is_some() && w.settled && !s.expired {
-                    w.flags |= CLAIMED_SETTLED;
-                } else if s.record.holder.is_some() && !w.settled {
-                    w.flags |= TOOK_OVER;
-                }
-                let fenced = !self.cfg.old_protocol;
-                let claimed = Version {
-                    present: true,
-                    generation: if fenced { w.next } else { 0 },
-                    name: if fenced { w.name } else { 0 },
-                    holder: self.cfg.locking.then_some(id),
-                };
-                // The old rule: a merge patch equal to the record is no write at all.
-                if !(self.cfg.noop_claims && claimed == s.record) {
-                    s.write_record(claimed);
-                }
-                (w.claimed, w.fresh_claim, w.settled, w.pc) = (true, true, false, Pc::CreateRr);
-            }
-            Pc::CreateRr if kind(now) == MISSING => {
-                s.write_rr(w.name, Rr::Active(0));
-                (w.fresh_read, w.pc) = (true, Pc::PatchStatusAfterCreate);
-                w.own = !self.cfg.old_protocol;
-                w.flags |= CREATED;
-            }
-            Pc::CreateRr => {
-                w.flags |= COLLIDED; // 409 AlreadyExists: GET the winner's RR
-                w.pc = Pc::GetRr;
-            }
-            Pc::Release => {
-                if w.fresh_claim {
-                    let free = Version {
-                        holder: None,
-                        ..s.record
-                    };
-                    s.write_record(free);
-                }
-                self.finish(w); // else 409: taken over after our lease expired; leave it
-            }
+            Pc::GetRecord => self.get_record(s, w, read),
+            Pc::ListRrs => self.list_rrs(s, w),
+            Pc::GetRr if self.cfg.old_protocol && !w.claimed => self.list_old(s, w),
+            Pc::GetRr => self.get_rr(w, read, now),
+            Pc::PatchStatusAfterCreate if w.own => self.patch_own(s, w, now),
+            Pc::PatchStatus | Pc::PatchStatusAfterCreate => self.patch_status(s, w, now),
+            Pc::ClaimRecord => self.claim_record(s, w, id),
+            Pc::CreateRr => self.create_rr(s, w, now),
+            Pc::Release => self.release(s, w),
             Pc::Done => unreachable!("a done writer makes no calls"),
         }
+    }
+
+    fn get_record(&self, s: &State, w: &mut Writer, read: Read) {
+        w.view = match read {
+            Read::Fresh => s.record,
+            Read::Stale(i) => s.past[i as usize],
+        };
+        w.fresh_view = read == Read::Fresh;
+        w.settled = false;
+        self.step2(w);
+    }
+
+    fn list_rrs(&self, s: &State, w: &mut Writer) {
+        // A consistent LIST by field selector: every RR of the fingerprint as it is.
+        let names = 1..s.rrs.len() as u8;
+        let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
+        let holding = names.clone().find(|n| kind_of(n) == ACTIVE);
+        let highest = names.filter(|n| kind_of(n) != MISSING).max().unwrap_or(0);
+        if w.view.present {
+            // The RR the record names is missing: count on the RR that holds the
+            // problem, go past a later generation, or re-claim the same one.
+            match holding {
+                Some(n) => (w.name, w.pc) = (n, Pc::GetRr),
+                None if highest > w.view.generation => {
+                    (w.next, w.settled, w.pc) = (highest + 1, false, Pc::ClaimRecord);
+                }
+                None => self.decide(w, false),
+            }
+            return;
+        }
+        w.view = Version {
+            present: false,
+            generation: highest,
+            name: holding.unwrap_or(highest),
+            holder: None,
+        };
+        w.fresh_view = !s.record.present;
+        if w.view.name != 0 {
+            (w.name, w.pc) = (w.view.name, Pc::GetRr);
+        } else {
+            (w.next, w.pc) = (1, Pc::ClaimRecord);
+        }
+    }
+
+    /// list_old is the old protocol's GetRr: a LIST of the fingerprint's RRs.
+    fn list_old(&self, s: &State, w: &mut Writer) {
+        // The LIST is served fresh: a stale one would only weaken the old protocol.
+        let names = 1..s.rrs.len() as u8;
+        let kind_of = |n: &u8| kind(s.rrs[*n as usize].now);
+        if let Some(n) = names.clone().find(|n| kind_of(n) == ACTIVE) {
+            (w.name, w.fresh_read, w.pc) = (n, true, Pc::PatchStatus);
+        } else {
+            let top = names.filter(|n| kind_of(n) != MISSING).max();
+            (w.next, w.pc) = (top.unwrap_or(0) + 1, Pc::ClaimRecord);
+        }
+    }
+
+    fn get_rr(&self, w: &mut Writer, read: Read, now: Rr) {
+        w.fresh_read = read == Read::Fresh;
+        let got = match read {
+            Read::Fresh if self.cfg.ignore_backoff && matches!(now, Rr::Backoff(..)) => TERMINAL,
+            Read::Fresh => kind(now),
+            Read::Stale(k) => k,
+        };
+        match got {
+            MISSING if w.claimed => self.finish(w),
+            _ if w.own => w.pc = Pc::PatchStatusAfterCreate,
+            ACTIVE => w.pc = Pc::PatchStatus,
+            _ if w.claimed => self.finish(w),
+            MISSING if self.cfg.discover && !self.cfg.old_protocol => w.pc = Pc::ListRrs,
+            k => self.decide(w, k == TERMINAL),
+        }
+    }
+
+    /// patch_own is PatchStatusAfterCreate on the RR this round created. The batch's own RR
+    /// is counted on even if the orchestrator ended it at once: the signals that opened it
+    /// are its occurrences, and no second RR is opened.
+    fn patch_own(&self, s: &mut State, w: &mut Writer, now: Rr) {
+        match now {
+            Rr::Never | Rr::Deleted => self.finish(w),
+            Rr::Active(count) | Rr::Terminal(count) | Rr::Backoff(count, _) if w.fresh_read => {
+                let counted = match now {
+                    Rr::Active(_) => Rr::Active(count + 1),
+                    Rr::Backoff(_, passed) => Rr::Backoff(count + 1, passed),
+                    _ => Rr::Terminal(count + 1),
+                };
+                if kind(now) == TERMINAL {
+                    w.flags |= COUNTED_OWN_ENDED;
+                }
+                s.write_rr(w.name, counted);
+                w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                self.finish(w);
+            }
+            _ => w.pc = Pc::GetRr, // 409: GET it again
+        }
+    }
+
+    fn patch_status(&self, s: &mut State, w: &mut Writer, now: Rr) {
+        match now {
+            Rr::Never | Rr::Deleted if w.claimed => self.finish(w),
+            Rr::Never | Rr::Deleted if self.cfg.old_protocol => w.pc = Pc::GetRr,
+            Rr::Never | Rr::Deleted => self.decide(w, false), // 404: treat as missing
+            Rr::Active(count) if w.fresh_read => {
+                s.write_rr(w.name, Rr::Active(count + 1));
+                w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                self.finish(w);
+            }
+            // Read while it held; the clock may have passed since, which writes nothing.
+            Rr::Backoff(count, passed) if w.fresh_read => {
+                s.write_rr(w.name, Rr::Backoff(count + 1, passed));
+                w.acked = Some((w.name, s.rrs[w.name as usize].incarnation));
+                s.counted_in_backoff = true;
+                self.finish(w);
+            }
+            _ => w.pc = Pc::GetRr, // 409: GET it again
+        }
+    }
+
+    fn claim_record(&self, s: &mut State, w: &mut Writer, id: u8) {
+        // An update carrying the view's rv, or a create if the view had no record.
+        let ok = if w.view.present {
+            w.fresh_view
+        } else {
+            !s.record.present
+        };
+        if !ok {
+            (w.view, w.fresh_view, w.settled) = (s.record, true, false); // 409: GET R
+            self.step2(w);
+            return;
+        }
+        w.name = if self.cfg.fencing || self.cfg.old_protocol {
+            w.next
+        } else {
+            s.fresh_names += 1;
+            s.fresh_names
+        };
+        if s.record.holder.is_some() && w.settled && !s.expired {
+            w.flags |= CLAIMED_SETTLED;
+        } else if s.record.holder.is_some() && !w.settled {
+            w.flags |= TOOK_OVER;
+        }
+        let fenced = !self.cfg.old_protocol;
+        let claimed = Version {
+            present: true,
+            generation: if fenced { w.next } else { 0 },
+            name: if fenced { w.name } else { 0 },
+            holder: self.cfg.locking.then_some(id),
+        };
+        // The old rule: a merge patch equal to the record is no write at all.
+        if !(self.cfg.noop_claims && claimed == s.record) {
+            s.write_record(claimed);
+        }
+        (w.claimed, w.fresh_claim, w.settled, w.pc) = (true, true, false, Pc::CreateRr);
+    }
+
+    fn create_rr(&self, s: &mut State, w: &mut Writer, now: Rr) {
+        if kind(now) != MISSING {
+            w.flags |= COLLIDED; // 409 AlreadyExists: GET the winner's RR
+            w.pc = Pc::GetRr;
+            return;
+        }
+        s.write_rr(w.name, Rr::Active(0));
+        (w.fresh_read, w.pc) = (true, Pc::PatchStatusAfterCreate);
+        w.own = !self.cfg.old_protocol;
+        w.flags |= CREATED;
+    }
+
+    fn release(&self, s: &mut State, w: &mut Writer) {
+        if w.fresh_claim {
+            let free = Version {
+                holder: None,
+                ..s.record
+            };
+            s.write_record(free);
+        }
+        self.finish(w); // else 409: taken over after our lease expired; leave it
     }
 }
 
@@ -564,6 +583,48 @@ const SOMETIMES: [&str; 5] = [
     OWN_ENDED_COUNTED,
 ];
 
+impl Fence {
+    /// writer_actions are the calls writer `id` may make next.
+    fn writer_actions(&self, s: &State, id: u8, w: &Writer, out: &mut Vec<Action>) {
+        let call = |pc, read| Action::Call(id, pc, read);
+        match w.pc {
+            Pc::GetRecord => {
+                out.push(call(Pc::GetRecord, Read::Fresh));
+                if w.rounds == 0 {
+                    let cached = (0..s.past.len() as u8).map(Read::Stale);
+                    out.extend(cached.map(|r| call(Pc::GetRecord, r)));
+                }
+            }
+            Pc::GetRr if self.cfg.old_protocol && !w.claimed => {
+                out.push(call(Pc::GetRr, Read::Fresh));
+            }
+            Pc::GetRr => {
+                out.push(call(Pc::GetRr, Read::Fresh));
+                let past = s.rrs[w.name as usize].past;
+                for k in [MISSING, ACTIVE, TERMINAL] {
+                    // Under a claim a terminal answer only makes the writer start over.
+                    let stale_ok = k != TERMINAL || !self.cfg.consistent_terminal || w.claimed;
+                    if past & k != 0 && stale_ok {
+                        out.push(call(Pc::GetRr, Read::Stale(k)));
+                    }
+                }
+            }
+            Pc::ClaimRecord if self.blocked(s, w) => {
+                if !w.fresh_view {
+                    out.push(call(Pc::GetRecord, Read::Fresh));
+                }
+            }
+            Pc::Done => {}
+            pc => {
+                out.push(call(pc, Read::Fresh));
+                if pc == Pc::CreateRr && self.cfg.locking {
+                    out.push(Action::GiveUp(id));
+                }
+            }
+        }
+    }
+}
+
 impl Model for Fence {
     type State = State;
     type Action = Action;
@@ -578,42 +639,7 @@ impl Model for Fence {
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
         for (id, w) in s.writers.iter().enumerate() {
-            let call = |pc, read| Action::Call(id as u8, pc, read);
-            match w.pc {
-                Pc::GetRecord => {
-                    out.push(call(Pc::GetRecord, Read::Fresh));
-                    if w.rounds == 0 {
-                        let cached = (0..s.past.len() as u8).map(Read::Stale);
-                        out.extend(cached.map(|r| call(Pc::GetRecord, r)));
-                    }
-                }
-                Pc::GetRr if self.cfg.old_protocol && !w.claimed => {
-                    out.push(call(Pc::GetRr, Read::Fresh));
-                }
-                Pc::GetRr => {
-                    out.push(call(Pc::GetRr, Read::Fresh));
-                    let past = s.rrs[w.name as usize].past;
-                    for k in [MISSING, ACTIVE, TERMINAL] {
-                        // Under a claim a terminal answer only makes the writer start over.
-                        let stale_ok = k != TERMINAL || !self.cfg.consistent_terminal || w.claimed;
-                        if past & k != 0 && stale_ok {
-                            out.push(call(Pc::GetRr, Read::Stale(k)));
-                        }
-                    }
-                }
-                Pc::ClaimRecord if self.blocked(s, w) => {
-                    if !w.fresh_view {
-                        out.push(call(Pc::GetRecord, Read::Fresh));
-                    }
-                }
-                Pc::Done => {}
-                pc => {
-                    out.push(call(pc, Read::Fresh));
-                    if pc == Pc::CreateRr && self.cfg.locking {
-                        out.push(Action::GiveUp(id as u8));
-                    }
-                }
-            }
+            self.writer_actions(s, id as u8, w, out);
         }
         if s.record.holder.is_some() && !s.expired {
             out.push(Action::LeaseExpire);
@@ -1000,7 +1026,7 @@ fn unfenced_paused_holder_duplicates() {
     );
 }
 
-/// The trace of the issue: the old fence is derived from the RRs that happen to exist, so
+/// The old fence is derived from the RRs that happen to exist, so
 /// deleting a terminal RR lowers it. Y (w1) sees rr-1 completed, plans rr-2 and pauses; rr-1
 /// is deleted; Z (w0) sees nothing, takes over and creates rr-1; Y creates rr-2. Z's first
 /// round plays the writer that created rr-1 (its status patch lost to the Complete).
@@ -1041,8 +1067,8 @@ fn deleting_a_claimed_name_duplicates() {
     );
 }
 
-/// Why a terminal answer must come from a consistent read (the design note lets the GET of
-/// an RR be served stale): rr-1 completes and retention deletes it; w1 finds it missing and
+/// Why a terminal answer must come from a consistent read (a GET of an RR may otherwise be
+/// served stale): rr-1 completes and retention deletes it; w1 finds it missing and
 /// re-creates it (generation 1 is reused); w0's GET of rr-1, served from a lagging cache,
 /// returns the deleted incarnation as terminal, so w0 opens rr-2 beside the new rr-1. No
 /// pause and no expiry are needed.
