@@ -1643,7 +1643,7 @@ fn reading(out: &mut String, r: &Results, s: &Summary) {
                 .filter(|(status, _)| !(200..300).contains(*status))
                 .map(move |(status, n)| match status {
                     0 => format!("{n} without an answer in `{}` windows", x.kind),
-                    status => format!("{n} {status}s in `{}` windows", x.kind),
+                    status => format!("{n} answered {status} in `{}` windows", x.kind),
                 })
         })
         .collect();
@@ -1677,10 +1677,10 @@ fn reading(out: &mut String, r: &Results, s: &Summary) {
             .iter()
             .map(|u| {
                 format!(
-                    "{} from {:.1} to {:.1} MiB",
-                    u.name,
+                    "from {:.1} to {:.1} MiB ({})",
                     mib(u.rss_kib.0),
-                    mib(u.rss_kib.1)
+                    mib(u.rss_kib.1),
+                    u.name
                 )
             })
             .collect();
