@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks signal-gateway (release build) against its own control plane, an
 # OpenTelemetry Collector and gateway processes, with an open-loop load
-# generator, and writes target/bench/report.json, report.md and
-# latency_cdf.svg (the Markdown is also printed). Scenarios, each with the
+# generator, and writes target/bench/report.json, report.md, latency_cdf.svg
+# and performance.md (the report's Markdown is also printed). With --publish it
+# also writes performance.md to docs/performance.md: the page is generated from
+# the run's numbers by bench/src/report.rs, never edited by hand. Scenarios, each with the
 # lock on and off: new, duplicate, crowded (10,000 other RRs), plan (the
 # original plan's 1,000 signals at 50/s over 3 replicas), storm, scale (1-3
 # replicas); with owner resolution on, lock on only: owners (200 Deployments
@@ -22,7 +24,7 @@
 # RSS. It asserts nothing; compare numbers within one report (the machine may
 # be shared). About six and a half minutes on two cores.
 # Arguments go to the bench binary; `hack/bench.sh --help` lists them
-# (counts, rate, --smoke for tiny counts).
+# (counts, rate, --smoke for tiny counts, --publish).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

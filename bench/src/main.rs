@@ -1,5 +1,6 @@
 //! bench runs the benchmark of signal-gateway and writes `target/bench/report.json`,
-//! `report.md` and `latency_cdf.svg`. Run it through `hack/bench.sh`.
+//! `report.md`, `latency_cdf.svg` and `performance.md`; with `--publish` it also writes
+//! `performance.md` to `docs/performance.md`. Run it through `hack/bench.sh`.
 
 #![deny(rust_2018_idioms)]
 
@@ -7,12 +8,17 @@ use std::path::PathBuf;
 
 use bench::{BoxError, Options};
 
-const USAGE: &str = "usage: bench [--smoke] [--gateway PATH] [--out DIR] [--rate PER_S] \
+const USAGE: &str = "usage: bench [--smoke] [--publish] [--gateway PATH] [--out DIR] [--rate PER_S] \
 [--signals N] [--plan-signals N] [--storm N] [--crowd N] [--owners N] [--rollout-pods N] \
 [--scale-signals N] \
 [--scale-fingerprints N] [--in-flight N] [--cold-starts N] [--soak MINUTES] [--profile (on unless --smoke)]";
 
-fn parse_args() -> Result<Options, String> {
+/// PUBLISHED is where `--publish` writes the generated performance page, from the
+/// repository's root.
+const PUBLISHED: &str = "docs/performance.md";
+
+/// parse_args reads the options of one run, and whether to publish its performance page.
+fn parse_args() -> Result<(Options, bool), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let gateway = bench::target_dir().join("release/signal-gateway");
     let out = bench::target_dir().join("bench");
@@ -21,9 +27,14 @@ fn parse_args() -> Result<Options, String> {
     } else {
         Options::full(gateway, out)
     };
+    let mut publish = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         if a == "--smoke" {
+            continue;
+        }
+        if a == "--publish" {
+            publish = true;
             continue;
         }
         if a == "--profile" {
@@ -73,17 +84,23 @@ fn parse_args() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
-    Ok(o)
+    Ok((o, publish))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let options = parse_args()?;
+    let (options, publish) = parse_args()?;
     let report = bench::run(options).await?;
     println!("{}", report.markdown);
     eprintln!(
-        "bench: wrote report.json, report.md and latency_cdf.svg in {}",
+        "bench: wrote report.json, report.md, latency_cdf.svg and performance.md in {}",
         report.dir.display()
     );
+    if publish {
+        let path = bench::repo_root().join(PUBLISHED);
+        std::fs::write(&path, &report.performance)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("bench: published {}", path.display());
+    }
     Ok(())
 }

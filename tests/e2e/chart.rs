@@ -2206,12 +2206,13 @@ fn dashboard_and_rules_are_per_cluster_namespace_and_job() {
 }
 
 /// RUNBOOK is the default base of the alerts' runbook_url (metrics.prometheusRule.runbookUrl).
-const RUNBOOK: &str = "https://github.com/kubernaut/signal-gateway/blob/main/docs/runbook.md";
+const RUNBOOK: &str = "https://github.com/kubernaut/signal-gateway/blob/main/docs/operations.md";
 
 #[test]
 fn every_alert_links_a_runbook_section_that_exists() {
     let root = testenv::repo_root();
-    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).expect("docs/runbook.md");
+    let runbook =
+        std::fs::read_to_string(root.join("docs/operations.md")).expect("docs/operations.md");
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root.join("chart/files/gateway.rules.yaml")).expect("rules"),
     )
@@ -2227,7 +2228,7 @@ fn every_alert_links_a_runbook_section_that_exists() {
             );
             assert!(
                 runbook.lines().any(|l| l == format!("## {name}")),
-                "docs/runbook.md has no section {name}"
+                "docs/operations.md has no section {name}"
             );
             alerts += 1;
         }
