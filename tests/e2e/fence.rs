@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use signal_gateway::{
     crd::RemediationRequest,
     k8s::{
-        ApiCalls, Bid, Claimed, GENERATION, REMEDIATION_REQUEST, Records, View, lease_name, sweep,
+        ApiCalls, Bid, Claimed, GENERATION, MANAGED_BY, REMEDIATION_REQUEST, RR_NAMESPACE, Records,
+        View, lease_name, sweep,
     },
     pipeline::rr_name,
 };
@@ -1015,6 +1016,60 @@ async fn a_sweep_leaves_another_releases_records_alone() {
             .unwrap(),
         0
     );
+}
+
+/// A sweep reads the records page by page (500 a page): past the first page, every record
+/// that fences nothing is still found, and a record whose RR exists still stays.
+#[tokio::test]
+async fn the_sweep_reads_every_page_of_records() {
+    let cp = plane().await;
+    let ns = cp.new_namespace().await.unwrap();
+    let r = records(cp, ns.name(), "gw-a", 30, 0);
+    let app = gateway(cp, ns.name(), &[]).await;
+    assert_eq!(post(&app, &firing("paged-kept")).await.0, 201);
+    let leases = Api::<Lease>::namespaced(cp.admin_client(), ns.name());
+    let (unused, rr_ns) = (501, ns.name().to_owned());
+    futures::stream::iter(0..unused)
+        .map(|i| {
+            let leases = leases.clone();
+            let (fp, rr_ns) = (fp_of(&format!("paged-{i}")), rr_ns.clone());
+            async move {
+                let record: Lease = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": lease_name(&fp),
+                        "labels": {
+                            MANAGED_BY.0: MANAGED_BY.1,
+                            RR_NAMESPACE: rr_ns,
+                        },
+                        "annotations": {
+                            GENERATION: "1",
+                            REMEDIATION_REQUEST: rr_name(&fp, 1),
+                        },
+                    },
+                    "spec": {},
+                }))
+                .unwrap();
+                leases
+                    .create(&Default::default(), &record)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("creating the unused records");
+    let rrs = signal_gateway::k8s::RemediationRequests::new(cp.gateway_client(), ns.name());
+    let removed = sweep(&r, &rrs, Duration::ZERO, &calls()).await.unwrap();
+    assert_eq!(removed, unused);
+    assert!(lease(cp, ns.name(), &fp_of("paged-kept")).await.is_some());
+    let left = leases
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(left, 1, "records left after the sweep");
 }
 
 /// With locking off, a claim of the generation a record already names used to send a patch
