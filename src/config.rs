@@ -1,5 +1,6 @@
 //! Config is read once at start from the environment (envy, prefix `GATEWAY_`) into typed
-//! fields with serde defaults, then validated in one place.
+//! fields, each unset one taking its value from one table of defaults (`Env::default`),
+//! then validated in one place.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
