@@ -770,104 +770,106 @@ mod tests {
         );
     }
 
+    /// BAD_VALUES are environments, each with the variable its error must name.
+    const BAD_VALUES: &[(&[(&str, &str)], &str)] = &[
+        (&[], "GATEWAY_NAMESPACE"),
+        (&[("GATEWAY_NAMESPACE", "Bad_NS")], "GATEWAY_NAMESPACE"),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOCK_NAMESPACE", "-x")],
+            "GATEWAY_LOCK_NAMESPACE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "abc"),
+            ],
+            "GATEWAY_LOCK_DURATION_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "0"),
+            ],
+            "GATEWAY_LOCK_DURATION_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "yes"),
+            ],
+            "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "magic")],
+            "GATEWAY_AUTH",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LISTEN_ADDR", "here")],
+            "GATEWAY_LISTEN_ADDR",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOG_FORMAT", "xml")],
+            "GATEWAY_LOG_FORMAT",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
+            "GATEWAY_AUTH_TOKEN_FILE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_AUTH", "bearer"),
+                ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "GATEWAY_AUTH_TOKEN_FILE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_AUTH_RESOURCE", "remediationrequests/status"),
+            ],
+            "GATEWAY_AUTH_RESOURCE",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH_RESOURCE", "Bad")],
+            "GATEWAY_AUTH_RESOURCE",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
+            "GATEWAY_MAX_ALERTS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
+                ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "200"),
+            ],
+            "GATEWAY_SWEEP_MIN_AGE_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_REQUEST_TIMEOUT_MS", "4000"),
+            ],
+            "GATEWAY_REQUEST_TIMEOUT_MS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_API_TIMEOUT_MS", "30000"),
+            ],
+            "GATEWAY_API_TIMEOUT_MS",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_IN_FLIGHT", "0")],
+            "GATEWAY_MAX_IN_FLIGHT",
+        ),
+        (&[("GATEWAY_NAMESPACE", "a"), ("PORT", "99999")], "PORT"),
+    ];
+
     #[test]
     fn bad_values_name_their_variable() {
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[], "GATEWAY_NAMESPACE"),
-            (&[("GATEWAY_NAMESPACE", "Bad_NS")], "GATEWAY_NAMESPACE"),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOCK_NAMESPACE", "-x")],
-                "GATEWAY_LOCK_NAMESPACE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "abc"),
-                ],
-                "GATEWAY_LOCK_DURATION_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "0"),
-                ],
-                "GATEWAY_LOCK_DURATION_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "yes"),
-                ],
-                "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "magic")],
-                "GATEWAY_AUTH",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LISTEN_ADDR", "here")],
-                "GATEWAY_LISTEN_ADDR",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOG_FORMAT", "xml")],
-                "GATEWAY_LOG_FORMAT",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
-                "GATEWAY_AUTH_TOKEN_FILE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_AUTH", "bearer"),
-                    ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent/token"),
-                ],
-                "GATEWAY_AUTH_TOKEN_FILE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_AUTH_RESOURCE", "remediationrequests/status"),
-                ],
-                "GATEWAY_AUTH_RESOURCE",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH_RESOURCE", "Bad")],
-                "GATEWAY_AUTH_RESOURCE",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
-                "GATEWAY_MAX_ALERTS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
-                    ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "200"),
-                ],
-                "GATEWAY_SWEEP_MIN_AGE_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_REQUEST_TIMEOUT_MS", "4000"),
-                ],
-                "GATEWAY_REQUEST_TIMEOUT_MS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_API_TIMEOUT_MS", "30000"),
-                ],
-                "GATEWAY_API_TIMEOUT_MS",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_IN_FLIGHT", "0")],
-                "GATEWAY_MAX_IN_FLIGHT",
-            ),
-            (&[("GATEWAY_NAMESPACE", "a"), ("PORT", "99999")], "PORT"),
-        ];
-        for (vars, var) in cases {
+        for (vars, var) in BAD_VALUES {
             let err = Config::from_vars(vars.iter().copied()).unwrap_err();
             assert_eq!(err.var, *var, "{err}");
             assert!(err.to_string().contains(var), "{err}");
@@ -1017,8 +1019,9 @@ mod tests {
         assert!(!c.distributed_locking);
     }
 
-    #[test]
-    fn tls_needs_a_certificate_and_its_key_and_client_certificates_need_tls() {
+    /// tls_fixture writes a certificate, its key and a CA bundle into a new directory and
+    /// returns their paths and the path of a file that does not exist.
+    fn tls_fixture() -> (tempfile::TempDir, [String; 4]) {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
@@ -1030,22 +1033,28 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             p.to_str().unwrap().to_owned()
         };
-        let (crt, k, ca) = (
+        let files = [
             write("tls.crt", &cert.pem()),
             write("tls.key", &key.serialize_pem()),
             write("ca.crt", &cert.pem()),
-        );
-        let missing = dir.path().join("nope.pem");
-        let missing = missing.to_str().unwrap();
-        let with = |extra: &[(&str, &str)]| {
-            let mut vars = vec![("GATEWAY_NAMESPACE".to_owned(), "a".to_owned())];
-            vars.extend(
-                extra
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            );
-            Config::from_vars_owned(vars)
-        };
+            dir.path().join("nope.pem").to_str().unwrap().to_owned(),
+        ];
+        (dir, files)
+    }
+
+    /// with_namespace is the Config of `extra` and a namespace.
+    fn with_namespace(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(
+            [("GATEWAY_NAMESPACE", "a")]
+                .into_iter()
+                .chain(extra.iter().copied()),
+        )
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key_and_client_certificates_need_tls() {
+        let (_dir, [crt, k, ca, _]) = tls_fixture();
+        let with = with_namespace;
         assert_eq!(with(&[]).unwrap().tls, None);
         let c = with(&[
             ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
@@ -1070,7 +1079,17 @@ mod tests {
         assert_eq!(c.tls.unwrap().client_ca, Some(ca.clone().into()));
         let c = with(&[both[0], both[1], ca_var, ("GATEWAY_AUTH", "clientcert")]).unwrap();
         assert_eq!(c.auth, AuthMode::ClientCert);
+    }
 
+    #[test]
+    fn tls_refusals_name_their_variable() {
+        let (_dir, [crt, k, ca, missing]) = tls_fixture();
+        let missing = missing.as_str();
+        let both = [
+            ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
+            ("GATEWAY_TLS_KEY_FILE", k.as_str()),
+        ];
+        let ca_var = ("GATEWAY_TLS_CLIENT_CA_FILE", ca.as_str());
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case<'_>] = &[
             (&[both[0]], "GATEWAY_TLS_KEY_FILE", "required"),
@@ -1103,7 +1122,7 @@ mod tests {
             ),
         ];
         for (vars, var, says) in cases {
-            let err = with(vars).unwrap_err();
+            let err = with_namespace(vars).unwrap_err();
             assert_eq!(err.var, **var, "{vars:?}: {err}");
             assert!(err.to_string().contains(says), "{vars:?}: {err}");
         }

@@ -515,6 +515,40 @@ mod tests {
         })
     }
 
+    /// CONTRACT_LINES are the lines `prometheus_names_are_exactly_the_contracts` expects.
+    const CONTRACT_LINES: &[&str] = &[
+        "gateway_lock_acquisition_attempts_total 1",
+        "gateway_lock_acquisition_success_total 1",
+        "gateway_lock_acquisition_failures_total{reason=\"timeout\"} 1",
+        "gateway_lock_contention_total 1",
+        "gateway_lock_wait_duration_seconds_bucket{le=\"0.001\"} 1",
+        "gateway_lock_wait_duration_seconds_bucket{le=\"0.0005\"} 0",
+        "gateway_lock_wait_duration_seconds_count 1",
+        "gateway_lock_hold_duration_seconds_bucket{le=\"0.0025\"} 1",
+        "gateway_lock_hold_duration_seconds_count 1",
+        "gateway_lock_takeovers_total 1",
+        "gateway_fence_collisions_total 1",
+        "gateway_sweep_removals_total 1",
+        "gateway_signals_total{source_type=\"prometheus\",status=\"duplicate\"} 1",
+        "gateway_signals_total{source_type=\"kubernetes-events\",status=\"rejected\"} 1",
+        "gateway_signals_received_total{severity=\"critical\",source_type=\"prometheus\"} 1",
+        "gateway_signals_deduplicated_total{signal_name=\"KubePodCrashLooping\"} 1",
+        "gateway_signals_rejected_total{reason=\"invalid_signal\"} 1",
+        "gateway_signals_rejected_total{reason=\"unmanaged_resource\"} 1",
+        "gateway_signals_rejected_total{reason=\"resource_not_found\"} 0",
+        "gateway_crds_created_total{source_type=\"prometheus\",status=\"created\"} 1",
+        "gateway_crds_created_total{source_type=\"kubernetes-events\",status=\"created\"} 0",
+        "gateway_crd_creation_errors_total{error_type=\"k8s_api_error\"} 1",
+        "gateway_crd_creation_errors_total{error_type=\"fetch_existing_failed\"} 0",
+        "gateway_owner_resolution_total{detail=\"read\",kind=\"Deployment\",outcome=\"success\"} 1",
+        "gateway_owner_resolution_total{detail=\"gone\",kind=\"Pod\",outcome=\"failed\"} 1",
+        "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"leases\",verb=\"get\"} 1",
+        "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.008\"} 0",
+        "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.016\"} 1",
+        "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.512\"} 1",
+        "gateway_http_request_duration_seconds_count{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\"} 1",
+    ];
+
     /// The Prometheus names are part of the contract: the original plan's six lock metrics
     /// and kubernaut's Gateway's names (`pkg/gateway/metrics/metrics.go`).
     #[test]
@@ -562,42 +596,13 @@ mod tests {
                 ],
             );
         });
-        assert_lines(
-            &text,
-            &[
-                "gateway_lock_acquisition_attempts_total 1",
-                "gateway_lock_acquisition_success_total 1",
-                "gateway_lock_acquisition_failures_total{reason=\"timeout\"} 1",
-                "gateway_lock_contention_total 1",
-                "gateway_lock_wait_duration_seconds_bucket{le=\"0.001\"} 1",
-                "gateway_lock_wait_duration_seconds_bucket{le=\"0.0005\"} 0",
-                "gateway_lock_wait_duration_seconds_count 1",
-                "gateway_lock_hold_duration_seconds_bucket{le=\"0.0025\"} 1",
-                "gateway_lock_hold_duration_seconds_count 1",
-                "gateway_lock_takeovers_total 1",
-                "gateway_fence_collisions_total 1",
-                "gateway_sweep_removals_total 1",
-                "gateway_signals_total{source_type=\"prometheus\",status=\"duplicate\"} 1",
-                "gateway_signals_total{source_type=\"kubernetes-events\",status=\"rejected\"} 1",
-                "gateway_signals_received_total{severity=\"critical\",source_type=\"prometheus\"} 1",
-                "gateway_signals_deduplicated_total{signal_name=\"KubePodCrashLooping\"} 1",
-                "gateway_signals_rejected_total{reason=\"invalid_signal\"} 1",
-                "gateway_signals_rejected_total{reason=\"unmanaged_resource\"} 1",
-                "gateway_signals_rejected_total{reason=\"resource_not_found\"} 0",
-                "gateway_crds_created_total{source_type=\"prometheus\",status=\"created\"} 1",
-                "gateway_crds_created_total{source_type=\"kubernetes-events\",status=\"created\"} 0",
-                "gateway_crd_creation_errors_total{error_type=\"k8s_api_error\"} 1",
-                "gateway_crd_creation_errors_total{error_type=\"fetch_existing_failed\"} 0",
-                "gateway_owner_resolution_total{detail=\"read\",kind=\"Deployment\",outcome=\"success\"} 1",
-                "gateway_owner_resolution_total{detail=\"gone\",kind=\"Pod\",outcome=\"failed\"} 1",
-                "gateway_kube_api_requests_total{outcome=\"ok\",resource=\"leases\",verb=\"get\"} 1",
-                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.008\"} 0",
-                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.016\"} 1",
-                "gateway_http_request_duration_seconds_bucket{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\",le=\"0.512\"} 1",
-                "gateway_http_request_duration_seconds_count{endpoint=\"/api/v1/signals/prometheus\",method=\"POST\",status=\"201\"} 1",
-            ],
-        );
-        // Go's process collector: exactly its names and types, wherever /proc exists.
+        assert_lines(&text, CONTRACT_LINES);
+        assert_process_metrics(&text);
+    }
+
+    /// assert_process_metrics checks that `text` has Go's process collector: exactly its
+    /// names and types, wherever /proc exists.
+    fn assert_process_metrics(text: &str) {
         if std::path::Path::new("/proc/self/stat").exists() {
             for (name, kind) in [
                 ("process_cpu_seconds_total", "counter"),

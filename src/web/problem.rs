@@ -228,6 +228,17 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(status_of(&e).as_u16(), code, "{e}");
         }
+        assert!(bounded("é".repeat(1000)).len() <= MAX_DETAIL_BYTES + 3);
+        let res = error_response(timeout);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn only_the_create_of_a_signals_rr_rejects_the_signal() {
         for (code, permanent) in [
             (422, true),
             (400, true),
@@ -273,13 +284,6 @@ mod tests {
         assert_eq!(
             status_of(&pipeline::Error::Kube(other).into()).as_u16(),
             500
-        );
-        assert!(bounded("é".repeat(1000)).len() <= MAX_DETAIL_BYTES + 3);
-        let res = error_response(timeout);
-        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(
-            res.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
         );
     }
 }
