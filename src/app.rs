@@ -25,7 +25,6 @@ pub struct App {
     pub(crate) state: AppState,
     records: Records,
     rrs: RemediationRequests,
-    sweep_min_age: Duration,
 }
 
 /// build connects to Kubernetes and assembles the request path. Everything a request
@@ -37,18 +36,22 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     Ok(assemble(config, client).await)
 }
 
+/// BATCH_CALLS is how many Kubernetes calls, each bounded by `GATEWAY_API_TIMEOUT_MS`, the
+/// timeout of one batch allows besides its lock wait. The longest round of a write that
+/// loses no race makes seven in sequence: the record read, a read of the RR it names, the
+/// list of the fingerprint's RRs, the claim, the create, a read of the colliding writer's
+/// RR and its status write. A status write lost to a concurrent writer adds a re-read and
+/// a write, and a round started over adds the release, the record read and a read of the
+/// RR it names. It is a budget, not a bound on the worst case (more rounds, more lost
+/// status writes): a batch past it is answered 503, which the sender retries.
+const BATCH_CALLS: u32 = 12;
+
 /// assemble builds the request path around an existing client.
 pub async fn assemble(config: &Config, client: kube::Client) -> App {
     if !config.distributed_locking {
         tracing::warn!(
             "distributed locking is OFF (GATEWAY_ENABLE_DISTRIBUTED_LOCKING=false): rollback mode, \
              duplicates are prevented by the fence records alone"
-        );
-    }
-    let pauser = Arc::new(Pauser::new(&config.chaos));
-    if !pauser.fencing() {
-        tracing::warn!(
-            "RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only"
         );
     }
     let records = Records::new(
@@ -61,20 +64,7 @@ pub async fn assemble(config: &Config, client: kube::Client) -> App {
         config.distributed_locking,
     );
     let rrs = RemediationRequests::new(client.clone(), &config.namespace);
-    let settings = Settings {
-        api_timeout: config.api_timeout,
-        batch_timeout: config.lock_wait + config.api_timeout * 12,
-        max_in_flight: config.max_in_flight,
-    };
-    let resolver = Resolver {
-        owners: config.owner_resolution.then(|| Owners::new(client.clone())),
-        scope: (config.scope == Scope::Managed).then(|| k8s::Scope::new(client.clone())),
-    };
-    let pipeline = Pipeline::new(
-        resolver,
-        Writer::new(records.clone(), rrs.clone(), pauser),
-        settings,
-    );
+    let pipeline = pipeline(config, &client, &records, &rrs);
     // Opens the TLS connection now rather than on the first signal.
     match k8s::reachable(&client, config.api_timeout).await {
         Ok(()) => tracing::info!("Kubernetes API reachable"),
@@ -91,23 +81,42 @@ pub async fn assemble(config: &Config, client: kube::Client) -> App {
             config.api_timeout,
         )),
         client,
-        api_timeout: config.api_timeout,
         ready: Arc::new(AtomicBool::new(true)),
-        max_body_bytes: config.max_body_bytes,
-        max_alerts: config.max_alerts,
-        alert_concurrency: config.alert_concurrency,
-        cluster_id: config.cluster_id.clone(),
-        replay_window: config.replay_window,
-        request_timeout: config.request_timeout,
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
-        max_requests: config.max_in_flight,
+        config: Arc::new(config.clone()),
     };
     App {
         state,
         records,
         rrs,
-        sweep_min_age: config.sweep_min_age,
     }
+}
+
+/// pipeline builds the pipeline: the resolver the configuration asks for and the writer of
+/// `records` and `rrs`.
+fn pipeline(
+    config: &Config,
+    client: &kube::Client,
+    records: &Records,
+    rrs: &RemediationRequests,
+) -> Pipeline {
+    let pauser = Arc::new(Pauser::new(&config.chaos));
+    if !pauser.fencing() {
+        tracing::warn!(
+            "RR name fencing is OFF (GATEWAY_UNSAFE_DISABLE_FENCING=true): for tests only"
+        );
+    }
+    let settings = Settings {
+        api_timeout: config.api_timeout,
+        batch_timeout: config.lock_wait + config.api_timeout * BATCH_CALLS,
+        max_in_flight: config.max_in_flight,
+    };
+    let resolver = Resolver {
+        owners: config.owner_resolution.then(|| Owners::new(client.clone())),
+        scope: (config.scope == Scope::Managed).then(|| k8s::Scope::new(client.clone())),
+    };
+    let writer = Writer::new(records.clone(), rrs.clone(), pauser);
+    Pipeline::new(resolver, writer, settings)
 }
 
 impl App {
@@ -120,8 +129,9 @@ impl App {
     /// sweep runs one pass of the sweep over this app's fence records (`k8s::sweep`), and
     /// returns how many it removed.
     pub async fn sweep(&self) -> Result<usize, KubeError> {
-        let calls = ApiCalls::new(self.state.api_timeout);
-        let n = k8s::sweep(&self.records, &self.rrs, self.sweep_min_age, &calls).await?;
+        let config = &self.state.config;
+        let calls = ApiCalls::new(config.api_timeout);
+        let n = k8s::sweep(&self.records, &self.rrs, config.sweep_min_age, &calls).await?;
         if n > 0 {
             telemetry::metrics().sweep_removals.add(n as u64, &[]);
             tracing::info!(removed = n, "removed fence records that fence nothing");
@@ -250,6 +260,7 @@ async fn sweep_records(app: Arc<App>, lease: Duration) {
     }
 }
 
+/// termination waits for the process to be asked to stop: SIGTERM or Ctrl-C.
 async fn termination() {
     #[cfg(unix)]
     {

@@ -898,25 +898,9 @@ mod tests {
     #[test]
     fn the_drop_counter_has_its_prometheus_name() {
         use opentelemetry::metrics::MeterProvider as _;
-        let registry = prometheus::Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_target_info()
-            .scope_info_enabled(false)
-            .build()
-            .expect("a Prometheus exporter");
-        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_reader(exporter)
-            .build();
+        let (provider, telemetry) = crate::telemetry::scraped();
         dropped_counter(&provider.meter("test")).add(3, &[]);
-        let mut out = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &registry.gather(),
-            &mut out,
-        )
-        .expect("the text format");
-        let text = String::from_utf8(out).unwrap_or_default();
+        let text = telemetry.prometheus_text().unwrap_or_default();
         assert!(
             text.lines()
                 .any(|l| l == "gateway_audit_events_dropped_total 3"),

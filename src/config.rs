@@ -1,5 +1,6 @@
 //! Config is read once at start from the environment (envy, prefix `GATEWAY_`) into typed
-//! fields with serde defaults, then validated in one place.
+//! fields, each unset one taking its value from one table of defaults (`Env::default`),
+//! then validated in one place.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -158,10 +159,9 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum AuthKind {
-    #[default]
     Tokenreview,
     Bearer,
     None,
@@ -169,67 +169,90 @@ enum AuthKind {
 }
 
 /// Env is the `GATEWAY_*` environment, typed; `Platform` holds the variables set by
-/// Kubernetes and Knative.
+/// Kubernetes and Knative. A variable that is not set takes its value from `Env::default`.
 #[derive(Deserialize)]
+#[serde(default)]
 struct Env {
-    #[serde(default = "defaults::listen_addr")]
     listen_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     namespace: Option<String>,
     lock_namespace: Option<String>,
-    #[serde(default = "defaults::yes")]
     enable_distributed_locking: bool,
-    #[serde(default = "defaults::lock_duration_seconds")]
     lock_duration_seconds: u64,
-    #[serde(default = "defaults::lock_wait_ms")]
     lock_wait_ms: u64,
-    #[serde(default = "defaults::sweep_min_age_seconds")]
     sweep_min_age_seconds: u64,
-    #[serde(default = "defaults::api_timeout_ms")]
     api_timeout_ms: u64,
-    #[serde(default)]
     auth: AuthKind,
     auth_token: Option<String>,
     auth_token_file: Option<PathBuf>,
-    #[serde(default = "defaults::auth_audience")]
     auth_audience: String,
-    #[serde(default = "defaults::auth_resource")]
     auth_resource: String,
     auth_resource_name: Option<String>,
-    #[serde(default = "defaults::auth_cache_seconds")]
     auth_cache_seconds: u64,
     cluster_id: Option<String>,
-    #[serde(default = "defaults::replay_window_seconds")]
     replay_window_seconds: u64,
-    #[serde(default = "defaults::yes")]
     owner_resolution: bool,
-    #[serde(default)]
     scope: Scope,
-    #[serde(default = "defaults::max_body_bytes")]
     max_body_bytes: usize,
-    #[serde(default = "defaults::max_in_flight")]
     max_in_flight: usize,
-    #[serde(default = "defaults::max_alerts")]
     max_alerts: usize,
-    #[serde(default = "defaults::max_connections")]
     max_connections: usize,
-    #[serde(default = "defaults::header_read_timeout_ms")]
     header_read_timeout_ms: u64,
-    #[serde(default = "defaults::request_timeout_ms")]
     request_timeout_ms: u64,
-    #[serde(default = "defaults::alert_concurrency")]
     alert_concurrency: usize,
-    #[serde(default)]
     log_format: LogFormat,
-    #[serde(default = "defaults::shutdown_timeout_seconds")]
     shutdown_timeout_seconds: u64,
     test_pause_at: Option<PausePoint>,
     test_resume_file: Option<PathBuf>,
-    #[serde(default)]
     unsafe_disable_fencing: bool,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_client_ca_file: Option<PathBuf>,
+}
+
+impl Default for Env {
+    /// default is the table of defaults: the value of every variable that is not set.
+    fn default() -> Env {
+        Env {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_addr: None,
+            namespace: None,
+            lock_namespace: None,
+            enable_distributed_locking: true,
+            lock_duration_seconds: 30,
+            lock_wait_ms: 5000,
+            sweep_min_age_seconds: 3600,
+            api_timeout_ms: 5000,
+            auth: AuthKind::Tokenreview,
+            auth_token: None,
+            auth_token_file: None,
+            auth_audience: "signal-gateway".into(),
+            // A virtual resource of the gateway's own group: a sender's permission to send
+            // is not a permission to create RemediationRequests itself.
+            auth_resource: "signals.signal-gateway.kubernaut.ai".into(),
+            auth_resource_name: None,
+            auth_cache_seconds: 10,
+            cluster_id: None,
+            replay_window_seconds: crate::signal::REPLAY_WINDOW_DEFAULT.as_secs(),
+            owner_resolution: true,
+            scope: Scope::All,
+            max_body_bytes: 256 * 1024,
+            max_in_flight: 1024,
+            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            alert_concurrency: 8,
+            log_format: LogFormat::Json,
+            shutdown_timeout_seconds: 20,
+            test_pause_at: None,
+            test_resume_file: None,
+            unsafe_disable_fencing: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -238,67 +261,6 @@ struct Platform {
     pod_name: Option<String>,
     pod_namespace: Option<String>,
     hostname: Option<String>,
-}
-
-mod defaults {
-    use std::net::SocketAddr;
-
-    pub fn listen_addr() -> SocketAddr {
-        SocketAddr::from(([0, 0, 0, 0], 8080))
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn lock_duration_seconds() -> u64 {
-        30
-    }
-    pub fn sweep_min_age_seconds() -> u64 {
-        3600
-    }
-    pub fn lock_wait_ms() -> u64 {
-        5000
-    }
-    pub fn api_timeout_ms() -> u64 {
-        5000
-    }
-    pub fn max_body_bytes() -> usize {
-        256 * 1024
-    }
-    pub fn max_in_flight() -> usize {
-        1024
-    }
-    pub fn max_alerts() -> usize {
-        1000
-    }
-    pub fn max_connections() -> usize {
-        1024
-    }
-    pub fn header_read_timeout_ms() -> u64 {
-        10_000
-    }
-    pub fn request_timeout_ms() -> u64 {
-        60_000
-    }
-    pub fn auth_audience() -> String {
-        "signal-gateway".into()
-    }
-    /// auth_resource is a virtual resource of the gateway's own group: a sender's
-    /// permission to send is not a permission to create RemediationRequests itself.
-    pub fn auth_resource() -> String {
-        "signals.signal-gateway.kubernaut.ai".into()
-    }
-    pub fn auth_cache_seconds() -> u64 {
-        10
-    }
-    pub fn replay_window_seconds() -> u64 {
-        crate::signal::REPLAY_WINDOW_DEFAULT.as_secs()
-    }
-    pub fn alert_concurrency() -> usize {
-        8
-    }
-    pub fn shutdown_timeout_seconds() -> u64 {
-        20
-    }
 }
 
 impl Config {
@@ -356,138 +318,29 @@ fn typed<T: DeserializeOwned>(vars: &[(String, String)], prefix: &str) -> Result
     })
 }
 
+/// validate checks the typed environment and builds the Config from it.
 fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, ConfigError> {
     let mut listen_addr = env.listen_addr;
     if let Some(port) = platform.port {
         listen_addr.set_port(port);
     }
-    let namespace = env.namespace.or(platform.pod_namespace).ok_or_else(|| {
-        problem(
-            "GATEWAY_NAMESPACE",
-            "not set, and POD_NAMESPACE is not set either".into(),
-        )
-    })?;
-    check_dns_label("GATEWAY_NAMESPACE", &namespace)?;
-    let lock_namespace = env.lock_namespace.unwrap_or_else(|| namespace.clone());
-    check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
-
-    in_range(
-        "GATEWAY_LOCK_DURATION_SECONDS",
-        env.lock_duration_seconds,
-        1,
-        900,
-    )?;
-    // At least four lock durations: a create the API server applies after our timeout
-    // still lands long before the sweep may judge its record.
-    in_range(
-        "GATEWAY_SWEEP_MIN_AGE_SECONDS",
-        env.sweep_min_age_seconds,
-        env.lock_duration_seconds * 4,
-        7 * 24 * 3600,
-    )?;
-    in_range("GATEWAY_LOCK_WAIT_MS", env.lock_wait_ms, 0, 60_000)?;
-    in_range("GATEWAY_API_TIMEOUT_MS", env.api_timeout_ms, 1, 60_000)?;
-    if env.api_timeout_ms >= env.lock_duration_seconds * 1000 {
-        return Err(problem(
-            "GATEWAY_API_TIMEOUT_MS",
-            "must be shorter than GATEWAY_LOCK_DURATION_SECONDS, or no write could finish inside a lease".into(),
-        ));
-    }
-    for (var, v) in [
-        ("GATEWAY_MAX_BODY_BYTES", env.max_body_bytes),
-        ("GATEWAY_MAX_IN_FLIGHT", env.max_in_flight),
-        ("GATEWAY_ALERT_CONCURRENCY", env.alert_concurrency),
-        ("GATEWAY_MAX_ALERTS", env.max_alerts),
-        ("GATEWAY_MAX_CONNECTIONS", env.max_connections),
-    ] {
-        in_range(var, v as u64, 1, u64::MAX)?;
-    }
-    in_range(
-        "GATEWAY_HEADER_READ_TIMEOUT_MS",
-        env.header_read_timeout_ms,
-        100,
-        300_000,
-    )?;
-    // A day at most: a larger value is more likely milliseconds than a window.
-    in_range(
-        "GATEWAY_REPLAY_WINDOW_SECONDS",
-        env.replay_window_seconds,
-        0,
-        86_400,
-    )?;
-    in_range(
-        "GATEWAY_REQUEST_TIMEOUT_MS",
-        env.request_timeout_ms,
-        1000,
-        600_000,
-    )?;
-    if env.request_timeout_ms <= env.lock_wait_ms {
-        return Err(problem(
-            "GATEWAY_REQUEST_TIMEOUT_MS",
-            "must be longer than GATEWAY_LOCK_WAIT_MS, or a request waiting for a lock would always time out".into(),
-        ));
-    }
-    let auth = match env.auth {
-        AuthKind::Tokenreview => AuthMode::TokenReview(review(
-            &env.auth_audience,
-            &env.auth_resource,
-            env.auth_resource_name.as_deref(),
-            env.auth_cache_seconds,
-        )?),
-        AuthKind::None => AuthMode::None,
-        AuthKind::Bearer => AuthMode::Bearer(secret_source(env.auth_token, env.auth_token_file)?),
-        AuthKind::Clientcert => AuthMode::ClientCert,
-    };
+    let (namespace, lock_namespace) = namespaces(&env, platform.pod_namespace)?;
+    check_lease_timing(&env)?;
+    check_limits(&env)?;
+    check_request_timing(&env)?;
+    let auth = auth_mode(&env)?;
     let tls = tls_files(
-        env.tls_cert_file,
-        env.tls_key_file,
-        env.tls_client_ca_file,
+        env.tls_cert_file.clone(),
+        env.tls_key_file.clone(),
+        env.tls_client_ca_file.clone(),
         &auth,
     )?;
-    let chaos = Chaos {
-        pause_at: env.test_pause_at,
-        resume_file: env.test_resume_file,
-        disable_fencing: env.unsafe_disable_fencing,
-    };
-    if !chaos_built {
-        let set = [
-            chaos.pause_at.is_some(),
-            chaos.resume_file.is_some(),
-            chaos.disable_fencing,
-        ];
-        if let Some((var, _)) = CHAOS_VARS.iter().zip(set).find(|(_, set)| *set) {
-            return Err(problem(
-                var,
-                "is a chaos-test switch; this binary was built without the `chaos` feature".into(),
-            ));
-        }
-    }
-    if chaos.pause_at.is_some() && chaos.resume_file.is_none() {
-        return Err(problem(
-            "GATEWAY_TEST_RESUME_FILE",
-            "required when GATEWAY_TEST_PAUSE_AT is set".into(),
-        ));
-    }
-    if env.cluster_id.as_ref().is_some_and(|c| c.len() > 253) {
-        return Err(problem(
-            "GATEWAY_CLUSTER_ID",
-            "is longer than 253 characters, the limit of kubernaut's spec.clusterID".into(),
-        ));
-    }
+    let chaos = chaos(&env, chaos_built)?;
+    check_cluster_id_and_metrics_addr(&env, listen_addr)?;
     let instance = platform
         .pod_name
         .or(platform.hostname)
         .unwrap_or_else(|| "signal-gateway".into());
-
-    if env
-        .metrics_addr
-        .is_some_and(|m| m == listen_addr && m.port() != 0)
-    {
-        return Err(problem(
-            "GATEWAY_METRICS_ADDR",
-            "must differ from the listen address".into(),
-        ));
-    }
     Ok(Config {
         listen_addr,
         metrics_addr: env.metrics_addr,
@@ -518,6 +371,168 @@ fn validate(env: Env, platform: Platform, chaos_built: bool) -> Result<Config, C
         eks: None,
         tls,
     })
+}
+
+/// namespaces are the namespace of the RRs (`GATEWAY_NAMESPACE`, else `pod_namespace`)
+/// and of the fence records (`GATEWAY_LOCK_NAMESPACE`, else the first).
+fn namespaces(env: &Env, pod_namespace: Option<String>) -> Result<(String, String), ConfigError> {
+    let namespace = env.namespace.clone().or(pod_namespace).ok_or_else(|| {
+        problem(
+            "GATEWAY_NAMESPACE",
+            "not set, and POD_NAMESPACE is not set either".into(),
+        )
+    })?;
+    check_dns_label("GATEWAY_NAMESPACE", &namespace)?;
+    let lock_namespace = env
+        .lock_namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
+    check_dns_label("GATEWAY_LOCK_NAMESPACE", &lock_namespace)?;
+    Ok((namespace, lock_namespace))
+}
+
+/// check_lease_timing checks the lease duration, the sweep's minimum age, the lock wait and
+/// the API timeout, and that a write fits inside a lease.
+fn check_lease_timing(env: &Env) -> Result<(), ConfigError> {
+    in_range(
+        "GATEWAY_LOCK_DURATION_SECONDS",
+        env.lock_duration_seconds,
+        1,
+        900,
+    )?;
+    // At least four lock durations: a create the API server applies after our timeout
+    // still lands long before the sweep may judge its record.
+    in_range(
+        "GATEWAY_SWEEP_MIN_AGE_SECONDS",
+        env.sweep_min_age_seconds,
+        env.lock_duration_seconds * 4,
+        7 * 24 * 3600,
+    )?;
+    in_range("GATEWAY_LOCK_WAIT_MS", env.lock_wait_ms, 0, 60_000)?;
+    in_range("GATEWAY_API_TIMEOUT_MS", env.api_timeout_ms, 1, 60_000)?;
+    if env.api_timeout_ms >= env.lock_duration_seconds * 1000 {
+        return Err(problem(
+            "GATEWAY_API_TIMEOUT_MS",
+            "must be shorter than GATEWAY_LOCK_DURATION_SECONDS, or no write could finish inside a lease".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// check_limits checks that every size and count limit is at least 1.
+fn check_limits(env: &Env) -> Result<(), ConfigError> {
+    for (var, v) in [
+        ("GATEWAY_MAX_BODY_BYTES", env.max_body_bytes),
+        ("GATEWAY_MAX_IN_FLIGHT", env.max_in_flight),
+        ("GATEWAY_ALERT_CONCURRENCY", env.alert_concurrency),
+        ("GATEWAY_MAX_ALERTS", env.max_alerts),
+        ("GATEWAY_MAX_CONNECTIONS", env.max_connections),
+    ] {
+        in_range(var, v as u64, 1, u64::MAX)?;
+    }
+    Ok(())
+}
+
+/// check_request_timing checks the header read timeout, the replay window and the request
+/// timeout, and that a request can outlast a lock wait.
+fn check_request_timing(env: &Env) -> Result<(), ConfigError> {
+    in_range(
+        "GATEWAY_HEADER_READ_TIMEOUT_MS",
+        env.header_read_timeout_ms,
+        100,
+        300_000,
+    )?;
+    // A day at most: a larger value is more likely milliseconds than a window.
+    in_range(
+        "GATEWAY_REPLAY_WINDOW_SECONDS",
+        env.replay_window_seconds,
+        0,
+        86_400,
+    )?;
+    in_range(
+        "GATEWAY_REQUEST_TIMEOUT_MS",
+        env.request_timeout_ms,
+        1000,
+        600_000,
+    )?;
+    if env.request_timeout_ms <= env.lock_wait_ms {
+        return Err(problem(
+            "GATEWAY_REQUEST_TIMEOUT_MS",
+            "must be longer than GATEWAY_LOCK_WAIT_MS, or a request waiting for a lock would always time out".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// auth_mode reads `GATEWAY_AUTH` and the variables of the mode it names.
+fn auth_mode(env: &Env) -> Result<AuthMode, ConfigError> {
+    Ok(match env.auth {
+        AuthKind::Tokenreview => AuthMode::TokenReview(review(
+            &env.auth_audience,
+            &env.auth_resource,
+            env.auth_resource_name.as_deref(),
+            env.auth_cache_seconds,
+        )?),
+        AuthKind::None => AuthMode::None,
+        AuthKind::Bearer => AuthMode::Bearer(secret_source(
+            env.auth_token.clone(),
+            env.auth_token_file.clone(),
+        )?),
+        AuthKind::Clientcert => AuthMode::ClientCert,
+    })
+}
+
+/// chaos reads the chaos switches, refused unless `chaos_built`.
+fn chaos(env: &Env, chaos_built: bool) -> Result<Chaos, ConfigError> {
+    let chaos = Chaos {
+        pause_at: env.test_pause_at,
+        resume_file: env.test_resume_file.clone(),
+        disable_fencing: env.unsafe_disable_fencing,
+    };
+    if !chaos_built {
+        let set = [
+            chaos.pause_at.is_some(),
+            chaos.resume_file.is_some(),
+            chaos.disable_fencing,
+        ];
+        if let Some((var, _)) = CHAOS_VARS.iter().zip(set).find(|(_, set)| *set) {
+            return Err(problem(
+                var,
+                "is a chaos-test switch; this binary was built without the `chaos` feature".into(),
+            ));
+        }
+    }
+    if chaos.pause_at.is_some() && chaos.resume_file.is_none() {
+        return Err(problem(
+            "GATEWAY_TEST_RESUME_FILE",
+            "required when GATEWAY_TEST_PAUSE_AT is set".into(),
+        ));
+    }
+    Ok(chaos)
+}
+
+/// check_cluster_id_and_metrics_addr checks the cluster id's length and that the metrics
+/// endpoint has a port of its own.
+fn check_cluster_id_and_metrics_addr(
+    env: &Env,
+    listen_addr: SocketAddr,
+) -> Result<(), ConfigError> {
+    if env.cluster_id.as_ref().is_some_and(|c| c.len() > 253) {
+        return Err(problem(
+            "GATEWAY_CLUSTER_ID",
+            "is longer than 253 characters, the limit of kubernaut's spec.clusterID".into(),
+        ));
+    }
+    if env
+        .metrics_addr
+        .is_some_and(|m| m == listen_addr && m.port() != 0)
+    {
+        return Err(problem(
+            "GATEWAY_METRICS_ADDR",
+            "must differ from the listen address".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// tls_files checks the TLS variables together (a certificate needs its key, a client CA
@@ -707,7 +722,8 @@ mod tests {
         assert_eq!(c.scope, Scope::All);
         assert!(!c.chaos.disable_fencing);
         assert_eq!(c.lock_duration, Duration::from_secs(30));
-        assert_eq!(c.lock_wait, Duration::from_secs(5));
+        let d = Env::default();
+        assert_eq!(c.lock_wait, Duration::from_millis(d.lock_wait_ms));
         assert_eq!(
             c.auth,
             AuthMode::TokenReview(Review {
@@ -715,12 +731,15 @@ mod tests {
                 group: "signal-gateway.kubernaut.ai".into(),
                 resource: "signals".into(),
                 name: None,
-                cache_ttl: Duration::from_secs(10),
+                cache_ttl: Duration::from_secs(d.auth_cache_seconds),
             })
         );
-        assert_eq!(c.max_alerts, 1000);
-        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(c.max_body_bytes, 256 * 1024);
+        assert_eq!(c.max_alerts, crate::signal::MAX_ALERTS_DEFAULT);
+        assert_eq!(
+            c.header_read_timeout,
+            Duration::from_millis(d.header_read_timeout_ms)
+        );
+        assert_eq!(c.max_body_bytes, d.max_body_bytes);
         assert_eq!(c.instance, "gw-1");
         assert_eq!(c.log_format, LogFormat::Json);
     }
@@ -745,107 +764,112 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.cluster_id, None);
-        assert_eq!(c.lock_duration, Duration::from_secs(30));
+        assert_eq!(
+            c.lock_duration,
+            Duration::from_secs(Env::default().lock_duration_seconds)
+        );
     }
+
+    /// BAD_VALUES are environments, each with the variable its error must name.
+    const BAD_VALUES: &[(&[(&str, &str)], &str)] = &[
+        (&[], "GATEWAY_NAMESPACE"),
+        (&[("GATEWAY_NAMESPACE", "Bad_NS")], "GATEWAY_NAMESPACE"),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOCK_NAMESPACE", "-x")],
+            "GATEWAY_LOCK_NAMESPACE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "abc"),
+            ],
+            "GATEWAY_LOCK_DURATION_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "0"),
+            ],
+            "GATEWAY_LOCK_DURATION_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "yes"),
+            ],
+            "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "magic")],
+            "GATEWAY_AUTH",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LISTEN_ADDR", "here")],
+            "GATEWAY_LISTEN_ADDR",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOG_FORMAT", "xml")],
+            "GATEWAY_LOG_FORMAT",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
+            "GATEWAY_AUTH_TOKEN_FILE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_AUTH", "bearer"),
+                ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "GATEWAY_AUTH_TOKEN_FILE",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_AUTH_RESOURCE", "remediationrequests/status"),
+            ],
+            "GATEWAY_AUTH_RESOURCE",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH_RESOURCE", "Bad")],
+            "GATEWAY_AUTH_RESOURCE",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
+            "GATEWAY_MAX_ALERTS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
+                ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "200"),
+            ],
+            "GATEWAY_SWEEP_MIN_AGE_SECONDS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_REQUEST_TIMEOUT_MS", "4000"),
+            ],
+            "GATEWAY_REQUEST_TIMEOUT_MS",
+        ),
+        (
+            &[
+                ("GATEWAY_NAMESPACE", "a"),
+                ("GATEWAY_API_TIMEOUT_MS", "30000"),
+            ],
+            "GATEWAY_API_TIMEOUT_MS",
+        ),
+        (
+            &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_IN_FLIGHT", "0")],
+            "GATEWAY_MAX_IN_FLIGHT",
+        ),
+        (&[("GATEWAY_NAMESPACE", "a"), ("PORT", "99999")], "PORT"),
+    ];
 
     #[test]
     fn bad_values_name_their_variable() {
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[], "GATEWAY_NAMESPACE"),
-            (&[("GATEWAY_NAMESPACE", "Bad_NS")], "GATEWAY_NAMESPACE"),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOCK_NAMESPACE", "-x")],
-                "GATEWAY_LOCK_NAMESPACE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "abc"),
-                ],
-                "GATEWAY_LOCK_DURATION_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "0"),
-                ],
-                "GATEWAY_LOCK_DURATION_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", "yes"),
-                ],
-                "GATEWAY_ENABLE_DISTRIBUTED_LOCKING",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "magic")],
-                "GATEWAY_AUTH",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LISTEN_ADDR", "here")],
-                "GATEWAY_LISTEN_ADDR",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_LOG_FORMAT", "xml")],
-                "GATEWAY_LOG_FORMAT",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH", "bearer")],
-                "GATEWAY_AUTH_TOKEN_FILE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_AUTH", "bearer"),
-                    ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent/token"),
-                ],
-                "GATEWAY_AUTH_TOKEN_FILE",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_AUTH_RESOURCE", "remediationrequests/status"),
-                ],
-                "GATEWAY_AUTH_RESOURCE",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_AUTH_RESOURCE", "Bad")],
-                "GATEWAY_AUTH_RESOURCE",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_ALERTS", "0")],
-                "GATEWAY_MAX_ALERTS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_LOCK_DURATION_SECONDS", "60"),
-                    ("GATEWAY_SWEEP_MIN_AGE_SECONDS", "200"),
-                ],
-                "GATEWAY_SWEEP_MIN_AGE_SECONDS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_REQUEST_TIMEOUT_MS", "4000"),
-                ],
-                "GATEWAY_REQUEST_TIMEOUT_MS",
-            ),
-            (
-                &[
-                    ("GATEWAY_NAMESPACE", "a"),
-                    ("GATEWAY_API_TIMEOUT_MS", "30000"),
-                ],
-                "GATEWAY_API_TIMEOUT_MS",
-            ),
-            (
-                &[("GATEWAY_NAMESPACE", "a"), ("GATEWAY_MAX_IN_FLIGHT", "0")],
-                "GATEWAY_MAX_IN_FLIGHT",
-            ),
-            (&[("GATEWAY_NAMESPACE", "a"), ("PORT", "99999")], "PORT"),
-        ];
-        for (vars, var) in cases {
+        for (vars, var) in BAD_VALUES {
             let err = Config::from_vars(vars.iter().copied()).unwrap_err();
             assert_eq!(err.var, *var, "{err}");
             assert!(err.to_string().contains(var), "{err}");
@@ -995,8 +1019,9 @@ mod tests {
         assert!(!c.distributed_locking);
     }
 
-    #[test]
-    fn tls_needs_a_certificate_and_its_key_and_client_certificates_need_tls() {
+    /// tls_fixture writes a certificate, its key and a CA bundle into a new directory and
+    /// returns their paths and the path of a file that does not exist.
+    fn tls_fixture() -> (tempfile::TempDir, [String; 4]) {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
@@ -1008,22 +1033,28 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             p.to_str().unwrap().to_owned()
         };
-        let (crt, k, ca) = (
+        let files = [
             write("tls.crt", &cert.pem()),
             write("tls.key", &key.serialize_pem()),
             write("ca.crt", &cert.pem()),
-        );
-        let missing = dir.path().join("nope.pem");
-        let missing = missing.to_str().unwrap();
-        let with = |extra: &[(&str, &str)]| {
-            let mut vars = vec![("GATEWAY_NAMESPACE".to_owned(), "a".to_owned())];
-            vars.extend(
-                extra
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            );
-            Config::from_vars_owned(vars)
-        };
+            dir.path().join("nope.pem").to_str().unwrap().to_owned(),
+        ];
+        (dir, files)
+    }
+
+    /// with_namespace is the Config of `extra` and a namespace.
+    fn with_namespace(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(
+            [("GATEWAY_NAMESPACE", "a")]
+                .into_iter()
+                .chain(extra.iter().copied()),
+        )
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key_and_client_certificates_need_tls() {
+        let (_dir, [crt, k, ca, _]) = tls_fixture();
+        let with = with_namespace;
         assert_eq!(with(&[]).unwrap().tls, None);
         let c = with(&[
             ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
@@ -1048,7 +1079,17 @@ mod tests {
         assert_eq!(c.tls.unwrap().client_ca, Some(ca.clone().into()));
         let c = with(&[both[0], both[1], ca_var, ("GATEWAY_AUTH", "clientcert")]).unwrap();
         assert_eq!(c.auth, AuthMode::ClientCert);
+    }
 
+    #[test]
+    fn tls_refusals_name_their_variable() {
+        let (_dir, [crt, k, ca, missing]) = tls_fixture();
+        let missing = missing.as_str();
+        let both = [
+            ("GATEWAY_TLS_CERT_FILE", crt.as_str()),
+            ("GATEWAY_TLS_KEY_FILE", k.as_str()),
+        ];
+        let ca_var = ("GATEWAY_TLS_CLIENT_CA_FILE", ca.as_str());
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case<'_>] = &[
             (&[both[0]], "GATEWAY_TLS_KEY_FILE", "required"),
@@ -1081,7 +1122,7 @@ mod tests {
             ),
         ];
         for (vars, var, says) in cases {
-            let err = with(vars).unwrap_err();
+            let err = with_namespace(vars).unwrap_err();
             assert_eq!(err.var, **var, "{vars:?}: {err}");
             assert!(err.to_string().contains(says), "{vars:?}: {err}");
         }

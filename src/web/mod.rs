@@ -31,7 +31,9 @@ pub use server::{Limits, serve};
 pub use tls::{ClientCert, LoadError as TlsLoadError, Tls, check as check_tls};
 
 use crate::{
-    pipeline::{Disposition, Pipeline, Refusal},
+    audit::Caller,
+    config::Config,
+    pipeline::{Disposition, Outcome, Pipeline, Refusal},
     signal::{self, Item, ParseContext, Source},
     telemetry,
 };
@@ -42,23 +44,16 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub auth: Arc<Auth>,
     pub client: kube::Client,
-    pub api_timeout: std::time::Duration,
     /// ready turns false when shutdown begins.
     pub ready: Arc<AtomicBool>,
-    pub max_body_bytes: usize,
-    pub max_alerts: usize,
-    pub alert_concurrency: usize,
-    pub cluster_id: Option<String>,
-    /// replay_window is `GATEWAY_REPLAY_WINDOW_SECONDS`; None turns the replay checks off.
-    pub replay_window: Option<std::time::Duration>,
-    /// request_timeout bounds a whole request, body and authentication included.
-    pub request_timeout: std::time::Duration,
-    /// requests bounds the requests in progress, authentication included.
+    /// requests bounds the requests in progress (`GATEWAY_MAX_IN_FLIGHT`), authentication
+    /// included.
     pub requests: Arc<tokio::sync::Semaphore>,
-    pub max_requests: usize,
+    /// config holds the limits and timeouts of a request.
+    pub config: Arc<Config>,
 }
 
-/// router builds the HTTP API of DESIGN.md.
+/// router builds the HTTP API: the two signal endpoints and the health endpoints.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/signals/prometheus", post(prometheus))
@@ -83,7 +78,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.ready.load(Ordering::SeqCst) {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
-    match crate::k8s::reachable(&s.client, s.api_timeout).await {
+    match crate::k8s::reachable(&s.client, s.config.api_timeout).await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             // Readiness is open to everyone: the API server's message stays in the log.
@@ -114,13 +109,14 @@ async fn bounded(s: AppState, req: Request, source: Source) -> Result<Response, 
     let _permit = Arc::clone(&s.requests)
         .try_acquire_owned()
         .map_err(|_| Rejection::Busy {
-            limit: s.max_requests,
+            limit: s.config.max_in_flight,
         })?;
     // Under Lambda the invocation's deadline may come first: answer 503 before it.
+    let limit = s.config.request_timeout;
     let after = req
         .extensions()
         .get::<Deadline>()
-        .map_or(s.request_timeout, |d| d.remaining().min(s.request_timeout));
+        .map_or(limit, |d| d.remaining().min(limit));
     tokio::time::timeout(after, handle(s, req, source))
         .await
         .unwrap_or(Err(Rejection::Timeout { after }))
@@ -208,6 +204,8 @@ impl From<&Refusal> for RejectionBody {
     }
 }
 
+/// handle authenticates the caller, reads and decodes the payload and answers each of its
+/// items, at most `GATEWAY_ALERT_CONCURRENCY` at a time.
 async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, Rejection> {
     let peer = req
         .extensions()
@@ -215,112 +213,14 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
         .map(|c| c.0);
     let cert = req.extensions().get::<ClientCert>();
     let caller = s.auth.check(req.headers(), peer, cert).await?;
-    check_content_type(req.headers())?;
-    let timestamp_header = req
-        .headers()
-        .get("x-timestamp")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = read_body(req, s.max_body_bytes).await?;
-    tracing::debug!(
-        source = source.as_str(),
-        bytes = body.len(),
-        payload = %String::from_utf8_lossy(&body[..body.len().min(DEBUG_PAYLOAD_BYTES)]),
-        "payload received"
-    );
-    let ctx = ParseContext {
-        cluster_id: s.cluster_id.clone(),
-        received_time: jiff::Timestamp::now(),
-        max_alerts: s.max_alerts,
-        replay_window: s.replay_window,
-        timestamp_header,
-    };
-    let items = match source {
-        Source::Alertmanager => signal::parse_alertmanager(&body, &ctx),
-        Source::KubernetesEvent => signal::parse_event(&body, &ctx).map(|i| vec![i]),
-    }
-    .map_err(|e| match e {
-        signal::PayloadError::TooManyAlerts { .. } => Rejection::TooManyAlerts(e.to_string()),
-        e => Rejection::BadRequest(e.to_string()),
-    })?;
-    drop(body);
-
+    let items = decode(&s.config, req, source).await?;
     let intake: Vec<telemetry::Intake> = items
         .iter()
         .map(|item| telemetry::metrics().intake(source, item))
         .collect();
     let results: Vec<Result<SignalResult, Rejection>> = stream::iter(items)
-        .map(|item| {
-            let pipeline = Arc::clone(&s.pipeline);
-            let caller = caller.clone();
-            async move {
-                match item {
-                    Item::Signal(signal) => {
-                        let fingerprint = Some(signal.fingerprint.to_string());
-                        let outcome = match pipeline.submit(signal, caller).await {
-                            Ok(outcome) => outcome,
-                            Err(e) if rejects_object(&e) => {
-                                return Ok(SignalResult {
-                                    status: Status::Failed,
-                                    fingerprint,
-                                    remediation_request: None,
-                                    occurrence_count: None,
-                                    reason: Some(problem::bounded(e.to_string())),
-                                    rejection: None,
-                                    seen: None,
-                                });
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
-                        let fingerprint = Some(outcome.fingerprint.to_string());
-                        Ok(match outcome.counted {
-                            Ok(counted) => SignalResult {
-                                status: match counted.disposition {
-                                    Disposition::Created => Status::Created,
-                                    Disposition::Duplicate => Status::Duplicate,
-                                },
-                                fingerprint,
-                                remediation_request: Some(counted.remediation_request),
-                                occurrence_count: Some(counted.tally.occurrence_count),
-                                reason: None,
-                                rejection: None,
-                                seen: Some((counted.tally.first_seen, counted.tally.last_seen)),
-                            },
-                            Err(refusal) => SignalResult {
-                                status: Status::Rejected,
-                                fingerprint,
-                                remediation_request: None,
-                                occurrence_count: None,
-                                reason: Some(refusal.message()),
-                                rejection: Some((&refusal).into()),
-                                seen: None,
-                            },
-                        })
-                    }
-                    Item::Ignored {
-                        fingerprint,
-                        reason,
-                    } => Ok(SignalResult {
-                        status: Status::Ignored,
-                        fingerprint: fingerprint.map(|f| f.to_string()),
-                        remediation_request: None,
-                        occurrence_count: None,
-                        reason: Some(reason),
-                        rejection: None,
-                        seen: None,
-                    }),
-                    Item::Rejected { reason } => Ok(SignalResult {
-                        status: Status::Rejected,
-                        fingerprint: None,
-                        remediation_request: None,
-                        occurrence_count: None,
-                        reason: Some(reason),
-                        rejection: None,
-                        seen: None,
-                    }),
-                }
-            }
-        })
-        .buffered(s.alert_concurrency)
+        .map(|item| answer_item(Arc::clone(&s.pipeline), item, caller.clone()))
+        .buffered(s.config.alert_concurrency)
         .collect()
         .await;
     // `buffered` keeps the order of the items.
@@ -331,6 +231,107 @@ async fn handle(s: AppState, req: Request, source: Source) -> Result<Response, R
     let results = summarize(results)?;
     let code = status_for(&results)?;
     Ok((code, Json(answer::body(&results))).into_response())
+}
+
+/// decode checks the content type, reads the body within `GATEWAY_MAX_BODY_BYTES` and
+/// decodes it into items.
+async fn decode(config: &Config, req: Request, source: Source) -> Result<Vec<Item>, Rejection> {
+    check_content_type(req.headers())?;
+    let timestamp_header = req
+        .headers()
+        .get("x-timestamp")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = read_body(req, config.max_body_bytes).await?;
+    tracing::debug!(
+        source = source.as_str(),
+        bytes = body.len(),
+        payload = %String::from_utf8_lossy(&body[..body.len().min(DEBUG_PAYLOAD_BYTES)]),
+        "payload received"
+    );
+    let ctx = ParseContext {
+        cluster_id: config.cluster_id.clone(),
+        received_time: jiff::Timestamp::now(),
+        max_alerts: config.max_alerts,
+        replay_window: config.replay_window,
+        timestamp_header,
+    };
+    match source {
+        Source::Alertmanager => signal::parse_alertmanager(&body, &ctx),
+        Source::KubernetesEvent => signal::parse_event(&body, &ctx).map(|i| vec![i]),
+    }
+    .map_err(|e| match e {
+        signal::PayloadError::TooManyAlerts { .. } => Rejection::TooManyAlerts(e.to_string()),
+        e => Rejection::BadRequest(e.to_string()),
+    })
+}
+
+/// answer_item submits a signal to the pipeline and says what became of it, or of an item
+/// that is no signal.
+async fn answer_item(
+    pipeline: Arc<Pipeline>,
+    item: Item,
+    caller: Caller,
+) -> Result<SignalResult, Rejection> {
+    match item {
+        Item::Signal(signal) => {
+            let fingerprint = Some(signal.fingerprint.to_string());
+            match pipeline.submit(signal, caller).await {
+                Ok(outcome) => Ok(SignalResult::of(outcome)),
+                Err(e) if rejects_object(&e) => Ok(SignalResult {
+                    fingerprint,
+                    ..SignalResult::new(Status::Failed, problem::bounded(e.to_string()))
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Item::Ignored {
+            fingerprint,
+            reason,
+        } => Ok(SignalResult {
+            fingerprint: fingerprint.map(|f| f.to_string()),
+            ..SignalResult::new(Status::Ignored, reason)
+        }),
+        Item::Rejected { reason } => Ok(SignalResult::new(Status::Rejected, reason)),
+    }
+}
+
+impl SignalResult {
+    /// new is an entry of `status` for `reason`, with nothing else known.
+    fn new(status: Status, reason: String) -> SignalResult {
+        SignalResult {
+            status,
+            fingerprint: None,
+            remediation_request: None,
+            occurrence_count: None,
+            reason: Some(reason),
+            rejection: None,
+            seen: None,
+        }
+    }
+
+    /// of is the entry of a signal the pipeline counted, or refused an RR.
+    fn of(outcome: Outcome) -> SignalResult {
+        let fingerprint = Some(outcome.fingerprint.to_string());
+        match outcome.counted {
+            Ok(counted) => SignalResult {
+                status: match counted.disposition {
+                    Disposition::Created => Status::Created,
+                    Disposition::Duplicate => Status::Duplicate,
+                },
+                fingerprint,
+                remediation_request: Some(counted.remediation_request),
+                occurrence_count: Some(counted.tally.occurrence_count),
+                reason: None,
+                rejection: None,
+                seen: Some((counted.tally.first_seen, counted.tally.last_seen)),
+            },
+            Err(refusal) => SignalResult {
+                fingerprint,
+                rejection: Some((&refusal).into()),
+                ..SignalResult::new(Status::Rejected, refusal.message())
+            },
+        }
+    }
 }
 
 /// summarize fails the whole request if any signal failed in a way a retry can fix
@@ -445,15 +446,7 @@ mod tests {
     }
 
     fn r(status: Status) -> SignalResult {
-        SignalResult {
-            status,
-            fingerprint: None,
-            remediation_request: None,
-            occurrence_count: None,
-            reason: Some("x".into()),
-            rejection: None,
-            seen: None,
-        }
+        SignalResult::new(status, "x".into())
     }
 
     #[test]

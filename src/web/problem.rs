@@ -122,7 +122,7 @@ pub fn status_of(e: &Rejection) -> StatusCode {
 /// MAX_DETAIL_BYTES bounds the `detail` of every problem document (and its log line).
 pub const MAX_DETAIL_BYTES: usize = 768;
 
-/// RETRY_AFTER_SECONDS is the hint sent with 429 and 503.
+/// RETRY_AFTER_SECONDS is the hint sent with a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 /// error_response renders an error as a problem document with its status and headers.
@@ -135,7 +135,7 @@ pub fn error_response(e: Rejection) -> Response {
         tracing::info!(error = %detail, kind = e.metric_label(), status = code.as_u16(), "request refused");
     }
     let mut res = problem(code, detail);
-    if code == StatusCode::SERVICE_UNAVAILABLE || code == StatusCode::TOO_MANY_REQUESTS {
+    if code == StatusCode::SERVICE_UNAVAILABLE {
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     }
@@ -228,6 +228,17 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(status_of(&e).as_u16(), code, "{e}");
         }
+        assert!(bounded("é".repeat(1000)).len() <= MAX_DETAIL_BYTES + 3);
+        let res = error_response(timeout);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn only_the_create_of_a_signals_rr_rejects_the_signal() {
         for (code, permanent) in [
             (422, true),
             (400, true),
@@ -273,13 +284,6 @@ mod tests {
         assert_eq!(
             status_of(&pipeline::Error::Kube(other).into()).as_u16(),
             500
-        );
-        assert!(bounded("é".repeat(1000)).len() <= MAX_DETAIL_BYTES + 3);
-        let res = error_response(timeout);
-        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(
-            res.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
         );
     }
 }

@@ -52,21 +52,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE)
-        .max_concurrent_streams(H2_MAX_STREAMS);
-    let protocols = Arc::new(Protocols {
-        http1,
-        http2,
-        header_read_timeout: limits.header_read_timeout,
-    });
+    let protocols = Arc::new(Protocols::new(limits.header_read_timeout));
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -105,6 +91,28 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+impl Protocols {
+    /// new sets up both protocols: HTTP/1.1 with `header_read_timeout`, HTTP/2 with its
+    /// keep-alive and stream limits.
+    fn new(header_read_timeout: Duration) -> Protocols {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE)
+            .max_concurrent_streams(H2_MAX_STREAMS);
+        Protocols {
+            http1,
+            http2,
+            header_read_timeout,
+        }
+    }
 }
 
 /// Conn is one accepted connection, until it is served.
