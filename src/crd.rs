@@ -12,8 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::signal::Signal;
-pub use crate::signal::TargetResource;
+use crate::signal::{self, CLUSTER_ID_MAX, SEVERITY_MAX, SIGNAL_NAME_MAX, Signal};
 
 /// RemediationRequestSpec is the immutable description of one problem.
 #[allow(
@@ -134,7 +133,7 @@ pub struct RemediationRequestSpec {
     #[serde(default)]
     pub signal_annotations: BTreeMap<String, String>,
     /// The cluster the signal came from; unset means the local cluster.
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = CLUSTER_ID_MAX))]
     #[serde(rename = "clusterID", default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
     /// Provider-specific fields of the signal, as raw JSON.
@@ -200,11 +199,29 @@ pub enum TargetType {
     Datadog,
 }
 
-/// SEVERITY_MAX is the longest `spec.severity` kubernaut's CRD accepts, in characters.
-pub const SEVERITY_MAX: usize = 50;
+/// TargetResource identifies the Kubernetes object the signal is about.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetResource {
+    pub kind: String,
+    pub name: String,
+    /// Empty for cluster-scoped resources such as nodes.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+}
 
-/// SIGNAL_NAME_MAX is the longest `spec.signalName` kubernaut's CRD accepts, in characters.
-pub const SIGNAL_NAME_MAX: usize = 253;
+impl From<&signal::TargetResource> for TargetResource {
+    fn from(target: &signal::TargetResource) -> TargetResource {
+        TargetResource {
+            kind: target.kind.clone(),
+            name: target.name.clone(),
+            namespace: target.namespace.clone(),
+            api_version: target.api_version.clone(),
+        }
+    }
+}
 
 impl From<&Signal> for RemediationRequestSpec {
     fn from(signal: &Signal) -> RemediationRequestSpec {
@@ -216,7 +233,7 @@ impl From<&Signal> for RemediationRequestSpec {
             // kubernaut's Gateway writes `alert` for Events too.
             signal_type: SignalType::Alert,
             signal_source: signal.source.signal_source().to_owned(),
-            target_resource: signal.target.clone(),
+            target_resource: TargetResource::from(&signal.target),
             firing_time: Time(signal.firing_time),
             received_time: Time(signal.received_time),
             signal_labels: signal.labels.clone(),
@@ -1155,7 +1172,7 @@ mod tests {
             target_type: TargetType::Kubernetes,
             signal_type: SignalType::Alert,
             signal_source: "alertmanager".into(),
-            target_resource: TargetResource::pod("prod", "web-0"),
+            target_resource: TargetResource::from(&signal::TargetResource::pod("prod", "web-0")),
             firing_time: now.clone(),
             received_time: now,
             signal_labels: BTreeMap::new(),
@@ -1186,12 +1203,25 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_of_a_decoded_alert_names_its_target() {
+        let body = include_str!("../tests/fixtures/alertmanager/v4-single-crashloop.json");
+        let items = signal::parse_alertmanager(body.as_bytes(), &signal::ParseContext::now(None))
+            .unwrap_or_default();
+        let Some(signal::Item::Signal(s)) = items.first() else {
+            panic!("the fixture's alert must be a signal: {items:?}");
+        };
+        let spec = RemediationRequestSpec::from(s);
+        assert_eq!(spec.signal_fingerprint, s.fingerprint.as_str());
+        assert_eq!(spec.target_resource.kind, "Pod");
+    }
+
+    #[test]
     fn the_spec_copies_every_field_of_the_signal() {
         let received =
             jiff::Timestamp::from_second(1_700_000_100).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let firing =
             jiff::Timestamp::from_second(1_700_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let target = TargetResource::pod("prod", "web-0");
+        let target = signal::TargetResource::pod("prod", "web-0");
         let body = r#"{"alerts":[{"labels":{"team":"web"}}]}"#;
         let mut signal = Signal {
             fingerprint: Fingerprint::of(Some("eu-1"), &target),
@@ -1218,7 +1248,15 @@ mod tests {
         assert_eq!(spec.signal_type, SignalType::Alert);
         assert_eq!(spec.target_type, TargetType::Kubernetes);
         assert_eq!(spec.signal_source, "prometheus", "kubernaut's value");
-        assert_eq!(spec.target_resource, target);
+        assert_eq!(
+            spec.target_resource,
+            TargetResource {
+                kind: "Pod".into(),
+                name: "web-0".into(),
+                namespace: "prod".into(),
+                api_version: "v1".into(),
+            }
+        );
         assert_eq!(spec.firing_time, Time(firing));
         assert_eq!(spec.received_time, Time(received));
         assert_eq!(

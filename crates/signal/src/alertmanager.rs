@@ -19,12 +19,10 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::{Map, Value};
 
-use crate::crd::{SEVERITY_MAX, SIGNAL_NAME_MAX};
-
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
-    bounded, check_fresh, cluster_of, json_kind, opt_str, parse_object, parse_timestamp,
-    provider_data, short, shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, SEVERITY_MAX, SIGNAL_NAME_MAX, Signal, Source,
+    TargetResource, body_text, bounded, check_fresh, cluster_of, json_kind, opt_str, parse_object,
+    parse_timestamp, provider_data, short, shown, string_map,
     target::{KINDS, NAMESPACE, is_dns1123_label, validate_target},
 };
 
@@ -82,6 +80,9 @@ pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, 
     {
         // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
         tracing::warn!(
+            // The gateway's target, which `RUST_LOG=signal_gateway=...` selects and its logs'
+            // `target` field has always named.
+            target: "signal_gateway::signal::alertmanager",
             truncated_alerts = truncated,
             received_alerts = alerts.len(),
             "alertmanager truncated the alert group"
@@ -356,17 +357,18 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
 mod tests {
     use super::*;
 
-    const SINGLE: &str = include_str!("../../tests/fixtures/alertmanager/v4-single-crashloop.json");
-    const GROUP: &str = include_str!("../../tests/fixtures/alertmanager/v4-group.json");
+    const SINGLE: &str =
+        include_str!("../../../tests/fixtures/alertmanager/v4-single-crashloop.json");
+    const GROUP: &str = include_str!("../../../tests/fixtures/alertmanager/v4-group.json");
     const MIXED: &str =
-        include_str!("../../tests/fixtures/alertmanager/v4-mixed-firing-resolved.json");
-    const TRUNCATED: &str = include_str!("../../tests/fixtures/alertmanager/v4-truncated.json");
+        include_str!("../../../tests/fixtures/alertmanager/v4-mixed-firing-resolved.json");
+    const TRUNCATED: &str = include_str!("../../../tests/fixtures/alertmanager/v4-truncated.json");
     const NOTIFICATION_REASON: &str = include_str!(
-        "../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
+        "../../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
     );
-    const V3: &str = include_str!("../../tests/fixtures/alertmanager/v3-unknown-version.json");
+    const V3: &str = include_str!("../../../tests/fixtures/alertmanager/v3-unknown-version.json");
     const NO_VERSION: &str =
-        include_str!("../../tests/fixtures/alertmanager/v4-no-version-federated.json");
+        include_str!("../../../tests/fixtures/alertmanager/v4-no-version-federated.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -376,7 +378,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:15:00Z"),
-            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            max_alerts: crate::MAX_ALERTS_DEFAULT,
             replay_window: None,
             timestamp_header: None,
         }
@@ -385,7 +387,7 @@ mod tests {
     /// checked is the test context with kubernaut's replay window and `X-Timestamp` header.
     fn checked(header: Option<&str>) -> ParseContext {
         ParseContext {
-            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            replay_window: Some(crate::REPLAY_WINDOW_DEFAULT),
             timestamp_header: header.map(str::to_owned),
             ..ctx()
         }
@@ -471,9 +473,6 @@ mod tests {
             s.annotations.get("summary").map(String::as_str),
             Some("Pod is crash looping.")
         );
-        let spec = crate::crd::RemediationRequestSpec::from(s);
-        assert_eq!(spec.signal_fingerprint, s.fingerprint.as_str());
-        assert_eq!(spec.target_resource.kind, "Pod");
     }
 
     #[test]
@@ -970,7 +969,7 @@ mod tests {
 
     #[test]
     fn a_body_over_the_bound_keeps_each_alerts_own_object() {
-        let bound = crate::signal::ORIGINAL_PAYLOAD_MAX;
+        let bound = crate::ORIGINAL_PAYLOAD_MAX;
         let alert = |pod: &str, filler: usize| {
             serde_json::json!({"status": "firing", "startsAt": "2025-06-12T08:00:00Z",
                 "labels": {"alertname": "X", "namespace": "p", "pod": pod},

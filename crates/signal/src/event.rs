@@ -25,12 +25,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::crd::SIGNAL_NAME_MAX;
-
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
-    check_fresh, json_kind, opt_object, opt_str, parse_object, parse_timestamp, provider_data,
-    shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, SIGNAL_NAME_MAX, Signal, Source, TargetResource,
+    body_text, check_fresh, json_kind, opt_object, opt_str, parse_object, parse_timestamp,
+    provider_data, shown, string_map,
     target::{known_kind, validate_target},
 };
 
@@ -285,12 +283,14 @@ fn event_target(
 mod tests {
     use super::*;
 
-    const BACKOFF: &str = include_str!("../../tests/fixtures/events/warning-backoff-pod.json");
-    const SCHEDULED: &str = include_str!("../../tests/fixtures/events/normal-scheduled.json");
-    const NODE_OOM: &str = include_str!("../../tests/fixtures/events/warning-systemoom-node.json");
+    const BACKOFF: &str = include_str!("../../../tests/fixtures/events/warning-backoff-pod.json");
+    const SCHEDULED: &str = include_str!("../../../tests/fixtures/events/normal-scheduled.json");
+    const NODE_OOM: &str =
+        include_str!("../../../tests/fixtures/events/warning-systemoom-node.json");
     const FAILED_SCHEDULING: &str =
-        include_str!("../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
-    const ERROR: &str = include_str!("../../tests/fixtures/events/error-reconcile-deployment.json");
+        include_str!("../../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
+    const ERROR: &str =
+        include_str!("../../../tests/fixtures/events/error-reconcile-deployment.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -300,7 +300,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:30:00Z"),
-            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            max_alerts: crate::MAX_ALERTS_DEFAULT,
             replay_window: None,
             timestamp_header: None,
         }
@@ -309,7 +309,7 @@ mod tests {
     /// checked parses `body` with kubernaut's replay window.
     fn checked(body: &str) -> Result<Item, String> {
         let ctx = ParseContext {
-            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            replay_window: Some(crate::REPLAY_WINDOW_DEFAULT),
             ..ctx()
         };
         parse_event(body.as_bytes(), &ctx).map_err(|e| e.to_string())
@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(node.provider_data, r#"{"labels":null,"namespace":""}"#);
         let big = edited(
             "/message",
-            Some("m".repeat(crate::signal::ORIGINAL_PAYLOAD_MAX).into()),
+            Some("m".repeat(crate::ORIGINAL_PAYLOAD_MAX).into()),
         );
         assert_eq!(signal(&big).original_payload, None, "over the bound");
     }
