@@ -37,6 +37,42 @@ const SEVERITY_DEFAULT: &str = "unknown";
 /// becomes [`Item::Rejected`] and does not spoil the rest of the group.
 pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, PayloadError> {
     let payload = parse_object(body)?;
+    let alerts = alerts_of(&payload, ctx)?;
+    if let Some(truncated) = payload
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
+        tracing::warn!(
+            // The gateway's target, which `RUST_LOG=signal_gateway=...` selects and its logs'
+            // `target` field has always named.
+            target: "signal_gateway::signal::alertmanager",
+            truncated_alerts = truncated,
+            received_alerts = alerts.len(),
+            "alertmanager truncated the alert group"
+        );
+    }
+    let whole = body_text(body);
+    let items: Vec<Item> = alerts
+        .iter()
+        .enumerate()
+        .map(|(index, alert)| parse_alert(index, alert, ctx, whole.as_ref()))
+        .collect();
+    // A notification that writes nothing cannot be replayed to any effect, and its
+    // per-alert answers say more than a refusal would.
+    if items.iter().any(|i| matches!(i, Item::Signal(_))) {
+        check_replay(alerts, ctx)?;
+    }
+    Ok(items)
+}
+
+/// alerts_of is the notification's `alerts`, when its `version` is 4 (or unset) and there
+/// are between one and `max_alerts` of them.
+fn alerts_of<'a>(
+    payload: &'a Map<String, Value>,
+    ctx: &ParseContext,
+) -> Result<&'a [Value], PayloadError> {
     match payload.get("version") {
         // kubernaut ignores `version`; without one, the v4 shape (an `alerts` array) decides.
         None | Some(Value::Null) => {}
@@ -73,33 +109,7 @@ pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, 
             limit: ctx.max_alerts,
         });
     }
-    if let Some(truncated) = payload
-        .get("truncatedAlerts")
-        .and_then(Value::as_u64)
-        .filter(|&n| n > 0)
-    {
-        // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
-        tracing::warn!(
-            // The gateway's target, which `RUST_LOG=signal_gateway=...` selects and its logs'
-            // `target` field has always named.
-            target: "signal_gateway::signal::alertmanager",
-            truncated_alerts = truncated,
-            received_alerts = alerts.len(),
-            "alertmanager truncated the alert group"
-        );
-    }
-    let whole = body_text(body);
-    let items: Vec<Item> = alerts
-        .iter()
-        .enumerate()
-        .map(|(index, alert)| parse_alert(index, alert, ctx, whole.as_ref()))
-        .collect();
-    // A notification that writes nothing cannot be replayed to any effect, and its
-    // per-alert answers say more than a refusal would.
-    if items.iter().any(|i| matches!(i, Item::Signal(_))) {
-        check_replay(alerts, ctx)?;
-    }
-    Ok(items)
+    Ok(alerts)
 }
 
 /// check_replay applies the replay check of the module docs to a notification.
@@ -209,33 +219,15 @@ fn firing_signal(
     ctx: &ParseContext,
     original_payload: impl FnOnce() -> Option<Arc<str>>,
 ) -> Result<Item, String> {
-    let status = opt_str(alert, "status", "status").map_err(|e| e.to_string())?;
-    match status {
-        Some("firing") => {}
-        Some("resolved") => {
-            let fingerprint = match (target_from_labels(&labels), cluster_of(Some(&labels), ctx)) {
-                (Ok(target), Ok(cluster)) => Some(Fingerprint::of(cluster.as_deref(), &target)),
-                _ => None,
-            };
-            return Ok(Item::Ignored {
-                fingerprint,
-                reason: "alert resolved".into(),
-            });
-        }
-        Some(other) => {
-            return Err(PayloadError::InvalidValue {
-                field: "status".into(),
-                expected: "\"firing\" or \"resolved\"",
-                found: shown(other),
-            }
-            .to_string());
-        }
-        None => {
-            return Err(PayloadError::MissingField {
-                field: "status".into(),
-            }
-            .to_string());
-        }
+    if !is_firing(alert)? {
+        let fingerprint = match (target_from_labels(&labels), cluster_of(Some(&labels), ctx)) {
+            (Ok(target), Ok(cluster)) => Some(Fingerprint::of(cluster.as_deref(), &target)),
+            _ => None,
+        };
+        return Ok(Item::Ignored {
+            fingerprint,
+            reason: "alert resolved".into(),
+        });
     }
     let name = alertname.ok_or("no alertname label")?;
     within("alertname", &name, SIGNAL_NAME_MAX)?;
@@ -269,6 +261,24 @@ fn firing_signal(
         cluster_id,
         original_payload: original_payload(),
     }))
+}
+
+/// is_firing reads the alert's `status`: true when `firing`, false when `resolved`.
+fn is_firing(alert: &Map<String, Value>) -> Result<bool, String> {
+    match opt_str(alert, "status", "status").map_err(|e| e.to_string())? {
+        Some("firing") => Ok(true),
+        Some("resolved") => Ok(false),
+        Some(other) => Err(PayloadError::InvalidValue {
+            field: "status".into(),
+            expected: "\"firing\" or \"resolved\"",
+            found: shown(other),
+        }
+        .to_string()),
+        None => Err(PayloadError::MissingField {
+            field: "status".into(),
+        }
+        .to_string()),
+    }
 }
 
 /// alert_namespace is the namespace an alert names and the label it came from:

@@ -1,20 +1,16 @@
 //! Target is the resource a signal is about: the kinds the adapters know (one table) and
 //! the validation that makes a target safe to name and to fingerprint.
 
-use serde::{Deserialize, Serialize};
-
 use super::shown;
 
 /// TargetResource identifies the Kubernetes object the signal is about.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TargetResource {
     pub kind: String,
     pub name: String,
     /// Empty for cluster-scoped resources such as nodes.
-    #[serde(default)]
     pub namespace: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Empty when the sender did not say and the kind is not known.
     pub api_version: String,
 }
 
