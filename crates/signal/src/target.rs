@@ -16,7 +16,8 @@ pub struct TargetResource {
 
 #[cfg(any(test, feature = "testing"))]
 impl TargetResource {
-    /// pod is the target of Pod `name` in `namespace`, for the unit tests.
+    /// pod is the target of Pod `name` in `namespace`, for unit tests (the `testing` feature
+    /// exports it to those of other crates).
     #[must_use]
     pub fn pod(namespace: &str, name: &str) -> TargetResource {
         TargetResource {
