@@ -1,11 +1,7 @@
 //! Check holds the invariants the fuzz targets assert.
 #![allow(dead_code, reason = "each target uses a part of it")]
 
-use signal_gateway::{
-    k8s::lease_name,
-    pipeline::rr_name,
-    signal::{ORIGINAL_PAYLOAD_MAX, Signal},
-};
+use signal::{ORIGINAL_PAYLOAD_MAX, Signal, lease_name, rr_name};
 
 /// short fails when an error message could flood an answer or a log line.
 pub fn short(message: &str) {

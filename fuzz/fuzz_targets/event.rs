@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signal_gateway::signal::{Item, ParseContext, REPLAY_WINDOW_DEFAULT, parse_event};
+use signal::{Item, ParseContext, REPLAY_WINDOW_DEFAULT, parse_event};
 
 mod check;
 

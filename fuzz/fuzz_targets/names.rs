@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signal_gateway::signal::{Fingerprint, TargetResource};
+use signal::{Fingerprint, TargetResource};
 
 mod check;
 

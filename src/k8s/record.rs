@@ -156,21 +156,7 @@ pub struct Records {
     locking: bool,
 }
 
-/// rr_name is the fenced name of generation `generation` of a fingerprint's RR.
-#[must_use]
-pub fn rr_name(fp: &str, generation: u64) -> String {
-    format!("rr-{fp}-{generation}")
-}
-
-/// generation_of reads the generation of a fenced RR name of `fp` (None for other names).
-#[must_use]
-pub fn generation_of(fp: &str, name: &str) -> Option<u64> {
-    name.strip_prefix("rr-")?
-        .strip_prefix(fp)?
-        .strip_prefix('-')?
-        .parse()
-        .ok()
-}
+pub use crate::signal::{generation_of, lease_name, rr_name};
 
 /// trusted reports whether a record's annotations are ones a writer of `fp` wrote: the RR
 /// name is the fenced name of its generation (or, with fencing off in the chaos tests, an
@@ -183,12 +169,6 @@ fn trusted(fp: &str, view: &View) -> bool {
                 || name.starts_with(&format!("rr-{fp}-u"))
         }
     }
-}
-
-/// lease_name is the record's name for a fingerprint: always a valid DNS-1123 name.
-#[must_use]
-pub fn lease_name(fp: &str) -> String {
-    format!("sg-{fp}")
 }
 
 impl Claim {
@@ -625,23 +605,6 @@ fn count_claim(claiming: &Claiming<'_>, claimed: &Result<Claimed, KubeError>) {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn lease_names_are_whole_and_valid() {
-        let a = "ab".repeat(32);
-        let b = format!("{}cd", "ab".repeat(31));
-        assert_ne!(
-            lease_name(&a),
-            lease_name(&b),
-            "a shared prefix must not collide"
-        );
-        let n = lease_name(&a);
-        assert!(
-            n.len() <= 253
-                && n.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        );
-    }
 
     #[test]
     fn only_annotations_of_the_fingerprint_are_trusted() {

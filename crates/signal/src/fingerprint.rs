@@ -38,6 +38,7 @@ impl Fingerprint {
     }
 
     /// parse accepts exactly 64 lowercase hex characters.
+    #[cfg(test)]
     #[must_use]
     pub fn parse(s: &str) -> Option<Fingerprint> {
         let valid = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));

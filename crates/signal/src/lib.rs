@@ -1,11 +1,14 @@
-//! Signal is the normalized model of an alert or event: the Alertmanager and Event
-//! decoders, the fingerprint, the target kinds and their validation.
+//! The signal model of signal-gateway: the normalized form of an alert or event, the
+//! Alertmanager and Event decoders, the fingerprint, the target kinds and their validation,
+//! the names derived from a fingerprint, and the limits kubernaut's CRD puts on a signal.
 //!
 //! Adapters turn one HTTP payload into [`Item`]s. A payload that cannot be read
 //! at all is a [`PayloadError`] (the HTTP layer answers 400); inside a readable
 //! payload each alert or event becomes a [`Signal`], is [`Item::Ignored`]
 //! (resolved alerts, Normal events), or is [`Item::Rejected`] with a reason.
-//! Nothing here talks to Kubernetes.
+//! Nothing here talks to Kubernetes or knows the custom resource.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,13 +17,14 @@ use serde_json::{Map, Value};
 mod alertmanager;
 mod event;
 mod fingerprint;
+mod names;
 mod target;
 
 pub use alertmanager::parse_alertmanager;
 pub use event::parse_event;
 pub use fingerprint::Fingerprint;
-pub use target::TargetResource;
-pub(crate) use target::{KINDS, Kind, is_dns1123_label, is_object_name, known_kind};
+pub use names::{generation_of, lease_name, rr_name};
+pub use target::{KINDS, Kind, TargetResource, is_dns1123_label, is_object_name, known_kind};
 
 /// Source is the adapter a signal came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,10 +106,11 @@ pub enum Item {
     Rejected { reason: String },
 }
 
+#[cfg(test)]
 impl Item {
     /// fingerprint returns the target's fingerprint when the item has one.
     #[must_use]
-    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+    fn fingerprint(&self) -> Option<&Fingerprint> {
         match self {
             Item::Signal(signal) => Some(&signal.fingerprint),
             Item::Ignored { fingerprint, .. } => fingerprint.as_ref(),
@@ -162,7 +167,11 @@ const MAX_AHEAD_SECONDS: i64 = 120;
 /// ORIGINAL_PAYLOAD_MAX bounds `spec.originalPayload`, in bytes (the README argues it).
 pub const ORIGINAL_PAYLOAD_MAX: usize = 64 * 1024;
 /// CLUSTER_ID_MAX is the longest `spec.clusterID` kubernaut's CRD accepts, in characters.
-const CLUSTER_ID_MAX: usize = 253;
+pub const CLUSTER_ID_MAX: usize = 253;
+/// SEVERITY_MAX is the longest `spec.severity` kubernaut's CRD accepts, in characters.
+pub const SEVERITY_MAX: usize = 50;
+/// SIGNAL_NAME_MAX is the longest `spec.signalName` kubernaut's CRD accepts, in characters.
+pub const SIGNAL_NAME_MAX: usize = 253;
 
 /// PayloadError says why a whole payload is unusable; it will never succeed on retry.
 #[derive(Debug, thiserror::Error)]

@@ -25,12 +25,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::crd::SIGNAL_NAME_MAX;
-
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
-    check_fresh, json_kind, opt_object, opt_str, parse_object, parse_timestamp, provider_data,
-    shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, SIGNAL_NAME_MAX, Signal, Source, TargetResource,
+    body_text, check_fresh, json_kind, opt_object, opt_str, parse_object, parse_timestamp,
+    provider_data, shown, string_map,
     target::{known_kind, validate_target},
 };
 
@@ -43,80 +41,12 @@ use super::{
 /// well-formed Warning or Error Event that cannot name a valid target or has no
 /// `reason` is [`Item::Rejected`].
 pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError> {
-    let event = parse_object(body)?;
-    if let Some(kind) = opt_str(&event, "kind", "kind")?
-        && kind != "Event"
-    {
-        return Err(PayloadError::InvalidValue {
-            field: "kind".into(),
-            expected: "\"Event\"",
-            found: shown(kind),
-        });
-    }
-    let involved = opt_object(&event, "involvedObject", "involvedObject")?.ok_or_else(|| {
-        PayloadError::MissingField {
-            field: "involvedObject".into(),
-        }
-    })?;
-    let object_kind = required_str(involved, "kind", "involvedObject.kind")?;
-    let object_name = required_str(involved, "name", "involvedObject.name")?;
-    let object_namespace =
-        opt_str(involved, "namespace", "involvedObject.namespace")?.unwrap_or("");
-    let object_api_version =
-        opt_str(involved, "apiVersion", "involvedObject.apiVersion")?.unwrap_or("");
-    let event_type = required_str(&event, "type", "type")?;
-
-    let metadata = opt_object(&event, "metadata", "metadata")?;
+    let object = parse_object(body)?;
     let empty = Map::new();
-    let metadata = metadata.unwrap_or(&empty);
-    let event_namespace = opt_str(metadata, "namespace", "metadata.namespace")?.unwrap_or("");
-    let event_name = opt_str(metadata, "name", "metadata.name")?.unwrap_or("");
-    let mut labels = string_map(metadata, "labels", "metadata.labels")?;
-    let mut annotations = string_map(metadata, "annotations", "metadata.annotations")?;
-
-    let reason = opt_str(&event, "reason", "reason")?.filter(|r| !r.is_empty());
-    let message = opt_str(&event, "message", "message")?.filter(|m| !m.is_empty());
-    let count = match event.get("count") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(other) => {
-            return Err(PayloadError::WrongType {
-                field: "count".into(),
-                expected: "a number",
-                found: json_kind(other),
-            });
-        }
-    };
-    let source = opt_object(&event, "source", "source")?.unwrap_or(&empty);
-    let component = first_non_empty([
-        opt_str(source, "component", "source.component")?,
-        opt_str(&event, "reportingComponent", "reportingComponent")?,
-    ]);
-    let host = first_non_empty([
-        opt_str(source, "host", "source.host")?,
-        opt_str(&event, "reportingInstance", "reportingInstance")?,
-    ]);
-    // The first of these that is set: the firing time, and what the freshness check reads.
-    let mut firing_time = None;
-    for field in ["lastTimestamp", "eventTime", "firstTimestamp"] {
-        let parsed = match opt_str(&event, field, field)? {
-            Some(value) => {
-                parse_timestamp(field, value, ctx.received_time)?.map(|ts| (ts, field, value))
-            }
-            None => None,
-        };
-        firing_time = firing_time.or(parsed);
-    }
-
-    let target = event_target(
-        object_kind,
-        object_name,
-        object_namespace,
-        object_api_version,
-        event_namespace,
-    );
+    let event = Event::read(&object, &empty, ctx)?;
+    let target = event_target(&event.involved, event.namespace);
     let cluster_id = ctx.cluster_id.clone().filter(|c| !c.is_empty());
-    match event_type {
+    match event.event_type {
         // kubernaut answers 400; an Event exporter sends every Event, so that would be noise.
         "Normal" => {
             let fingerprint = target
@@ -144,71 +74,229 @@ pub fn parse_event(body: &[u8], ctx: &ParseContext) -> Result<Item, PayloadError
             });
         }
     };
-    let Some(reason) = reason else {
-        return Ok(Item::Rejected {
-            reason: format!(
-                "event about {} {}: no reason",
-                target.kind,
-                shown(&target.name)
-            ),
-        });
+    let reason = match signal_name(event.reason, &target) {
+        Ok(reason) => reason,
+        Err(reason) => return Ok(Item::Rejected { reason }),
     };
-
-    let chars = reason.chars().count();
-    if chars > SIGNAL_NAME_MAX {
-        // The RR's signalName would be refused with 422.
-        return Ok(Item::Rejected {
-            reason: format!(
-                "event about {} {}: reason is {chars} characters; a RemediationRequest allows \
-                 at most {SIGNAL_NAME_MAX}",
-                target.kind,
-                shown(&target.name)
-            ),
-        });
-    }
-
     // Only an Event that would write something is checked, as for Alertmanager.
     if let Some(window) = ctx.replay_window {
-        let Some((ts, field, value)) = firing_time else {
-            return Err(PayloadError::NoTimestamp {
-                problem: "event missing lastTimestamp and firstTimestamp",
-                detail: "none of `lastTimestamp`, `eventTime`, `firstTimestamp` is set",
+        check_event_fresh(event.firing_time, window, ctx)?;
+    }
+    Ok(Item::Signal(
+        event.into_signal(reason, target, cluster_id, ctx, body),
+    ))
+}
+
+/// Involved is the Event's `involvedObject`: what names its target.
+struct Involved<'a> {
+    kind: &'a str,
+    name: &'a str,
+    namespace: &'a str,
+    api_version: &'a str,
+}
+
+/// Event is what the adapter reads of a `core/v1` Event, each field checked for its type.
+struct Event<'a> {
+    involved: Involved<'a>,
+    event_type: &'a str,
+    /// `metadata.namespace` and `metadata.name`: the Event object's own.
+    namespace: &'a str,
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    reason: Option<&'a str>,
+    message: Option<&'a str>,
+    count: Option<String>,
+    component: Option<&'a str>,
+    host: Option<&'a str>,
+    /// The first of `lastTimestamp`, `eventTime`, `firstTimestamp` that is set, with its field
+    /// and text: the firing time, and what the freshness check reads.
+    firing_time: Option<(jiff::Timestamp, &'static str, &'a str)>,
+}
+
+impl<'a> Event<'a> {
+    /// read reads the fields of `event` in a fixed order, so that the first wrong one is the
+    /// error; `empty` stands in for an absent `metadata` or `source`.
+    fn read(
+        event: &'a Map<String, Value>,
+        empty: &'a Map<String, Value>,
+        ctx: &ParseContext,
+    ) -> Result<Event<'a>, PayloadError> {
+        if let Some(kind) = opt_str(event, "kind", "kind")?
+            && kind != "Event"
+        {
+            return Err(PayloadError::InvalidValue {
+                field: "kind".into(),
+                expected: "\"Event\"",
+                found: shown(kind),
             });
+        }
+        let involved = Involved::read(event)?;
+        let event_type = required_str(event, "type", "type")?;
+        let metadata = opt_object(event, "metadata", "metadata")?.unwrap_or(empty);
+        let namespace = opt_str(metadata, "namespace", "metadata.namespace")?.unwrap_or("");
+        let name = opt_str(metadata, "name", "metadata.name")?.unwrap_or("");
+        let labels = string_map(metadata, "labels", "metadata.labels")?;
+        let annotations = string_map(metadata, "annotations", "metadata.annotations")?;
+        let reason = opt_str(event, "reason", "reason")?.filter(|r| !r.is_empty());
+        let message = opt_str(event, "message", "message")?.filter(|m| !m.is_empty());
+        let count = event_count(event)?;
+        let source = opt_object(event, "source", "source")?.unwrap_or(empty);
+        let component = first_non_empty([
+            opt_str(source, "component", "source.component")?,
+            opt_str(event, "reportingComponent", "reportingComponent")?,
+        ]);
+        let host = first_non_empty([
+            opt_str(source, "host", "source.host")?,
+            opt_str(event, "reportingInstance", "reportingInstance")?,
+        ]);
+        let firing_time = firing_time(event, ctx)?;
+        Ok(Event {
+            involved,
+            event_type,
+            namespace,
+            name,
+            labels,
+            annotations,
+            reason,
+            message,
+            count,
+            component,
+            host,
+            firing_time,
+        })
+    }
+
+    /// into_signal makes the Event the signal named `reason` about `target`.
+    fn into_signal(
+        self,
+        reason: &str,
+        target: TargetResource,
+        cluster_id: Option<String>,
+        ctx: &ParseContext,
+        body: &[u8],
+    ) -> Signal {
+        let (mut labels, mut annotations) = (self.labels, self.annotations);
+        labels.insert("reason".into(), reason.to_owned());
+        labels.insert("type".into(), self.event_type.to_owned());
+        insert_some(&mut labels, "component", self.component);
+        insert_some(&mut labels, "host", self.host);
+        insert_some(&mut annotations, "message", self.message);
+        insert_some(&mut annotations, "count", self.count.as_deref());
+        if !self.name.is_empty() {
+            annotations.insert("event".into(), format!("{}/{}", self.namespace, self.name));
+        }
+        Signal {
+            fingerprint: Fingerprint::of(cluster_id.as_deref(), &target),
+            name: reason.to_owned(),
+            severity: self.event_type.to_owned(),
+            source: Source::KubernetesEvent,
+            provider_data: provider_data(None, &target.namespace),
+            target,
+            labels,
+            annotations,
+            firing_time: self.firing_time.map_or(ctx.received_time, |(ts, _, _)| ts),
+            received_time: ctx.received_time,
+            cluster_id,
+            original_payload: body_text(body),
+        }
+    }
+}
+
+impl<'a> Involved<'a> {
+    /// read reads `involvedObject`, which must name a kind and a name.
+    fn read(event: &'a Map<String, Value>) -> Result<Involved<'a>, PayloadError> {
+        let involved = opt_object(event, "involvedObject", "involvedObject")?.ok_or_else(|| {
+            PayloadError::MissingField {
+                field: "involvedObject".into(),
+            }
+        })?;
+        Ok(Involved {
+            kind: required_str(involved, "kind", "involvedObject.kind")?,
+            name: required_str(involved, "name", "involvedObject.name")?,
+            namespace: opt_str(involved, "namespace", "involvedObject.namespace")?.unwrap_or(""),
+            api_version: opt_str(involved, "apiVersion", "involvedObject.apiVersion")?
+                .unwrap_or(""),
+        })
+    }
+}
+
+/// event_count reads `count`, a number, as text.
+fn event_count(event: &Map<String, Value>) -> Result<Option<String>, PayloadError> {
+    match event.get("count") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(PayloadError::WrongType {
+            field: "count".into(),
+            expected: "a number",
+            found: json_kind(other),
+        }),
+    }
+}
+
+/// firing_time is the first of `lastTimestamp`, `eventTime`, `firstTimestamp` that is set,
+/// with its field and text; each of them that is set must be a valid timestamp.
+fn firing_time<'a>(
+    event: &'a Map<String, Value>,
+    ctx: &ParseContext,
+) -> Result<Option<(jiff::Timestamp, &'static str, &'a str)>, PayloadError> {
+    let mut firing_time = None;
+    for field in ["lastTimestamp", "eventTime", "firstTimestamp"] {
+        let parsed = match opt_str(event, field, field)? {
+            Some(value) => {
+                parse_timestamp(field, value, ctx.received_time)?.map(|ts| (ts, field, value))
+            }
+            None => None,
         };
-        check_fresh(
-            Some(("event timestamp too old: possible stale event", window)),
-            "event timestamp in future: possible clock skew",
-            &format!("field `{field}`"),
-            &shown(value),
-            ts.as_second(),
-            ctx.received_time,
-        )?;
+        firing_time = firing_time.or(parsed);
     }
+    Ok(firing_time)
+}
 
-    labels.insert("reason".into(), reason.to_owned());
-    labels.insert("type".into(), event_type.to_owned());
-    insert_some(&mut labels, "component", component);
-    insert_some(&mut labels, "host", host);
-    insert_some(&mut annotations, "message", message);
-    insert_some(&mut annotations, "count", count.as_deref());
-    if !event_name.is_empty() {
-        annotations.insert("event".into(), format!("{event_namespace}/{event_name}"));
+/// signal_name is the Event's `reason`, which names its signal; without one, or with one
+/// longer than the RR's `signalName` allows (it would be refused with 422), the Event is
+/// rejected for the reason returned.
+fn signal_name<'a>(reason: Option<&'a str>, target: &TargetResource) -> Result<&'a str, String> {
+    let Some(reason) = reason else {
+        return Err(format!(
+            "event about {} {}: no reason",
+            target.kind,
+            shown(&target.name)
+        ));
+    };
+    let chars = reason.chars().count();
+    if chars > SIGNAL_NAME_MAX {
+        return Err(format!(
+            "event about {} {}: reason is {chars} characters; a RemediationRequest allows at \
+             most {SIGNAL_NAME_MAX}",
+            target.kind,
+            shown(&target.name)
+        ));
     }
+    Ok(reason)
+}
 
-    Ok(Item::Signal(Signal {
-        fingerprint: Fingerprint::of(cluster_id.as_deref(), &target),
-        name: reason.to_owned(),
-        severity: event_type.to_owned(),
-        source: Source::KubernetesEvent,
-        provider_data: provider_data(None, &target.namespace),
-        target,
-        labels,
-        annotations,
-        firing_time: firing_time.map_or(ctx.received_time, |(ts, _, _)| ts),
-        received_time: ctx.received_time,
-        cluster_id,
-        original_payload: body_text(body),
-    }))
+/// check_event_fresh applies the freshness check of the module docs to the Event's firing
+/// time (`Event::firing_time`).
+fn check_event_fresh(
+    firing_time: Option<(jiff::Timestamp, &'static str, &str)>,
+    window: std::time::Duration,
+    ctx: &ParseContext,
+) -> Result<(), PayloadError> {
+    let Some((ts, field, value)) = firing_time else {
+        return Err(PayloadError::NoTimestamp {
+            problem: "event missing lastTimestamp and firstTimestamp",
+            detail: "none of `lastTimestamp`, `eventTime`, `firstTimestamp` is set",
+        });
+    };
+    check_fresh(
+        Some(("event timestamp too old: possible stale event", window)),
+        "event timestamp in future: possible clock skew",
+        &format!("field `{field}`"),
+        &shown(value),
+        ts.as_second(),
+        ctx.received_time,
+    )
 }
 
 /// required_str reads a string field that must be present and non-empty.
@@ -237,13 +325,13 @@ fn insert_some(map: &mut BTreeMap<String, String>, key: &str, value: Option<&str
 }
 
 /// event_target derives the target resource from `involvedObject`, as described in the module docs.
-fn event_target(
-    kind: &str,
-    name: &str,
-    namespace: &str,
-    api_version: &str,
-    event_namespace: &str,
-) -> Result<TargetResource, String> {
+fn event_target(involved: &Involved<'_>, event_namespace: &str) -> Result<TargetResource, String> {
+    let Involved {
+        kind,
+        name,
+        namespace,
+        api_version,
+    } = *involved;
     let target = match known_kind(kind) {
         Some(known) => {
             let namespace = match (known.namespaced, namespace) {
@@ -285,12 +373,14 @@ fn event_target(
 mod tests {
     use super::*;
 
-    const BACKOFF: &str = include_str!("../../tests/fixtures/events/warning-backoff-pod.json");
-    const SCHEDULED: &str = include_str!("../../tests/fixtures/events/normal-scheduled.json");
-    const NODE_OOM: &str = include_str!("../../tests/fixtures/events/warning-systemoom-node.json");
+    const BACKOFF: &str = include_str!("../../../tests/fixtures/events/warning-backoff-pod.json");
+    const SCHEDULED: &str = include_str!("../../../tests/fixtures/events/normal-scheduled.json");
+    const NODE_OOM: &str =
+        include_str!("../../../tests/fixtures/events/warning-systemoom-node.json");
     const FAILED_SCHEDULING: &str =
-        include_str!("../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
-    const ERROR: &str = include_str!("../../tests/fixtures/events/error-reconcile-deployment.json");
+        include_str!("../../../tests/fixtures/events/warning-failedscheduling-eventtime.json");
+    const ERROR: &str =
+        include_str!("../../../tests/fixtures/events/error-reconcile-deployment.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -300,7 +390,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:30:00Z"),
-            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            max_alerts: crate::MAX_ALERTS_DEFAULT,
             replay_window: None,
             timestamp_header: None,
         }
@@ -309,7 +399,7 @@ mod tests {
     /// checked parses `body` with kubernaut's replay window.
     fn checked(body: &str) -> Result<Item, String> {
         let ctx = ParseContext {
-            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            replay_window: Some(crate::REPLAY_WINDOW_DEFAULT),
             ..ctx()
         };
         parse_event(body.as_bytes(), &ctx).map_err(|e| e.to_string())
@@ -659,7 +749,7 @@ mod tests {
         assert_eq!(node.provider_data, r#"{"labels":null,"namespace":""}"#);
         let big = edited(
             "/message",
-            Some("m".repeat(crate::signal::ORIGINAL_PAYLOAD_MAX).into()),
+            Some("m".repeat(crate::ORIGINAL_PAYLOAD_MAX).into()),
         );
         assert_eq!(signal(&big).original_payload, None, "over the bound");
     }

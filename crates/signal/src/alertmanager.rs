@@ -19,12 +19,10 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::{Map, Value};
 
-use crate::crd::{SEVERITY_MAX, SIGNAL_NAME_MAX};
-
 use super::{
-    Fingerprint, Item, ParseContext, PayloadError, Signal, Source, TargetResource, body_text,
-    bounded, check_fresh, cluster_of, json_kind, opt_str, parse_object, parse_timestamp,
-    provider_data, short, shown, string_map,
+    Fingerprint, Item, ParseContext, PayloadError, SEVERITY_MAX, SIGNAL_NAME_MAX, Signal, Source,
+    TargetResource, body_text, bounded, check_fresh, cluster_of, json_kind, opt_str, parse_object,
+    parse_timestamp, provider_data, short, shown, string_map,
     target::{KINDS, NAMESPACE, is_dns1123_label, validate_target},
 };
 
@@ -39,6 +37,42 @@ const SEVERITY_DEFAULT: &str = "unknown";
 /// becomes [`Item::Rejected`] and does not spoil the rest of the group.
 pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, PayloadError> {
     let payload = parse_object(body)?;
+    let alerts = alerts_of(&payload, ctx)?;
+    if let Some(truncated) = payload
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
+        tracing::warn!(
+            // The gateway's target, which `RUST_LOG=signal_gateway=...` selects and its logs'
+            // `target` field has always named.
+            target: "signal_gateway::signal::alertmanager",
+            truncated_alerts = truncated,
+            received_alerts = alerts.len(),
+            "alertmanager truncated the alert group"
+        );
+    }
+    let whole = body_text(body);
+    let items: Vec<Item> = alerts
+        .iter()
+        .enumerate()
+        .map(|(index, alert)| parse_alert(index, alert, ctx, whole.as_ref()))
+        .collect();
+    // A notification that writes nothing cannot be replayed to any effect, and its
+    // per-alert answers say more than a refusal would.
+    if items.iter().any(|i| matches!(i, Item::Signal(_))) {
+        check_replay(alerts, ctx)?;
+    }
+    Ok(items)
+}
+
+/// alerts_of is the notification's `alerts`, when its `version` is 4 (or unset) and there
+/// are between one and `max_alerts` of them.
+fn alerts_of<'a>(
+    payload: &'a Map<String, Value>,
+    ctx: &ParseContext,
+) -> Result<&'a [Value], PayloadError> {
     match payload.get("version") {
         // kubernaut ignores `version`; without one, the v4 shape (an `alerts` array) decides.
         None | Some(Value::Null) => {}
@@ -75,30 +109,7 @@ pub fn parse_alertmanager(body: &[u8], ctx: &ParseContext) -> Result<Vec<Item>, 
             limit: ctx.max_alerts,
         });
     }
-    if let Some(truncated) = payload
-        .get("truncatedAlerts")
-        .and_then(Value::as_u64)
-        .filter(|&n| n > 0)
-    {
-        // Alertmanager's max_alerts dropped part of the group; those alerts are never seen here.
-        tracing::warn!(
-            truncated_alerts = truncated,
-            received_alerts = alerts.len(),
-            "alertmanager truncated the alert group"
-        );
-    }
-    let whole = body_text(body);
-    let items: Vec<Item> = alerts
-        .iter()
-        .enumerate()
-        .map(|(index, alert)| parse_alert(index, alert, ctx, whole.as_ref()))
-        .collect();
-    // A notification that writes nothing cannot be replayed to any effect, and its
-    // per-alert answers say more than a refusal would.
-    if items.iter().any(|i| matches!(i, Item::Signal(_))) {
-        check_replay(alerts, ctx)?;
-    }
-    Ok(items)
+    Ok(alerts)
 }
 
 /// check_replay applies the replay check of the module docs to a notification.
@@ -208,33 +219,15 @@ fn firing_signal(
     ctx: &ParseContext,
     original_payload: impl FnOnce() -> Option<Arc<str>>,
 ) -> Result<Item, String> {
-    let status = opt_str(alert, "status", "status").map_err(|e| e.to_string())?;
-    match status {
-        Some("firing") => {}
-        Some("resolved") => {
-            let fingerprint = match (target_from_labels(&labels), cluster_of(Some(&labels), ctx)) {
-                (Ok(target), Ok(cluster)) => Some(Fingerprint::of(cluster.as_deref(), &target)),
-                _ => None,
-            };
-            return Ok(Item::Ignored {
-                fingerprint,
-                reason: "alert resolved".into(),
-            });
-        }
-        Some(other) => {
-            return Err(PayloadError::InvalidValue {
-                field: "status".into(),
-                expected: "\"firing\" or \"resolved\"",
-                found: shown(other),
-            }
-            .to_string());
-        }
-        None => {
-            return Err(PayloadError::MissingField {
-                field: "status".into(),
-            }
-            .to_string());
-        }
+    if !is_firing(alert)? {
+        let fingerprint = match (target_from_labels(&labels), cluster_of(Some(&labels), ctx)) {
+            (Ok(target), Ok(cluster)) => Some(Fingerprint::of(cluster.as_deref(), &target)),
+            _ => None,
+        };
+        return Ok(Item::Ignored {
+            fingerprint,
+            reason: "alert resolved".into(),
+        });
     }
     let name = alertname.ok_or("no alertname label")?;
     within("alertname", &name, SIGNAL_NAME_MAX)?;
@@ -268,6 +261,24 @@ fn firing_signal(
         cluster_id,
         original_payload: original_payload(),
     }))
+}
+
+/// is_firing reads the alert's `status`: true when `firing`, false when `resolved`.
+fn is_firing(alert: &Map<String, Value>) -> Result<bool, String> {
+    match opt_str(alert, "status", "status").map_err(|e| e.to_string())? {
+        Some("firing") => Ok(true),
+        Some("resolved") => Ok(false),
+        Some(other) => Err(PayloadError::InvalidValue {
+            field: "status".into(),
+            expected: "\"firing\" or \"resolved\"",
+            found: shown(other),
+        }
+        .to_string()),
+        None => Err(PayloadError::MissingField {
+            field: "status".into(),
+        }
+        .to_string()),
+    }
 }
 
 /// alert_namespace is the namespace an alert names and the label it came from:
@@ -356,17 +367,18 @@ fn target_from_labels(labels: &BTreeMap<String, String>) -> Result<TargetResourc
 mod tests {
     use super::*;
 
-    const SINGLE: &str = include_str!("../../tests/fixtures/alertmanager/v4-single-crashloop.json");
-    const GROUP: &str = include_str!("../../tests/fixtures/alertmanager/v4-group.json");
+    const SINGLE: &str =
+        include_str!("../../../tests/fixtures/alertmanager/v4-single-crashloop.json");
+    const GROUP: &str = include_str!("../../../tests/fixtures/alertmanager/v4-group.json");
     const MIXED: &str =
-        include_str!("../../tests/fixtures/alertmanager/v4-mixed-firing-resolved.json");
-    const TRUNCATED: &str = include_str!("../../tests/fixtures/alertmanager/v4-truncated.json");
+        include_str!("../../../tests/fixtures/alertmanager/v4-mixed-firing-resolved.json");
+    const TRUNCATED: &str = include_str!("../../../tests/fixtures/alertmanager/v4-truncated.json");
     const NOTIFICATION_REASON: &str = include_str!(
-        "../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
+        "../../../tests/fixtures/alertmanager/v4-notification-reason-truncated-alerts.json"
     );
-    const V3: &str = include_str!("../../tests/fixtures/alertmanager/v3-unknown-version.json");
+    const V3: &str = include_str!("../../../tests/fixtures/alertmanager/v3-unknown-version.json");
     const NO_VERSION: &str =
-        include_str!("../../tests/fixtures/alertmanager/v4-no-version-federated.json");
+        include_str!("../../../tests/fixtures/alertmanager/v4-no-version-federated.json");
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::MIN)
@@ -376,7 +388,7 @@ mod tests {
         ParseContext {
             cluster_id: None,
             received_time: ts("2025-06-12T08:15:00Z"),
-            max_alerts: crate::signal::MAX_ALERTS_DEFAULT,
+            max_alerts: crate::MAX_ALERTS_DEFAULT,
             replay_window: None,
             timestamp_header: None,
         }
@@ -385,7 +397,7 @@ mod tests {
     /// checked is the test context with kubernaut's replay window and `X-Timestamp` header.
     fn checked(header: Option<&str>) -> ParseContext {
         ParseContext {
-            replay_window: Some(crate::signal::REPLAY_WINDOW_DEFAULT),
+            replay_window: Some(crate::REPLAY_WINDOW_DEFAULT),
             timestamp_header: header.map(str::to_owned),
             ..ctx()
         }
@@ -471,9 +483,6 @@ mod tests {
             s.annotations.get("summary").map(String::as_str),
             Some("Pod is crash looping.")
         );
-        let spec = crate::crd::RemediationRequestSpec::from(s);
-        assert_eq!(spec.signal_fingerprint, s.fingerprint.as_str());
-        assert_eq!(spec.target_resource.kind, "Pod");
     }
 
     #[test]
@@ -970,7 +979,7 @@ mod tests {
 
     #[test]
     fn a_body_over_the_bound_keeps_each_alerts_own_object() {
-        let bound = crate::signal::ORIGINAL_PAYLOAD_MAX;
+        let bound = crate::ORIGINAL_PAYLOAD_MAX;
         let alert = |pod: &str, filler: usize| {
             serde_json::json!({"status": "firing", "startsAt": "2025-06-12T08:00:00Z",
                 "labels": {"alertname": "X", "namespace": "p", "pod": pod},

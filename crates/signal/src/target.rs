@@ -1,27 +1,25 @@
 //! Target is the resource a signal is about: the kinds the adapters know (one table) and
 //! the validation that makes a target safe to name and to fingerprint.
 
-use serde::{Deserialize, Serialize};
-
 use super::shown;
 
 /// TargetResource identifies the Kubernetes object the signal is about.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TargetResource {
     pub kind: String,
     pub name: String,
     /// Empty for cluster-scoped resources such as nodes.
-    #[serde(default)]
     pub namespace: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Empty when the sender did not say and the kind is not known.
     pub api_version: String,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl TargetResource {
-    /// pod is the target of Pod `name` in `namespace`, for the unit tests.
-    pub(crate) fn pod(namespace: &str, name: &str) -> TargetResource {
+    /// pod is the target of Pod `name` in `namespace`, for unit tests (the `testing` feature
+    /// exports it to those of other crates).
+    #[must_use]
+    pub fn pod(namespace: &str, name: &str) -> TargetResource {
         TargetResource {
             kind: "Pod".into(),
             name: name.into(),
@@ -33,7 +31,7 @@ impl TargetResource {
 
 /// Kind is a kind of resource the adapters know: its API version, plural, scope, and the
 /// Alertmanager label that names it.
-pub(crate) struct Kind {
+pub struct Kind {
     pub kind: &'static str,
     pub api_version: &'static str,
     pub plural: &'static str,
@@ -43,7 +41,7 @@ pub(crate) struct Kind {
     /// read_op names a metadata read of this kind in errors and metrics.
     pub read_op: &'static str,
     /// names is the rule Kubernetes applies to names of this kind.
-    pub names: NameRule,
+    pub(crate) names: NameRule,
 }
 
 /// NameRule is one of Kubernetes' rules for object names (`k8s.io/apimachinery`'s
@@ -119,7 +117,7 @@ macro_rules! kind {
 /// alert's labels are tried (the README's target table). `job_name`, not `job`, names a
 /// Job because Prometheus puts the scrape job in `job` on nearly every alert. A
 /// `namespace` label alone names the Namespace.
-pub(crate) const KINDS: &[Kind] = &[
+pub const KINDS: &[Kind] = &[
     kind!("Pod", "v1", "pods", true, Some("pod")),
     kind!(
         "Deployment",
@@ -189,12 +187,12 @@ pub(crate) const KINDS: &[Kind] = &[
 pub(crate) const NAMESPACE: &Kind = &KINDS[11];
 
 /// known_kind looks a kind up case-insensitively, so that `pod` and `Pod` fingerprint alike.
-pub(crate) fn known_kind(kind: &str) -> Option<&'static Kind> {
+pub fn known_kind(kind: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.kind.eq_ignore_ascii_case(kind))
 }
 
 /// is_dns1123_label reports whether `s` is a valid namespace (RFC 1123 label, at most 63 characters).
-pub(crate) fn is_dns1123_label(s: &str) -> bool {
+pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     (1..=63).contains(&b.len())
         && b.iter()
@@ -204,7 +202,7 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
 }
 
 /// is_object_name reports whether `s` can name an object of most kinds (a DNS-1123 subdomain).
-pub(crate) fn is_object_name(s: &str) -> bool {
+pub fn is_object_name(s: &str) -> bool {
     is_dns1123_subdomain(s)
 }
 
