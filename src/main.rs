@@ -8,8 +8,8 @@ use signal_gateway::{app, config::Config, telemetry};
 
 /// Turns alert signals into exactly one active RemediationRequest per problem.
 ///
-/// Configuration comes from the environment (GATEWAY_*, POD_*, KUBECONFIG, OTEL_*); see
-/// the README.
+/// Configuration comes from the environment (GATEWAY_*, POD_*, KUBECONFIG, OTEL_*); every
+/// variable is in docs/operations.md, "Configuration".
 #[derive(Parser)]
 #[command(name = "signal-gateway", version)]
 struct Cli {

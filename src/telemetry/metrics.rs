@@ -15,7 +15,7 @@ use super::{kv, process};
 use crate::signal::{Item, Source};
 
 /// Metrics are the instruments the gateway records. Their Prometheus names (after an
-/// OTLP collector's Prometheus exporter, or on `GATEWAY_METRICS_ADDR`) are in the README;
+/// OTLP collector's Prometheus exporter, or on `GATEWAY_METRICS_ADDR`) are in docs/observability.md;
 /// where kubernaut's Gateway has a metric of the same meaning, the name and labels are its
 /// (`pkg/gateway/metrics/metrics.go`), so that dashboards and alerts written for it work.
 pub struct Metrics {
@@ -112,7 +112,7 @@ const SOURCES: [Source; 2] = [Source::Alertmanager, Source::KubernetesEvent];
 pub(crate) const SIGNAL_STATUSES: [&str; 5] =
     ["created", "duplicate", "ignored", "rejected", "failed"];
 
-/// SIGNAL_ANSWERS are the HTTP statuses a signal endpoint answers (README, "HTTP API").
+/// SIGNAL_ANSWERS are the HTTP statuses a signal endpoint answers (docs/api.md, "HTTP API").
 const SIGNAL_ANSWERS: &[&str] = &[
     "200", "201", "202", "400", "401", "403", "413", "415", "500", "503",
 ];

@@ -1,6 +1,6 @@
 //! Alertmanager webhook (version 4) adapter.
 //!
-//! The target is named by the first non-empty label of `target::KINDS` (the README's
+//! The target is named by the first non-empty label of `target::KINDS` (docs/api.md's
 //! target table); namespaced kinds also need a non-empty namespace, the `exported_namespace`
 //! label, else the `namespace` label (kubernaut's order), or the alert is rejected rather than
 //! matched against a later row. Names that are not valid Kubernetes names are rejected, never

@@ -164,7 +164,7 @@ pub const REPLAY_WINDOW_DEFAULT: Duration = Duration::from_secs(300);
 /// MAX_AHEAD_SECONDS is how far after the gateway's clock a timestamp the replay checks read
 /// may lie: kubernaut's 2 minutes of tolerated clock skew.
 const MAX_AHEAD_SECONDS: i64 = 120;
-/// ORIGINAL_PAYLOAD_MAX bounds `spec.originalPayload`, in bytes (the README argues it).
+/// ORIGINAL_PAYLOAD_MAX bounds `spec.originalPayload`, in bytes (docs/api.md argues it).
 pub const ORIGINAL_PAYLOAD_MAX: usize = 64 * 1024;
 /// CLUSTER_ID_MAX is the longest `spec.clusterID` kubernaut's CRD accepts, in characters.
 pub const CLUSTER_ID_MAX: usize = 253;

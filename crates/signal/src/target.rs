@@ -114,7 +114,7 @@ macro_rules! kind {
 }
 
 /// KINDS lists the known kinds; those with a label are in the priority order in which an
-/// alert's labels are tried (the README's target table). `job_name`, not `job`, names a
+/// alert's labels are tried (the target table of docs/api.md). `job_name`, not `job`, names a
 /// Job because Prometheus puts the scrape job in `job` on nearly every alert. A
 /// `namespace` label alone names the Namespace.
 pub const KINDS: &[Kind] = &[
