@@ -598,7 +598,7 @@ fn soak_goals(r: &Results, g: &mut Vec<Goal>) {
         ),
         value: format!("{} / {}", t.duplicates, t.not_counted),
         target: "0 / 0",
-        source: "issue 21",
+        source: "the limit",
         met: t.duplicates == 0 && t.not_counted == 0,
         why: "A duplicate or a lost count is a correctness bug: see the fault kind's row in \
               \"Soak under faults\"."
@@ -621,7 +621,7 @@ fn soak_goals(r: &Results, g: &mut Vec<Goal>) {
             ),
             value: format!("{rss0:.1} → {rss1:.1} MiB, {} → {} fds", u.fds.0, u.fds.1),
             target: "flat (RSS within +25 % + 4 MiB, fds within +8)",
-            source: "issue 21",
+            source: "the limit",
             met: rss1 <= rss0 * 1.25 + 4.0 && u.fds.1 <= u.fds.0 + 8,
             why: "The caches are bounded (LRU) and every connection has a limit; growth past the \
                   warm-up would be a leak."
@@ -652,7 +652,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 a.p95()
             ),
             target: "<= 1.15",
-            source: "issue 21",
+            source: "the limit",
             met: a.p50() <= 1.15,
             why: why.clone(),
         });
@@ -665,7 +665,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 a.raw_per_s
             ),
             target: ">= 0.85",
-            source: "issue 21",
+            source: "the limit",
             met: a.throughput() >= 0.85,
             why,
         });
@@ -724,7 +724,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
             soff.map_or(f64::NAN, |x| x.p95)
         ),
         target: "<= 1.3",
-        source: "issue 12",
+        source: "lock cost",
         met: s.overhead_p95_ratio <= 1.3,
         why: lock_round_trip.clone(),
     });
@@ -737,7 +737,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         figure: "API requests the lock adds to a new RR (`new`, on − off)".into(),
         value: format!("{added:.2}"),
         target: "<= 1",
-        source: "issue 12",
+        source: "lock cost",
         // The background traffic taken out is an estimate: allow it 2 % of a signal's budget.
         met: added <= 1.08,
         why: "The API table breaks both settings' requests down by verb and resource.".into(),
@@ -810,7 +810,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 storm.phase.server.breakdown_text()
             ),
             target: "<= 0.1",
-            source: "issue 12",
+            source: "lock cost",
             met: w <= 0.1,
             why: "Each replica coalesces the storm's signals per fingerprint into batches; every \
                   batch after the first is one status write, and a write that races another \
@@ -833,7 +833,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                 ),
                 value: format!("{ratio:.2} ({:.1} / {:.1} ms)", cs.p50, es.p50),
                 target: "<= 1.5",
-                source: "issues 7 and 12",
+                source: "request budget, lock cost",
                 met: ratio <= 1.5,
                 why: format!(
                     "API requests per signal are {:.2} with {} other RRs and {:.2} without, so the \
@@ -870,7 +870,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
                     .unwrap_or_default()
             ),
             target: if budget == 5.0 { "<= 5" } else { "<= 2" },
-            source: "issue 7",
+            source: "request budget",
             // The background traffic taken out is an estimate: allow it 2 %.
             met: v <= budget * 1.02,
             why: "The breakdown shows which requests exceed the budget; 409 retries between \
@@ -884,7 +884,7 @@ fn goals(r: &Results, s: &Summary) -> Vec<Goal> {
         figure: "LIST of RRs in the duplicate phases".into(),
         value: format!("{lists:.0}"),
         target: "0",
-        source: "issue 7",
+        source: "request budget",
         met: lists == 0.0,
         why: "Something on the hot path lists RRs (only a fingerprint without a fence record \
               lists, once)."
