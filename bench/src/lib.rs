@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use testenv::ControlPlane;
+use testenv::collector::Collector;
 use testenv::gateway::Gateway;
 
 use crate::apiserver::ApiServer;
@@ -39,7 +40,7 @@ use crate::load::{
     Http, LambdaStart, Phase, Schedule, alert, alert_in, cold_start, http, lambda_start, run_phase,
     spawn, warm_up,
 };
-use crate::otel::{Collector, LockCounts};
+use crate::otel::LockCounts;
 use crate::raw::Raw;
 
 pub use crate::report::{LOCK_ON_ONLY_SCENARIOS, OWNER_SCENARIOS, Report, SCENARIOS};
@@ -299,7 +300,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
             testenv::binaries_dir()?.display()
         ),
     ));
-    let collector = tokio::task::block_in_place(Collector::start)?;
+    let collector = tokio::task::block_in_place(Collector::start);
     let mut api = ApiServer::new(cp.admin_client()).await?;
     eprintln!("bench: measuring the API server's background traffic");
     api.measure_background(options.idle_window).await?;
@@ -363,7 +364,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
 
     eprintln!("bench: reading the gateways' lock metrics");
     let instances: Vec<String> = b.fleets.iter().flat_map(|(_, i)| i.clone()).collect();
-    let by_instance = b.collector.wait_locks(&instances).await;
+    let by_instance = otel::wait_locks(&b.collector, &instances).await;
     let locks = b
         .fleets
         .iter()

@@ -12,7 +12,8 @@ use testenv::{ControlPlane, Identity};
 use tower::ServiceExt;
 
 use crate::support::{
-    EVENTS, PROMETHEUS, active, alert, firing, in_process, plane, private_plane, rrs, send, webhook,
+    EVENTS, PROMETHEUS, active_of, alert, firing, in_process, oneshot, plane, post_to,
+    private_plane, rrs, webhook,
 };
 
 /// gateway_with assembles an in-process gateway in `ns` and returns its router.
@@ -26,7 +27,7 @@ async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
 
 /// call sends a JSON body to `path` in-process and returns status and body.
 async fn call(app: &Router, path: &str, body: String) -> (StatusCode, Value) {
-    let (status, _, value) = send(app, path, "application/json", body).await;
+    let (status, _, value) = post_to(app, path, "application/json", body).await;
     (status, value)
 }
 
@@ -114,7 +115,7 @@ async fn a_terminal_rr_makes_the_next_signal_open_a_new_one() {
 
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 2);
-    assert_eq!(active(&list).len(), 1);
+    assert_eq!(active_of(&list).len(), 1);
 }
 
 #[tokio::test]
@@ -275,7 +276,7 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
         detail.starts_with("event timestamp too old: possible stale event: field `lastTimestamp`"),
         "{detail}"
     );
-    let post = |header: String| {
+    let stamped = |header: String| {
         let app = app.clone();
         async move {
             let req = Request::post(PROMETHEUS)
@@ -283,19 +284,12 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
                 .header("x-timestamp", header)
                 .body(Body::from(firing("replayed-0")))
                 .unwrap();
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or_default(),
-            )
+            let (status, _, body) = oneshot(&app, req).await;
+            (status, body)
         }
     };
     let now = jiff::Timestamp::now().as_second();
-    let (status, problem) = post((now - 3600).to_string()).await;
+    let (status, problem) = stamped((now - 3600).to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
         problem["detail"]
@@ -304,13 +298,13 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
                 .starts_with("timestamp too old: possible replay attack: header `X-Timestamp`")),
         "{problem}"
     );
-    let (status, problem) = post("soon".into()).await;
+    let (status, problem) = stamped("soon".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
         rrs(cp, ns.name()).await.is_empty(),
         "nothing refused is written"
     );
-    let (status, body) = post(now.to_string()).await;
+    let (status, body) = stamped(now.to_string()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let off = gateway_with(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
@@ -383,7 +377,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
         ),
     ];
     for (path, ct, body, want, mentions) in cases {
-        let (status, headers, problem) = send(&app, path, ct, body).await;
+        let (status, headers, problem) = post_to(&app, path, ct, body).await;
         assert_eq!(status, want, "{problem}");
         assert_eq!(headers["content-type"], "application/problem+json");
         let detail = problem["detail"].as_str().unwrap_or_default();
@@ -481,10 +475,10 @@ async fn api_server_outage_gives_503_then_recovers_without_restart() {
 
     cp.stop_apiserver();
     let (status, headers, problem) =
-        send(&app, PROMETHEUS, "application/json", firing("outage-0")).await;
+        post_to(&app, PROMETHEUS, "application/json", firing("outage-0")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert!(headers.contains_key("retry-after"));
-    let (status, _, _) = send(&app, PROMETHEUS, "application/json", firing("outage-1")).await;
+    let (status, _, _) = post_to(&app, PROMETHEUS, "application/json", firing("outage-1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     cp.start_apiserver()
@@ -533,7 +527,7 @@ async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let start = std::time::Instant::now();
     let (status, headers, problem) =
-        send(&app, PROMETHEUS, "application/json", firing("hung-0")).await;
+        post_to(&app, PROMETHEUS, "application/json", firing("hung-0")).await;
     let waited = start.elapsed();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);

@@ -21,7 +21,7 @@ use serde_json::Value;
 use testenv::{ControlPlane, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{active, firing, http, post, rrs, setup};
+use crate::support::{active_of, firing, http, post_http, rrs, setup};
 
 /// IMAGE_UID is the numeric user the image runs as (hack/image.sh, Dockerfile).
 pub const IMAGE_UID: u32 = 65532;
@@ -445,13 +445,13 @@ async fn the_images_entrypoint_serves_a_signal_and_resolves_host_names() {
         proc.log()
     );
 
-    let (status, body) = post(&http(), proc.addr, firing("image-pod"))
+    let (status, body) = post_http(&http(), proc.addr, firing("image-pod"))
         .await
         .expect("an answer");
     assert_eq!(status, 201, "{body}\n{}", proc.log());
     assert_eq!(body["results"][0]["status"], "created", "{body}");
     let list = rrs(cp, ns.name()).await;
-    assert_eq!(active(&list).len(), 1, "{list:?}");
+    assert_eq!(active_of(&list).len(), 1, "{list:?}");
 
     // The metrics flushed at exit go to `localhost`.
     let export = tokio::spawn(accept_otlp(otlp));

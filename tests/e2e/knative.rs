@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 
 use crate::chart::{apply, kind, service_account_client};
 use crate::image::{Proc, get_status, image};
-use crate::support::{active, firing, http, plane, post, rrs};
+use crate::support::{active_of, firing, http, plane, post_http, rrs};
 
 /// manifest is knative/service.yaml as JSON.
 fn manifest() -> Value {
@@ -361,7 +361,7 @@ async fn from_zero_the_image_serves_its_first_request_as_knative_runs_it() {
         "{}",
         proc.log()
     );
-    let (status, body) = post(&http(), proc.addr, firing("knative-pod"))
+    let (status, body) = post_http(&http(), proc.addr, firing("knative-pod"))
         .await
         .expect("an answer");
     let first = started.elapsed();
@@ -371,5 +371,5 @@ async fn from_zero_the_image_serves_its_first_request_as_knative_runs_it() {
         "first request took {first:?}, the Service allows {timeout:?}"
     );
     eprintln!("knative cold start: first request answered {first:?} after spawn");
-    assert_eq!(active(&rrs(cp, ns.name()).await).len(), 1);
+    assert_eq!(active_of(&rrs(cp, ns.name()).await).len(), 1);
 }

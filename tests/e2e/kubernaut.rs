@@ -12,7 +12,7 @@ use serde_json::json;
 use testenv::ControlPlane;
 
 use crate::chart::{helm, run_helm};
-use crate::support::{alert, firing, http, post, spawn, webhook};
+use crate::support::{alert, firing, http, post_http, spawn, webhook};
 
 /// rrs_written_by_the_gateway_are_valid runs on a control plane with kubernaut's CRD.
 pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
@@ -58,7 +58,7 @@ pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
         a["labels"]["severity"] = severity.into();
         a
     };
-    let (status, body) = post(
+    let (status, body) = post_http(
         &http,
         gw.addr(),
         webhook(vec![
@@ -84,11 +84,11 @@ pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
         "{body}"
     );
 
-    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+    let (status, body) = post_http(&http, gw.addr(), firing("kubernaut-pod"))
         .await
         .expect("an answer");
     assert_eq!(status, 201, "{body}\n{}", gw.logs().join("\n"));
-    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+    let (status, body) = post_http(&http, gw.addr(), firing("kubernaut-pod"))
         .await
         .expect("an answer");
     assert_eq!(status, 202, "{body}\n{}", gw.logs().join("\n"));
@@ -142,7 +142,7 @@ pub async fn rrs_written_by_the_gateway_are_valid(cp: &ControlPlane) {
     )
     .await
     .expect("kubernaut completing the RR");
-    let (status, body) = post(&http, gw.addr(), firing("kubernaut-pod"))
+    let (status, body) = post_http(&http, gw.addr(), firing("kubernaut-pod"))
         .await
         .expect("an answer");
     assert_eq!(status, 201, "{body}\n{}", gw.logs().join("\n"));

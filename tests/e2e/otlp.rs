@@ -4,7 +4,7 @@
 //! gateway serves the same instruments on `GATEWAY_METRICS_ADDR`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::{SocketAddr, TcpListener},
     path::Path,
     time::{Duration, Instant},
@@ -13,61 +13,9 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use testenv::collector::Collector;
+use testenv::prometheus::{Sample, parse, sum, value};
 
-use crate::support::{Http, PROMETHEUS, alert, firing, http, post, setup, spawn, webhook};
-
-/// Sample is one line of the Prometheus text format.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// parse reads the samples of a Prometheus text exposition.
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(p) => p,
-            None => continue,
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let mut map = BTreeMap::new();
-        // Label values here never hold `",`.
-        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
-            if let Some((k, v)) = pair.split_once("=\"") {
-                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-            }
-        }
-        out.push(Sample {
-            name: name.to_owned(),
-            labels: map,
-            value: value.parse().unwrap_or(f64::NAN),
-        });
-    }
-    out
-}
-
-/// sum adds the samples of `name` whose labels include `with`.
-fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && with
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
+use crate::support::{Http, PROMETHEUS, alert, firing, http, post_http, setup, spawn, webhook};
 
 async fn get(http: &Http, url: &str) -> Option<String> {
     let req = axum::http::Request::get(url)
@@ -167,12 +115,12 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
     let first = tokio::spawn({
         let http = http.clone();
-        async move { post(&http, a_addr, firing("held")).await }
+        async move { post_http(&http, a_addr, firing("held")).await }
     });
     gw_a.wait_logged("paused").await;
     let second = tokio::spawn({
         let http = http.clone();
-        async move { post(&http, b_addr, firing("held")).await }
+        async move { post_http(&http, b_addr, firing("held")).await }
     });
     // gw-b is waiting once it re-reads the held record after a backoff: its third GET of
     // the Lease (the first is its cold read, the second the look before waiting), counted
@@ -213,7 +161,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         201
     );
     assert_eq!(
-        post(&http, b_addr, firing("fresh")).await.map(|r| r.0),
+        post_http(&http, b_addr, firing("fresh")).await.map(|r| r.0),
         Some(202)
     );
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
@@ -232,7 +180,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     });
     let mut gone = alert("gone-0", "firing");
     gone["labels"]["namespace"] = ns.name().into();
-    let answer = post(&http, gw_c.addr(), webhook(vec![deployment, gone])).await;
+    let answer = post_http(&http, gw_c.addr(), webhook(vec![deployment, gone])).await;
     let statuses = answer.as_ref().map(|(code, body)| {
         let results = body["results"].as_array().cloned().unwrap_or_default();
         let each: Vec<Value> = results.iter().map(|r| r["status"].clone()).collect();
@@ -598,21 +546,6 @@ fn dashboard_and_rule_metrics() -> BTreeSet<String> {
         "the dashboard and rules query metrics: {out:?}"
     );
     out
-}
-
-/// value adds the samples of `name` whose labels include `with`; None when there is none.
-fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<f64> = samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && with
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .collect();
-    (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
 /// Series is a Prometheus metric name and its labels.
@@ -1040,7 +973,7 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
     for i in 0..5 {
         let start = Instant::now();
         statuses.push(
-            post(&http, gw.addr(), firing(&format!("up-{i}")))
+            post_http(&http, gw.addr(), firing(&format!("up-{i}")))
                 .await
                 .map(|r| r.0),
         );
@@ -1054,7 +987,7 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
     for i in 0..20 {
         let start = Instant::now();
         statuses.push(
-            post(&http, gw.addr(), firing(&format!("down-{}", i % 5)))
+            post_http(&http, gw.addr(), firing(&format!("down-{}", i % 5)))
                 .await
                 .map(|r| r.0),
         );
@@ -1194,7 +1127,9 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
         let gw = spawn(cp, ns.name(), pod, &env);
         let target = format!("{pod}-target");
         for want in [201, 202] {
-            let got = post(&http, gw.addr(), firing(&target)).await.map(|r| r.0);
+            let got = post_http(&http, gw.addr(), firing(&target))
+                .await
+                .map(|r| r.0);
             assert_eq!(got, Some(want), "{pod}: {}", gw.logs().join("\n"));
         }
         gateways.push(gw);

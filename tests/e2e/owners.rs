@@ -28,7 +28,7 @@ use signal_gateway::{pipeline::rr_name, signal::Fingerprint, signal::TargetResou
 use testenv::ControlPlane;
 
 use crate::fence::{breakdown, cost};
-use crate::support::{PROMETHEUS, in_process, send, setup};
+use crate::support::{in_process, post, setup};
 
 /// kubernaut_plane starts a control plane with kubernaut's CRD, as kubernaut installs it.
 async fn kubernaut_plane() -> ControlPlane {
@@ -172,11 +172,6 @@ fn webhook(alerts: Vec<Value>) -> String {
            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
            "externalURL": "http://alertmanager:9093", "alerts": alerts})
     .to_string()
-}
-
-async fn post(app: &axum::Router, body: String) -> (u16, Value) {
-    let (status, _, value) = send(app, PROMETHEUS, "application/json", body).await;
-    (status.as_u16(), value)
 }
 
 /// fp is the fingerprint of `kind` `name` in `ns`.

@@ -56,7 +56,7 @@ use testenv::{ControlPlane, Identity};
 use crate::alertmanager::Alertmanager;
 use crate::chart::{helm, pod_from_template};
 use crate::image::{Image, get_status, image};
-use crate::support::{Http, PROMETHEUS, free_port, http, plane, rrs, webhook};
+use crate::support::{Http, PROMETHEUS, http, plane, rrs, webhook};
 
 /// RELEASE is the Helm release name.
 const RELEASE: &str = "sg";
@@ -369,7 +369,7 @@ impl Kubelet<'_> {
             .ports
             .iter()
             .flatten()
-            .map(|p| (p.container_port, free_port()))
+            .map(|p| (p.container_port, testenv::free_port().expect("a free port")))
             .collect();
         let port = ports[&http_port];
 

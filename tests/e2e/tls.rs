@@ -322,7 +322,7 @@ async fn alertmanager_sends_over_https_trusting_the_ca_file() {
     alertmanager_delivers(&am, &gw, cp, ns.name(), "cart-0").await;
 
     // Plain HTTP on the TLS port gets nowhere.
-    let plain = crate::support::post(&http(), gw.addr(), firing("cart-0")).await;
+    let plain = crate::support::post_http(&http(), gw.addr(), firing("cart-0")).await;
     assert!(
         !matches!(plain, Some((s, _)) if (200..300).contains(&s)),
         "plain HTTP was served on the TLS port: {plain:?}"
