@@ -23,6 +23,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{Scope, pinned_kind};
 use serde::Deserialize;
 use serde_json::Value;
+use testenv::kubelet::pod_from_template;
 use testenv::{ControlPlane, Identity};
 
 /// RELEASE is the Helm release name; the chart names its objects after it.
@@ -1182,21 +1183,6 @@ async fn restricted(admin: &kube::Client, ns: &str) {
         .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("labelling the namespace restricted");
-}
-
-/// pod_from_template is a Pod made from the stored Deployment's template.
-pub(crate) fn pod_from_template(
-    deployment: &Deployment,
-    name: &str,
-) -> k8s_openapi::api::core::v1::Pod {
-    let template = deployment.spec.template.clone();
-    let mut metadata = template.metadata.unwrap_or_default();
-    metadata.name = Some(name.to_owned());
-    k8s_openapi::api::core::v1::Pod {
-        metadata,
-        spec: template.spec,
-        status: None,
-    }
 }
 
 #[tokio::test]

@@ -7,13 +7,15 @@
 //! runtime it was first used on, and every `#[tokio::test]` has its own.
 //! [`gateway::Gateway`] runs signal-gateway processes against a control plane,
 //! for the end-to-end tests and the bench; [`collector::Collector`] runs an OpenTelemetry
-//! Collector for them; [`prometheus`] reads what they all serve on `/metrics`; [`tool`]
-//! finds the other pinned tools.
+//! Collector for them; [`prometheus`] reads what they all serve on `/metrics`;
+//! [`kubelet::Kubelet`] runs the chart's pods from the container image; [`tool`] finds the
+//! other pinned tools.
 
 #![deny(rust_2018_idioms)]
 
 pub mod collector;
 pub mod gateway;
+pub mod kubelet;
 pub mod lambda;
 pub mod mount;
 mod process;
