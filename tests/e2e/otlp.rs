@@ -13,6 +13,7 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use testenv::collector::Collector;
+use testenv::gateway::Gateway;
 use testenv::prometheus::{Sample, parse, sum, value};
 
 use crate::support::{Http, PROMETHEUS, alert, firing, http, post_http, setup, spawn, webhook};
@@ -84,6 +85,52 @@ const LOCK_NAMES: [&str; 6] = [
 async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
+    let mut gws = start_three_gateways(cp, ns.name(), &collector);
+    let http = http();
+    let scrape_b = format!("http://{}/metrics", metrics_addr(&gws[1]));
+    contend_for_one_lock(&http, &gws[0], &gws[1], &scrape_b).await;
+    send_new_duplicate_and_invalid_signals(&http, &gws[0], &gws[1]).await;
+    resolve_a_deployment_and_refuse_a_missing_pod(&http, &gws[2], ns.name()).await;
+    // The batch line of the traced request carries the caller's trace id.
+    gws[0]
+        .wait_logged(&format!("\"trace_id\":\"{TRACE}\""))
+        .await;
+    assert_gw_b_serves_its_lock_metrics(&http, &scrape_b).await;
+
+    // SIGTERM flushes what was recorded since the last (never reached) export period.
+    for gw in &mut gws {
+        gw.signal(libc::SIGTERM);
+        let status = gw.wait().expect("the gateway exits");
+        assert!(status.success(), "{} exited with {status}", gw.name());
+    }
+    let samples = wait_for_the_collectors_totals(&http, &collector).await;
+    assert_untouched_series_exist_at_zero(&samples);
+    assert_process_metrics_are_plausible(&samples);
+    assert_lock_series_and_their_instances(&samples, ns.name());
+    // The names the dashboard and the alert rules query were all received.
+    for name in dashboard_and_rule_metrics() {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "{name} is queried by chart/dashboards or chart/files but never arrived"
+        );
+    }
+    let names = collector.otlp_names();
+    assert!(
+        names.contains("gateway.lock.acquisition.attempts"),
+        "{names:?}"
+    );
+    wait_for_the_spans_of_the_trace(&collector).await;
+}
+
+/// TRACE is the trace id of the caller's `traceparent` in the collector test.
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// start_three_gateways starts gw-a, gw-b and gw-c exporting to `collector`.
+fn start_three_gateways(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    collector: &Collector,
+) -> [Gateway; 3] {
     let endpoint = collector.endpoint();
     let grpc = format!("http://127.0.0.1:{}", collector.grpc_port);
     // gw-a pauses its first claim while it holds the lock; gw-b exports over gRPC and
@@ -105,13 +152,16 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
         ("GATEWAY_OWNER_RESOLUTION", "true"),
     ];
-    let mut gw_a = spawn(cp, ns.name(), "gw-a", &a_env);
-    let mut gw_b = spawn(cp, ns.name(), "gw-b", &b_env);
-    let mut gw_c = spawn(cp, ns.name(), "gw-c", &c_env);
-    let http = http();
-    let scrape_b = format!("http://{}/metrics", metrics_addr(&gw_b));
+    [
+        spawn(cp, ns, "gw-a", &a_env),
+        spawn(cp, ns, "gw-b", &b_env),
+        spawn(cp, ns, "gw-c", &c_env),
+    ]
+}
 
-    // Contended: gw-a holds the lock of pod "held" while paused; gw-b waits for it.
+/// contend_for_one_lock has gw-a hold the lock of pod "held" while paused and gw-b wait for
+/// it: the first is created, the second a duplicate.
+async fn contend_for_one_lock(http: &Http, gw_a: &Gateway, gw_b: &Gateway, scrape_b: &str) {
     let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
     let first = tokio::spawn({
         let http = http.clone();
@@ -128,7 +178,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let lease_gets = [("verb", "get"), ("resource", "leases")];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = get(&http, &scrape_b).await.unwrap_or_default();
+        let text = get(http, scrape_b).await.unwrap_or_default();
         if sum(
             &parse(&text),
             "gateway_kube_api_requests_total",
@@ -152,35 +202,41 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         gw_a.logs().join("\n"),
         gw_b.logs().join("\n")
     );
+}
 
-    // New (with a caller's trace), duplicate, and invalid signals.
-    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+/// send_new_duplicate_and_invalid_signals sends a new signal (with a caller's trace) to
+/// gw-a, its duplicate to gw-b, and an invalid one to each.
+async fn send_new_duplicate_and_invalid_signals(http: &Http, gw_a: &Gateway, gw_b: &Gateway) {
+    let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
+    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
     assert_eq!(
-        post_raw(&http, a_addr, &firing("fresh"), Some(&traceparent)).await,
+        post_raw(http, a_addr, &firing("fresh"), Some(&traceparent)).await,
         201
     );
     assert_eq!(
-        post_http(&http, b_addr, firing("fresh")).await.map(|r| r.0),
+        post_http(http, b_addr, firing("fresh")).await.map(|r| r.0),
         Some(202)
     );
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
     assert_eq!(
-        post_raw(&http, a_addr, &webhook(vec![no_target]), None).await,
+        post_raw(http, a_addr, &webhook(vec![no_target]), None).await,
         400
     );
-    assert_eq!(post_raw(&http, b_addr, "{not json", None).await, 400);
+    assert_eq!(post_raw(http, b_addr, "{not json", None).await, 400);
+}
 
-    // gw-c: a Deployment is its own workload (resolved with no request); a Pod that does
-    // not exist is refused with resource_not_found.
+/// resolve_a_deployment_and_refuse_a_missing_pod has gw-c take a Deployment as its own
+/// workload (resolved with no request) and refuse a Pod that does not exist with
+/// resource_not_found.
+async fn resolve_a_deployment_and_refuse_a_missing_pod(http: &Http, gw_c: &Gateway, ns: &str) {
     let mut deployment = alert("unused", "firing");
     deployment["labels"] = serde_json::json!({
-        "alertname": "KubeDeploymentReplicasMismatch", "namespace": ns.name(),
+        "alertname": "KubeDeploymentReplicasMismatch", "namespace": ns,
         "deployment": "web", "severity": "warning"
     });
     let mut gone = alert("gone-0", "firing");
-    gone["labels"]["namespace"] = ns.name().into();
-    let answer = post_http(&http, gw_c.addr(), webhook(vec![deployment, gone])).await;
+    gone["labels"]["namespace"] = ns.into();
+    let answer = post_http(http, gw_c.addr(), webhook(vec![deployment, gone])).await;
     let statuses = answer.as_ref().map(|(code, body)| {
         let results = body["results"].as_array().cloned().unwrap_or_default();
         let each: Vec<Value> = results.iter().map(|r| r["status"].clone()).collect();
@@ -192,12 +248,13 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         "{answer:?}\n{}",
         gw_c.logs().join("\n")
     );
+}
 
-    // The batch line of the traced request carries the caller's trace id.
-    gw_a.wait_logged(&format!("\"trace_id\":\"{trace}\"")).await;
-
-    // gw-b's own endpoint already shows the lock metrics with their exact values.
-    let local = parse(&get(&http, &scrape_b).await.unwrap_or_default());
+/// assert_gw_b_serves_its_lock_metrics checks gw-b's own endpoint: the lock metrics with
+/// their exact values, kubernaut's names, and the process metrics Go's client library
+/// serves.
+async fn assert_gw_b_serves_its_lock_metrics(http: &Http, scrape_b: &str) {
+    let local = parse(&get(http, scrape_b).await.unwrap_or_default());
     assert_eq!(
         sum(&local, "gateway_lock_acquisition_attempts_total", &[]),
         1.0
@@ -233,20 +290,14 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             "{name} is not on /metrics"
         );
     }
+}
 
-    // SIGTERM flushes what was recorded since the last (never reached) export period.
-    for gw in [&mut gw_a, &mut gw_b, &mut gw_c] {
-        gw.signal(libc::SIGTERM);
-        let status = gw.wait().expect("the gateway exits");
-        assert!(status.success(), "{} exited with {status}", gw.name());
-    }
-
-    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
-    let pod = |p: &'static str| [("k8s_pod_name", p)];
+/// collector_totals are the totals the collector's Prometheus endpoint must show:
+/// (name, labels, [gw-a, gw-b, gw-c]).
+fn collector_totals() -> Vec<Want<'static>> {
     let prometheus = ("source_type", "prometheus");
     let signals = "/api/v1/signals/prometheus";
-    // (name, labels, [gw-a, gw-b, gw-c])
-    let want: Vec<Want<'_>> = vec![
+    vec![
         (LOCK_NAMES[0], vec![], [2.0, 1.0, 1.0]),
         (LOCK_NAMES[1], vec![], [2.0, 0.0, 1.0]),
         (
@@ -342,10 +393,19 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             ],
             [2.0, 0.0, 1.0],
         ),
-    ];
+    ]
+}
+
+/// wait_for_the_collectors_totals polls the collector's Prometheus endpoint until it shows
+/// [`collector_totals`] and the process metrics of every pod (bounded), and returns what it
+/// showed.
+async fn wait_for_the_collectors_totals(http: &Http, collector: &Collector) -> Vec<Sample> {
+    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
+    let pod = |p: &'static str| [("k8s_pod_name", p)];
+    let want = collector_totals();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+    loop {
+        let samples = parse(&get(http, &scrape).await.unwrap_or_default());
         let ok = want.iter().all(|(name, labels, values)| {
             PODS.iter().zip(values).all(|(p, v)| {
                 let with: Vec<_> = labels.iter().copied().chain(pod(p)).collect();
@@ -360,7 +420,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             })
         });
         if ok && processes {
-            break samples;
+            return samples;
         }
         assert!(
             Instant::now() < deadline,
@@ -372,8 +432,12 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Series that no event touched exist at zero, for rate() and increase().
+    }
+}
+
+/// assert_untouched_series_exist_at_zero checks that series no event touched exist at
+/// zero, for rate() and increase().
+fn assert_untouched_series_exist_at_zero(samples: &[Sample]) {
     for (name, labels) in [
         (
             "gateway_crd_creation_errors_total",
@@ -400,8 +464,13 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             );
         }
     }
-    // The process metrics are the process' own: plausible values.
-    let value = |name: &str, p: &'static str| sum(&samples, name, &pod(p));
+}
+
+/// assert_process_metrics_are_plausible checks that the process metrics are the process'
+/// own: plausible values.
+fn assert_process_metrics_are_plausible(samples: &[Sample]) {
+    let pod = |p: &'static str| [("k8s_pod_name", p)];
+    let value = |name: &str, p: &'static str| sum(samples, name, &pod(p));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -423,6 +492,12 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             "{p} used no CPU"
         );
     }
+}
+
+/// assert_lock_series_and_their_instances checks that every lock series arrived, that the
+/// lock histograms resolve 1 ms, and that three processes have three instance ids, with
+/// service.name as the job.
+fn assert_lock_series_and_their_instances(samples: &[Sample], ns: &str) {
     for name in LOCK_NAMES {
         assert!(samples.iter().any(|s| s.name == name), "{name} is missing");
     }
@@ -449,32 +524,21 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             .get("job")
             .map(String::as_str)
             == Some("signal-gateway")
-            && s.labels
-                .get("k8s_namespace_name")
-                .is_none_or(|n| n == ns.name())),
+            && s.labels.get("k8s_namespace_name").is_none_or(|n| n == ns)),
         "service.name is the job"
     );
-    // The names the dashboard and the alert rules query were all received.
-    for name in dashboard_and_rule_metrics() {
-        assert!(
-            samples.iter().any(|s| s.name == name),
-            "{name} is queried by chart/dashboards or chart/files but never arrived"
-        );
-    }
-    let names = collector.otlp_names();
-    assert!(
-        names.contains("gateway.lock.acquisition.attempts"),
-        "{names:?}"
-    );
+}
 
-    // Spans: the signal, its batch and the batch's steps, in the caller's trace. The
-    // gRPC exporter of gw-b sent its spans too (the duplicates' dedup reads).
+/// wait_for_the_spans_of_the_trace waits (bounded) for the signal, its batch and the batch's
+/// steps in the caller's trace, the server span a child of the caller's. The gRPC exporter
+/// of gw-b sent its spans too (the duplicates' dedup reads).
+async fn wait_for_the_spans_of_the_trace(collector: &Collector) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let spans = collector.spans();
         let in_trace: BTreeSet<String> = spans
             .iter()
-            .filter(|s| s["traceId"].as_str() == Some(trace))
+            .filter(|s| s["traceId"].as_str() == Some(TRACE))
             .filter_map(|s| s["name"].as_str().map(str::to_owned))
             .collect();
         let all: BTreeSet<String> = spans
@@ -495,7 +559,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             let http_span = spans
                 .iter()
                 .find(|s| {
-                    s["traceId"].as_str() == Some(trace)
+                    s["traceId"].as_str() == Some(TRACE)
                         && s["name"] == "POST /api/v1/signals/prometheus"
                 })
                 .expect("the server span");
@@ -782,12 +846,41 @@ async fn post_as(http: &Http, to: SocketAddr, body: String, token: &str) -> Opti
 async fn audit_events_reach_the_collector_as_log_records() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
+    let mut gw = spawn_an_audited_gateway(cp, ns.name(), &collector);
+    let http = http();
+    let token = cp.token(testenv::Identity::Admin);
+    let (fingerprint, rr) = send_a_signal_and_its_duplicate(&http, &gw, token).await;
+    send_signals_that_emit_nothing(&http, &gw, token).await;
+    assert_the_events_are_log_lines_too(&gw);
+
+    // SIGTERM flushes the records.
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait().expect("the gateway exits");
+    assert!(status.success(), "gw-audit exited with {status}");
+    let records = wait_for_the_audit_records(&collector).await;
+    assert_every_record_carries_its_signal(&records, &fingerprint, &rr);
+    assert_each_event_names_its_actor_and_resource(&records, &fingerprint, &rr);
+}
+
+/// AUDIT_TYPES are the audit events of a new signal and its duplicate, in order.
+const AUDIT_TYPES: [&str; 3] = [
+    "gateway.signal.received",
+    "gateway.crd.created",
+    "gateway.signal.deduplicated",
+];
+
+/// spawn_an_audited_gateway starts gw-audit exporting to `collector`. The caller is named by
+/// a TokenReview: the admin's static token, judged for the API server's own audience, and
+/// allowed by a SubjectAccessReview.
+fn spawn_an_audited_gateway(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    collector: &Collector,
+) -> Gateway {
     let endpoint = collector.endpoint();
-    // The caller is named by a TokenReview: the admin's static token, judged for the API
-    // server's own audience, and allowed by a SubjectAccessReview.
-    let mut gw = spawn(
+    spawn(
         cp,
-        ns.name(),
+        ns,
         "gw-audit",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -795,12 +888,19 @@ async fn audit_events_reach_the_collector_as_log_records() {
             ("GATEWAY_AUTH", "tokenreview"),
             ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
         ],
-    );
-    let http = http();
-    let token = cp.token(testenv::Identity::Admin);
+    )
+}
+
+/// send_a_signal_and_its_duplicate sends a new signal and its duplicate, and returns the
+/// fingerprint and the RR (`namespace/name`) they were answered with.
+async fn send_a_signal_and_its_duplicate(
+    http: &Http,
+    gw: &Gateway,
+    token: &str,
+) -> (String, String) {
     let mut answers = Vec::new();
     for want in [201, 202] {
-        let answer = post_as(&http, gw.addr(), firing("audit-0"), token).await;
+        let answer = post_as(http, gw.addr(), firing("audit-0"), token).await;
         let (code, body) = answer.expect("an answer");
         assert_eq!(
             code,
@@ -824,43 +924,54 @@ async fn audit_events_reach_the_collector_as_log_records() {
         !fingerprint.is_empty() && !rr_name.is_empty(),
         "{answers:?}"
     );
-    // Parse failures, resolved alerts and rejected alerts emit nothing.
+    (fingerprint.to_owned(), rr.to_owned())
+}
+
+/// send_signals_that_emit_nothing sends a parse failure, a resolved alert and a rejected
+/// alert, none of which is audited.
+async fn send_signals_that_emit_nothing(http: &Http, gw: &Gateway, token: &str) {
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
-    let answer = post_as(&http, gw.addr(), webhook(vec![no_target]), token).await;
+    let answer = post_as(http, gw.addr(), webhook(vec![no_target]), token).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
     let resolved = webhook(vec![alert("audit-0", "resolved")]);
-    let answer = post_as(&http, gw.addr(), resolved, token).await;
+    let answer = post_as(http, gw.addr(), resolved, token).await;
     assert_eq!(answer.map(|a| a.0), Some(200));
-    let answer = post_as(&http, gw.addr(), "{not json".into(), token).await;
+    let answer = post_as(http, gw.addr(), "{not json".into(), token).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
+}
 
-    // The same events are log lines, without OTLP.
-    let want_types = [
-        "gateway.signal.received",
-        "gateway.crd.created",
-        "gateway.signal.deduplicated",
-    ];
-    let lines = audit_lines(&gw);
+/// assert_the_events_are_log_lines_too checks that the same events are log lines, without
+/// OTLP.
+fn assert_the_events_are_log_lines_too(gw: &Gateway) {
+    let lines = audit_lines(gw);
     let line_types: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["event_type"].as_str())
         .collect();
-    assert_eq!(line_types, want_types, "{lines:#?}");
+    assert_eq!(line_types, AUDIT_TYPES, "{lines:#?}");
     assert!(
         lines.iter().all(|l| l["version"] == "1.0"
             && l["event_category"] == "gateway"
             && l["event_data"].as_str().is_some_and(|d| d.starts_with('{'))),
         "{lines:#?}"
     );
+}
 
-    // SIGTERM flushes the records.
-    gw.signal(libc::SIGTERM);
-    let status = gw.wait().expect("the gateway exits");
-    assert!(status.success(), "gw-audit exited with {status}");
+/// record_time is a log record's time in nanoseconds (0 when it has none).
+fn record_time(r: &Value) -> u128 {
+    r["timeUnixNano"]
+        .as_str()
+        .and_then(|t| t.parse::<u128>().ok())
+        .unwrap_or_default()
+}
+
+/// wait_for_the_audit_records waits (bounded) for gw-audit's records and returns exactly
+/// [`AUDIT_TYPES`], in time order.
+async fn wait_for_the_audit_records(collector: &Collector) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut records = loop {
         let records = collector.audit_records("gw-audit");
-        if records.len() >= want_types.len() {
+        if records.len() >= AUDIT_TYPES.len() {
             break records;
         }
         assert!(
@@ -871,19 +982,20 @@ async fn audit_events_reach_the_collector_as_log_records() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let time = |r: &Value| {
-        r["timeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse::<u128>().ok())
-            .unwrap_or_default()
-    };
-    records.sort_by_key(time);
+    records.sort_by_key(record_time);
     let types: Vec<&str> = records
         .iter()
         .filter_map(|r| r["attributes"]["event_type"].as_str())
         .collect();
-    assert_eq!(types, want_types, "exactly these records: {records:#?}");
-    for r in &records {
+    assert_eq!(types, AUDIT_TYPES, "exactly these records: {records:#?}");
+    records
+}
+
+/// assert_every_record_carries_its_signal checks what every record says: its scope, name,
+/// trace and time, and the signal, RR and fingerprint it is about.
+fn assert_every_record_carries_its_signal(records: &[Value], fingerprint: &str, rr: &str) {
+    let rr_name = rr.rsplit_once('/').map_or("", |(_, n)| n);
+    for r in records {
         let a = &r["attributes"];
         assert_eq!(r["scope"], AUDIT, "{r:#}");
         assert_eq!(r["eventName"], a["event_type"], "{r:#}");
@@ -892,7 +1004,7 @@ async fn audit_events_reach_the_collector_as_log_records() {
             r["traceId"].as_str().is_some_and(|t| t.len() == 32),
             "a record carries its batch's trace: {r:#}"
         );
-        assert!(time(r) > 0, "{r:#}");
+        assert!(record_time(r) > 0, "{r:#}");
         assert_eq!(a["version"], "1.0");
         assert_eq!(a["event_category"], "gateway");
         assert_eq!(a["namespace"], "prod");
@@ -912,6 +1024,11 @@ async fn audit_events_reach_the_collector_as_log_records() {
         assert_eq!(d["fingerprint"], fingerprint);
         assert_eq!(d["remediation_request"], rr);
     }
+}
+
+/// assert_each_event_names_its_actor_and_resource checks what each of the three events
+/// says of itself.
+fn assert_each_event_names_its_actor_and_resource(records: &[Value], fingerprint: &str, rr: &str) {
     let (received, created, duplicate) = (
         &records[0]["attributes"],
         &records[1]["attributes"],
