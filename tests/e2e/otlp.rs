@@ -1232,27 +1232,50 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
         ("gw-grpcs-untrusted", &grpc, vec![]),
     ];
     let http = http();
-    // Each gateway creates one RR and sees it once more: created 1, duplicate 1.
+    let mut gateways = spawn_each_and_send_twice(cp, ns.name(), &cases, &common, &http).await;
+    stop_each_and_check_its_flush(&mut gateways, &cases, &collector);
+    let samples = wait_for_the_trusted_telemetry(&http, &collector, &cases).await;
+    assert_nothing_of_the_untrusted_arrived(&samples, &collector, &cases);
+}
+
+/// spawn_each_and_send_twice starts a gateway for each case, and has each create one RR and
+/// see it once more: created 1, duplicate 1.
+async fn spawn_each_and_send_twice(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    cases: &[TlsCase<'_>],
+    common: &[(&str, &str)],
+    http: &Http,
+) -> Vec<Gateway> {
     let mut gateways = Vec::new();
-    for (pod, protocol, trust) in &cases {
+    for (pod, protocol, trust) in cases {
         let env: Vec<(&str, &str)> = common
             .iter()
             .chain(protocol.iter())
             .chain(trust.iter())
             .copied()
             .collect();
-        let gw = spawn(cp, ns.name(), pod, &env);
+        let gw = spawn(cp, ns, pod, &env);
         let target = format!("{pod}-target");
         for want in [201, 202] {
-            let got = post_http(&http, gw.addr(), firing(&target))
+            let got = post_http(http, gw.addr(), firing(&target))
                 .await
                 .map(|r| r.0);
             assert_eq!(got, Some(want), "{pod}: {}", gw.logs().join("\n"));
         }
         gateways.push(gw);
     }
-    // SIGTERM flushes: a trusted collector takes the flush, an untrusted one fails it.
-    for (gw, (pod, _, trust)) in gateways.iter_mut().zip(&cases) {
+    gateways
+}
+
+/// stop_each_and_check_its_flush sends SIGTERM, which flushes: a trusted collector takes the
+/// flush, an untrusted one fails it.
+fn stop_each_and_check_its_flush(
+    gateways: &mut [Gateway],
+    cases: &[TlsCase<'_>],
+    collector: &Collector,
+) {
+    for (gw, (pod, _, trust)) in gateways.iter_mut().zip(cases) {
         gw.signal(libc::SIGTERM);
         let status = gw.wait().expect("the gateway exits");
         assert!(status.success(), "{pod} exited with {status}");
@@ -1265,8 +1288,15 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
             collector.log()
         );
     }
+}
 
-    // Every trusted gateway's counts arrive exactly, and its spans.
+/// wait_for_the_trusted_telemetry waits (bounded) until every trusted gateway's counts
+/// arrived exactly, and its spans; it returns the samples.
+async fn wait_for_the_trusted_telemetry(
+    http: &Http,
+    collector: &Collector,
+    cases: &[TlsCase<'_>],
+) -> Vec<Sample> {
     let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
     let trusted: Vec<&str> = cases
         .iter()
@@ -1281,8 +1311,8 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+    loop {
+        let samples = parse(&get(http, &scrape).await.unwrap_or_default());
         let spans = collector.span_pods();
         let arrived = trusted.iter().all(|pod| {
             count(&samples, pod, "created") == 1.0
@@ -1290,7 +1320,7 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
                 && spans.contains(*pod)
         });
         if arrived {
-            break samples;
+            return samples;
         }
         assert!(
             Instant::now() < deadline,
@@ -1302,9 +1332,17 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
             collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The untrusted gateways' flushes had failed before (they exited first), and the
-    // trusted ones' went through the same pipeline: nothing of theirs is there.
+    }
+}
+
+/// assert_nothing_of_the_untrusted_arrived checks that nothing of the untrusted gateways is
+/// there: their flushes had failed before (they exited first), and the trusted ones' went
+/// through the same pipeline.
+fn assert_nothing_of_the_untrusted_arrived(
+    samples: &[Sample],
+    collector: &Collector,
+    cases: &[TlsCase<'_>],
+) {
     let spans = collector.span_pods();
     for (pod, _, _) in cases.iter().filter(|c| c.2.is_empty()) {
         assert!(
