@@ -16,11 +16,7 @@ use crate::support::{
     private_plane, rrs, webhook,
 };
 
-/// gateway_with assembles an in-process gateway in `ns` and returns its router.
-async fn gateway_with(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
-    in_process(cp, ns, extra).await
-}
-
+/// gateway is an in-process gateway in `ns` with the defaults of [`in_process`].
 async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
     in_process(cp, ns, &[]).await
 }
@@ -151,9 +147,9 @@ async fn concurrent_new_signals_create_exactly_one_rr_with_or_without_locking() 
         let ns = cp.new_namespace().await.unwrap();
         let extra = [("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", locking)];
         let instances = [
-            gateway_with(cp, ns.name(), &extra).await,
-            gateway_with(cp, ns.name(), &extra).await,
-            gateway_with(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
         ];
         let n = 30;
         let mut tasks = Vec::new();
@@ -307,7 +303,7 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
     let (status, body) = stamped(now.to_string()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let off = gateway_with(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
+    let off = in_process(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
     let (status, body) = call(&off, EVENTS, stale).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
@@ -316,7 +312,7 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
 async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(cp, ns.name(), &[("GATEWAY_MAX_BODY_BYTES", "4096")]).await;
+    let app = in_process(cp, ns.name(), &[("GATEWAY_MAX_BODY_BYTES", "4096")]).await;
 
     let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
         (
@@ -393,7 +389,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
 async fn tokenreview_auth_refuses_tokens_not_issued_for_the_gateway() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
+    let app = in_process(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
     let body = firing("auth-0");
     let call = |token: Option<String>| {
         let app = app.clone();
@@ -462,7 +458,7 @@ async fn the_lambda_adapter_serves_the_same_router() {
 async fn private_gateway() -> (ControlPlane, Router) {
     let cp = private_plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
+    let app = in_process(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
     (cp, app)
 }
 

@@ -32,9 +32,9 @@ use crate::support::{
 /// SENDER_ROLE is the Role the chart's `senders` template creates, reproduced here.
 const SENDER_ROLE: &str = "signal-gateway-sender";
 
-/// gateway is an in-process gateway in `ns` that asks the API server who may send
+/// tokenreview_gateway is an in-process gateway in `ns` that asks the API server who may send
 /// (TokenReview, then SubjectAccessReview), with `extra` on top.
-async fn gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
+async fn tokenreview_gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
     let mut vars = vec![
         ("GATEWAY_AUTH", "tokenreview"),
         ("POD_NAME", "security-test"),
@@ -202,7 +202,7 @@ async fn kubernauts_sender_rolebinding_works_unchanged() {
         ("GATEWAY_AUTH_RESOURCE", "services"),
         ("GATEWAY_AUTH_RESOURCE_NAME", "gateway-service"),
     ];
-    let app = gateway(cp, ns, &kubernaut).await;
+    let app = tokenreview_gateway(cp, ns, &kubernaut).await;
     let api_audience = "https://kubernetes.default.svc.cluster.local";
     let sender = token(cp, ns, "prometheus-alertmanager", api_audience).await;
     let other = token(cp, ns, "other-service", api_audience).await;
@@ -214,7 +214,7 @@ async fn kubernauts_sender_rolebinding_works_unchanged() {
     let (status, body) = post_with_token(&app, Some(&sender), "kubernaut-rbac").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The same Role on another object name is not enough: the name is checked.
-    let strict = gateway(
+    let strict = tokenreview_gateway(
         cp,
         ns,
         &[
@@ -236,7 +236,7 @@ async fn tokenreview_needs_the_gateway_audience_and_the_create_permission() {
     service_account(cp, ns, "alertmanager").await;
     service_account(cp, ns, "stranger").await;
     grant_sender(cp, ns, "alertmanager").await;
-    let app = gateway(cp, ns, &[]).await;
+    let app = tokenreview_gateway(cp, ns, &[]).await;
 
     let sender = token(cp, ns, "alertmanager", "signal-gateway").await;
     let api_audience = token(
@@ -298,8 +298,8 @@ async fn decisions_are_cached_per_token_and_not_without_a_cache() {
     let ns = ns.name();
     service_account(cp, ns, "alertmanager").await;
     grant_sender(cp, ns, "alertmanager").await;
-    let cached = gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "300")]).await;
-    let uncached = gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "0")]).await;
+    let cached = tokenreview_gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "300")]).await;
+    let uncached = tokenreview_gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "0")]).await;
     let sender = token(cp, ns, "alertmanager", "signal-gateway").await;
 
     let started = std::time::Instant::now();

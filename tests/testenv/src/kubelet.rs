@@ -38,7 +38,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Pod, Secret, ServiceAccount, Volume, VolumeProjection,
+    ConfigMap, Container, EnvVar, KeyToPath, Pod, Secret, ServiceAccount, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -231,14 +231,20 @@ async fn config_map_data(cp: &ControlPlane, ns: &str, name: &str) -> BTreeMap<St
         .collect()
 }
 
-/// write_keys writes `data` into `dir`: every key, or only `items` (key -> path).
+/// write_keys writes `data` into `dir`: every key, or only `items` (key to path).
 fn write_keys(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
-    items: Option<Vec<(String, String)>>,
+    items: Option<&Vec<KeyToPath>>,
     what: &str,
 ) {
-    let items = items.unwrap_or_else(|| data.keys().map(|k| (k.clone(), k.clone())).collect());
+    let items: Vec<(String, String)> = match items {
+        Some(items) => items
+            .iter()
+            .map(|k| (k.key.clone(), k.path.clone()))
+            .collect(),
+        None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+    };
     for (key, path) in items {
         let bytes = data
             .get(&key)
@@ -247,6 +253,30 @@ fn write_keys(
         std::fs::create_dir_all(file.parent().expect("a parent")).expect("a mount dir");
         std::fs::write(&file, bytes).expect("writing a mounted file");
     }
+}
+
+/// mount_secret writes Secret `name` (its `items`, or every key) into `dir`.
+async fn mount_secret(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    dir: &Path,
+) {
+    let data = secret_data(cp, ns, name).await;
+    write_keys(dir, &data, items, &format!("Secret {name}"));
+}
+
+/// mount_config_map writes ConfigMap `name` (its `items`, or every key) into `dir`.
+async fn mount_config_map(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    dir: &Path,
+) {
+    let data = config_map_data(cp, ns, name).await;
+    write_keys(dir, &data, items, &format!("ConfigMap {name}"));
 }
 
 /// materialize writes the files of `volume` into `dir`, as the kubelet mounts them.
@@ -260,19 +290,9 @@ async fn materialize(cp: &ControlPlane, pod: &Pod, volume: &Volume, dir: &Path) 
     std::fs::create_dir_all(dir).expect("a mount dir");
     if let Some(secret) = &volume.secret {
         let name = secret.secret_name.as_deref().expect("a secret name");
-        let items = secret
-            .items
-            .as_ref()
-            .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-        let data = secret_data(cp, ns, name).await;
-        write_keys(dir, &data, items, &format!("Secret {name}"));
+        mount_secret(cp, ns, name, secret.items.as_ref(), dir).await;
     } else if let Some(cm) = &volume.config_map {
-        let items = cm
-            .items
-            .as_ref()
-            .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-        let data = config_map_data(cp, ns, &cm.name).await;
-        write_keys(dir, &data, items, &format!("ConfigMap {}", cm.name));
+        mount_config_map(cp, ns, &cm.name, cm.items.as_ref(), dir).await;
     } else if volume.empty_dir.is_some() {
     } else if let Some(projected) = &volume.projected {
         for source in projected.sources.iter().flatten() {
@@ -307,19 +327,9 @@ async fn project(
         .await;
         std::fs::write(dir.join(&sat.path), token).expect("writing the projected token");
     } else if let Some(cm) = &source.config_map {
-        let items = cm
-            .items
-            .as_ref()
-            .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-        let data = config_map_data(cp, ns, &cm.name).await;
-        write_keys(dir, &data, items, &format!("ConfigMap {}", cm.name));
+        mount_config_map(cp, ns, &cm.name, cm.items.as_ref(), dir).await;
     } else if let Some(secret) = &source.secret {
-        let items = secret
-            .items
-            .as_ref()
-            .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-        let data = secret_data(cp, ns, &secret.name).await;
-        write_keys(dir, &data, items, &format!("Secret {}", secret.name));
+        mount_secret(cp, ns, &secret.name, secret.items.as_ref(), dir).await;
     } else if let Some(downward) = &source.downward_api {
         for item in downward.items.iter().flatten() {
             let fr = item.field_ref.as_ref().expect("a fieldRef");
