@@ -380,11 +380,27 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
                 && v["actor_id"] == "alertmanager-eu1"
         });
     assert!(audited, "no audit event names the certificate's CN");
+    assert_only_the_senders_certificate_may_send(&gw, &serving_ca, &am_cert).await;
+    let names: Vec<&str> = ["cart-1", "cart-2"].into();
+    let list = rrs(cp, ns.name()).await;
+    assert!(
+        list.iter()
+            .all(|rr| !names.contains(&rr.spec.target_resource.name.as_str())),
+        "a refused request created an RR"
+    );
+}
 
+/// assert_only_the_senders_certificate_may_send checks a client without a certificate (the
+/// handshake succeeds, as probes present none; the health endpoints answer, the signal
+/// endpoints refuse with 401 and the reason), one with a certificate from another CA (the
+/// handshake fails), and the sender's over h2 (accepted).
+async fn assert_only_the_senders_certificate_may_send(
+    gw: &Gateway,
+    serving_ca: &Ca,
+    am_cert: &Pair,
+) {
     let to = gw.addr();
-    // Without a certificate: the handshake succeeds (probes present none), the health
-    // endpoints answer, and the signal endpoints refuse with 401 and the reason.
-    let bare = client_config(&serving_ca, None, BOTH);
+    let bare = client_config(serving_ca, None, BOTH);
     let (status, _) = once(to, &bare, "/healthz", None).await.expect("healthz");
     assert_eq!(status, 200);
     let (status, body) = once(to, &bare, PROMETHEUS, Some(firing("cart-1")))
@@ -401,7 +417,7 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     let stranger = Ca::new("stranger-ca").client("alertmanager-eu1");
     let refused = once(
         to,
-        &client_config(&serving_ca, Some(&stranger), BOTH),
+        &client_config(serving_ca, Some(&stranger), BOTH),
         PROMETHEUS,
         Some(firing("cart-2")),
     )
@@ -411,7 +427,7 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     // The sender's certificate, from a rustls client over h2: accepted.
     let (status, body) = once(
         to,
-        &client_config(&serving_ca, Some(&am_cert), BOTH),
+        &client_config(serving_ca, Some(am_cert), BOTH),
         EVENTS,
         Some(
             json!({
@@ -425,13 +441,6 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     .await
     .expect("an answer");
     assert_eq!(status, 200, "{body}");
-    let names: Vec<&str> = ["cart-1", "cart-2"].into();
-    let list = rrs(cp, ns.name()).await;
-    assert!(
-        list.iter()
-            .all(|rr| !names.contains(&rr.spec.target_resource.name.as_str())),
-        "a refused request created an RR"
-    );
 }
 
 #[tokio::test]
