@@ -16,7 +16,9 @@ use testenv::collector::Collector;
 use testenv::gateway::Gateway;
 use testenv::prometheus::{Sample, parse, sum, value};
 
-use crate::support::{Http, PROMETHEUS, alert, firing, http, post_http, setup, spawn, webhook};
+use crate::support::{
+    Http, PROMETHEUS, alert, firing, http, post_http, post_http_as, setup, spawn, webhook,
+};
 
 async fn get(http: &Http, url: &str) -> Option<String> {
     let req = axum::http::Request::get(url)
@@ -826,22 +828,6 @@ fn audit_lines(gw: &testenv::gateway::Gateway) -> Vec<Value> {
         .collect()
 }
 
-/// post_as sends `body` with the bearer token `token`; None means the connection failed.
-async fn post_as(http: &Http, to: SocketAddr, body: String, token: &str) -> Option<(u16, Value)> {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(body.into()))
-        .expect("a request");
-    let res = http.request(req).await.ok()?;
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.ok()?.to_bytes();
-    Some((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
 #[tokio::test]
 async fn audit_events_reach_the_collector_as_log_records() {
     let (cp, ns) = setup().await;
@@ -900,7 +886,7 @@ async fn send_a_signal_and_its_duplicate(
 ) -> (String, String) {
     let mut answers = Vec::new();
     for want in [201, 202] {
-        let answer = post_as(http, gw.addr(), firing("audit-0"), token).await;
+        let answer = post_http_as(http, gw.addr(), firing("audit-0"), Some(token)).await;
         let (code, body) = answer.expect("an answer");
         assert_eq!(
             code,
@@ -931,12 +917,12 @@ async fn send_a_signal_and_its_duplicate(
 /// alert, none of which is audited.
 async fn send_signals_that_emit_nothing(http: &Http, gw: &Gateway, token: &str) {
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
-    let answer = post_as(http, gw.addr(), webhook(vec![no_target]), token).await;
+    let answer = post_http_as(http, gw.addr(), webhook(vec![no_target]), Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
     let resolved = webhook(vec![alert("audit-0", "resolved")]);
-    let answer = post_as(http, gw.addr(), resolved, token).await;
+    let answer = post_http_as(http, gw.addr(), resolved, Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(200));
-    let answer = post_as(http, gw.addr(), "{not json".into(), token).await;
+    let answer = post_http_as(http, gw.addr(), "{not json".into(), Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
 }
 

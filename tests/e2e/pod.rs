@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,7 +33,7 @@ use testenv::{ControlPlane, Identity};
 use crate::alertmanager::Alertmanager;
 use crate::chart::helm;
 use crate::image::image;
-use crate::support::{Http, PROMETHEUS, http, plane, rrs, webhook};
+use crate::support::{Http, PROMETHEUS, http, plane, post_http_as, rrs, webhook};
 
 /// RELEASE is the Helm release name.
 const RELEASE: &str = "sg";
@@ -97,18 +96,10 @@ async fn post_via_service(http: &Http, endpoints: &Endpoints, token: &str, targe
         "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": target, "severity": "critical"},
         "startsAt": "2026-11-27T08:14:27Z",
     })]);
-    let req = axum::http::Request::post(format!("http://{addr}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(body.into()))
-        .expect("a request");
-    let Ok(res) = http.request(req).await else {
-        return false;
-    };
-    let ok = res.status().is_success();
-    // Read the whole answer: a 2xx counts once its body arrived.
-    let body = res.into_body().collect().await;
-    ok && body.is_ok()
+    // A 2xx counts once its whole body arrived.
+    post_http_as(http, addr, body, Some(token))
+        .await
+        .is_some_and(|(status, _)| (200..300).contains(&status))
 }
 
 #[tokio::test]

@@ -110,10 +110,22 @@ pub fn firing(pod: &str) -> String {
 /// post_http sends one webhook to a gateway process over HTTP; None means the
 /// connection failed (the process was killed).
 pub async fn post_http(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Value)> {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .expect("a request");
+    post_http_as(http, to, body, None).await
+}
+
+/// post_http_as is [`post_http`] with the bearer token `token`, if given.
+pub async fn post_http_as(
+    http: &Http,
+    to: SocketAddr,
+    body: String,
+    token: Option<&str>,
+) -> Option<(u16, Value)> {
+    let mut req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(body.into())).expect("a request");
     let res = http.request(req).await.ok()?;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.ok()?.to_bytes();
