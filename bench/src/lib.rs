@@ -37,8 +37,8 @@ use testenv::gateway::Gateway;
 
 use crate::apiserver::ApiServer;
 use crate::load::{
-    Http, LambdaStart, Phase, Schedule, alert, alert_in, cold_start, http, lambda_start, run_phase,
-    spawn, warm_up,
+    Http, LambdaStart, Phase, Schedule, cold_start, firing, firing_in, http, lambda_start,
+    run_phase, spawn, warm_up,
 };
 use crate::otel::LockCounts;
 use crate::raw::Raw;
@@ -454,7 +454,7 @@ impl Bench {
                 let label = format!("baseline {kind}, {load} loop");
                 let bodies = || {
                     (0..n)
-                        .map(|i| alert(&format!("baseline-{load}-{i}")))
+                        .map(|i| firing(&format!("baseline-{load}-{i}")))
                         .collect()
                 };
                 let (gateway, raw_phase) = if turn % 2 == 0 {
@@ -564,12 +564,12 @@ impl Bench {
             workloads::deployments(&self.cp.admin_client(), ns, &names, 1)
                 .await?
                 .iter()
-                .map(|pods| alert_in(ns, &pods[0]))
+                .map(|pods| firing_in(ns, &pods[0]))
                 .collect()
         } else {
             instances
                 .iter()
-                .map(|i| alert(&format!("warmup-{i}")))
+                .map(|i| firing(&format!("warmup-{i}")))
                 .collect()
         };
         let mut gws = Vec::new();
@@ -730,7 +730,7 @@ impl Bench {
                 for k in order {
                     let fleet = &mut fleets[k];
                     let bodies = (round * n / rounds..(round + 1) * n / rounds)
-                        .map(|i| alert(&format!("{}-{i}", fleet.name)))
+                        .map(|i| firing(&format!("{}-{i}", fleet.name)))
                         .collect();
                     let label = format!("{scenario} {}/{rounds}", round + 1);
                     let phase = self.measure(&label, fleet, bodies, rate).await?;
@@ -763,7 +763,7 @@ impl Bench {
             .await?;
         let bodies = plan_mix(self.options.plan_signals)
             .into_iter()
-            .map(|f| alert(&format!("{name}-{f}")))
+            .map(|f| firing(&format!("{name}-{f}")))
             .collect();
         let rate = Schedule::Rate {
             per_s: self.options.rate,
@@ -779,7 +779,7 @@ impl Bench {
         let mut fleet = self
             .fleet(&name, ns.name(), replicas, locking, false)
             .await?;
-        let body = alert(&format!("{name}-0"));
+        let body = firing(&format!("{name}-0"));
         let bodies = vec![body; self.options.storm];
         self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
@@ -798,7 +798,7 @@ impl Bench {
             .fleet_in(name, ns.name(), Some(lock_ns.name()), 3, true, false)
             .await?;
         let pod = format!("{name}-0");
-        let bodies = vec![alert(&pod); self.options.storm];
+        let bodies = vec![firing(&pod); self.options.storm];
         self.phase("storm_split", &mut fleet, bodies, Schedule::Burst)
             .await?;
         let client = self.cp.admin_client();
@@ -837,7 +837,7 @@ impl Bench {
         };
         let pods = |k: usize| -> Vec<Bytes> {
             made.iter()
-                .map(|pods| alert_in(ns.name(), &pods[k]))
+                .map(|pods| firing_in(ns.name(), &pods[k]))
                 .collect()
         };
         self.phase("owners_new", &mut fleet, pods(0), rate).await?;
@@ -870,7 +870,7 @@ impl Bench {
         let bodies = made
             .iter()
             .flatten()
-            .map(|p| alert_in(ns.name(), p))
+            .map(|p| firing_in(ns.name(), p))
             .collect();
         self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
@@ -886,7 +886,7 @@ impl Bench {
             .await?;
         let f = self.options.scale_fingerprints.max(1);
         let bodies = (0..self.options.scale_signals)
-            .map(|i| alert(&format!("{name}-{}", i % f)))
+            .map(|i| firing(&format!("{name}-{}", i % f)))
             .collect();
         let closed = Schedule::Closed {
             in_flight: self.options.in_flight,
