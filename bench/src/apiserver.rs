@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use testenv::prometheus::{self, Sample};
+
 use crate::BoxError;
 
 /// SCRAPE_TIMEOUT bounds one `/metrics` scrape of the API server.
@@ -76,78 +78,44 @@ async fn calibrate(client: &kube::Client) -> Result<f64, BoxError> {
 #[derive(Clone)]
 pub struct Scrape {
     at: Instant,
-    total: BTreeMap<String, f64>,
+    total: BTreeMap<BTreeMap<String, String>, Sample>,
     duration: BTreeMap<String, (f64, f64)>,
 }
 
 impl Scrape {
     async fn take(client: &kube::Client) -> Result<Scrape, BoxError> {
-        let req = http::Request::get("/metrics").body(Vec::new())?;
-        let text = tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(req))
+        let samples = tokio::time::timeout(SCRAPE_TIMEOUT, prometheus::apiserver(client))
             .await
             .map_err(|_| format!("/metrics took longer than {SCRAPE_TIMEOUT:?}"))??;
-        let scrape = Scrape::parse(&text);
+        let scrape = Scrape::of(samples);
         if scrape.total.is_empty() {
             return Err("/metrics has no apiserver_request_total samples".into());
         }
         Ok(scrape)
     }
 
-    /// parse reads the samples of interest from the Prometheus text format.
-    fn parse(text: &str) -> Scrape {
+    /// of keeps the samples of interest.
+    fn of(samples: Vec<Sample>) -> Scrape {
         let mut scrape = Scrape {
             at: Instant::now(),
             total: BTreeMap::new(),
             duration: BTreeMap::new(),
         };
-        for line in text.lines() {
-            let Some((name, rest)) = line.split_once('{') else {
-                continue;
-            };
-            let Some((labels, value)) = rest.rsplit_once("} ") else {
-                continue;
-            };
-            let Ok(v) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            match name {
+        for s in samples {
+            match s.name.as_str() {
                 "apiserver_request_total" => {
-                    scrape.total.insert(labels.to_owned(), v);
+                    scrape.total.insert(s.labels.clone(), s);
                 }
                 "apiserver_request_duration_seconds_sum" => {
-                    scrape.duration.entry(what(labels)).or_default().0 += v;
+                    scrape.duration.entry(s.request()).or_default().0 += s.value;
                 }
                 "apiserver_request_duration_seconds_count" => {
-                    scrape.duration.entry(what(labels)).or_default().1 += v;
+                    scrape.duration.entry(s.request()).or_default().1 += s.value;
                 }
                 _ => {}
             }
         }
         scrape
-    }
-}
-
-fn label<'a>(labels: &'a str, name: &str) -> &'a str {
-    let key = format!("{name}=\"");
-    labels
-        .split(',')
-        .find_map(|kv| kv.strip_prefix(&key))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or("")
-}
-
-/// what names a request sample "VERB resource[/subresource]".
-fn what(labels: &str) -> String {
-    let (verb, resource, sub) = (
-        label(labels, "verb"),
-        label(labels, "resource"),
-        label(labels, "subresource"),
-    );
-    match (resource, sub) {
-        ("", "") => format!("{verb} (non-resource)"),
-        ("", s) => format!("{verb} {s}"),
-        (r, "") => format!("{verb} {r}"),
-        (r, s) => format!("{verb} {r}/{s}"),
     }
 }
 
@@ -175,16 +143,16 @@ impl Delta {
     fn between(before: &Scrape, after: &Scrape, scrape_cost: f64) -> Delta {
         let mut breakdown = BTreeMap::new();
         let (mut total, mut writes) = (0.0, 0.0);
-        for (labels, v) in &after.total {
-            let d = v - before.total.get(labels).copied().unwrap_or(0.0);
+        for (labels, s) in &after.total {
+            let d = s.value - before.total.get(labels).map_or(0.0, |b| b.value);
             if d <= 0.0 {
                 continue;
             }
             total += d;
-            if WRITE_VERBS.contains(&label(labels, "verb")) {
+            if WRITE_VERBS.contains(&s.label("verb")) {
                 writes += d;
             }
-            *breakdown.entry(what(labels)).or_insert(0.0) += d;
+            *breakdown.entry(s.request()).or_insert(0.0) += d;
         }
         let mut server_ms = BTreeMap::new();
         for (k, (sum, count)) in &after.duration {
@@ -255,16 +223,16 @@ mod tests {
 
     #[test]
     fn a_delta_counts_new_requests_by_verb_and_resource() {
-        let before = Scrape::parse(
+        let before = Scrape::of(prometheus::parse(
             "apiserver_request_total{code=\"200\",resource=\"leases\",verb=\"GET\"} 3\n",
-        );
-        let after = Scrape::parse(
+        ));
+        let after = Scrape::of(prometheus::parse(
             "# HELP apiserver_request_total x\n\
              apiserver_request_total{code=\"200\",resource=\"leases\",verb=\"GET\"} 5\n\
              apiserver_request_total{code=\"201\",resource=\"remediationrequests\",verb=\"POST\"} 1\n\
              apiserver_request_total{code=\"200\",resource=\"remediationrequests\",subresource=\"status\",verb=\"PATCH\"} 1\n\
              apiserver_request_total{code=\"200\",verb=\"GET\"} 1\n",
-        );
+        ));
         let d = Delta::between(&before, &after, 1.0);
         assert_eq!((d.total, d.writes), (4.0, 2.0));
         assert_eq!(

@@ -32,14 +32,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use testenv::ControlPlane;
+use testenv::collector::Collector;
 use testenv::gateway::Gateway;
 
 use crate::apiserver::ApiServer;
 use crate::load::{
-    Http, LambdaStart, Phase, Schedule, alert, alert_in, cold_start, http, lambda_start, run_phase,
-    spawn, warm_up,
+    Http, LambdaStart, Phase, Schedule, cold_start, firing, firing_in, http, lambda_start,
+    run_phase, spawn, warm_up,
 };
-use crate::otel::{Collector, LockCounts};
+use crate::otel::LockCounts;
 use crate::raw::Raw;
 
 pub use crate::report::{LOCK_ON_ONLY_SCENARIOS, OWNER_SCENARIOS, Report, SCENARIOS};
@@ -299,7 +300,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
             testenv::binaries_dir()?.display()
         ),
     ));
-    let collector = tokio::task::block_in_place(Collector::start)?;
+    let collector = tokio::task::block_in_place(Collector::start);
     let mut api = ApiServer::new(cp.admin_client()).await?;
     eprintln!("bench: measuring the API server's background traffic");
     api.measure_background(options.idle_window).await?;
@@ -363,7 +364,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
 
     eprintln!("bench: reading the gateways' lock metrics");
     let instances: Vec<String> = b.fleets.iter().flat_map(|(_, i)| i.clone()).collect();
-    let by_instance = b.collector.wait_locks(&instances).await;
+    let by_instance = otel::wait_locks(&b.collector, &instances).await;
     let locks = b
         .fleets
         .iter()
@@ -453,7 +454,7 @@ impl Bench {
                 let label = format!("baseline {kind}, {load} loop");
                 let bodies = || {
                     (0..n)
-                        .map(|i| alert(&format!("baseline-{load}-{i}")))
+                        .map(|i| firing(&format!("baseline-{load}-{i}")))
                         .collect()
                 };
                 let (gateway, raw_phase) = if turn % 2 == 0 {
@@ -563,12 +564,12 @@ impl Bench {
             workloads::deployments(&self.cp.admin_client(), ns, &names, 1)
                 .await?
                 .iter()
-                .map(|pods| alert_in(ns, &pods[0]))
+                .map(|pods| firing_in(ns, &pods[0]))
                 .collect()
         } else {
             instances
                 .iter()
-                .map(|i| alert(&format!("warmup-{i}")))
+                .map(|i| firing(&format!("warmup-{i}")))
                 .collect()
         };
         let mut gws = Vec::new();
@@ -729,7 +730,7 @@ impl Bench {
                 for k in order {
                     let fleet = &mut fleets[k];
                     let bodies = (round * n / rounds..(round + 1) * n / rounds)
-                        .map(|i| alert(&format!("{}-{i}", fleet.name)))
+                        .map(|i| firing(&format!("{}-{i}", fleet.name)))
                         .collect();
                     let label = format!("{scenario} {}/{rounds}", round + 1);
                     let phase = self.measure(&label, fleet, bodies, rate).await?;
@@ -762,7 +763,7 @@ impl Bench {
             .await?;
         let bodies = plan_mix(self.options.plan_signals)
             .into_iter()
-            .map(|f| alert(&format!("{name}-{f}")))
+            .map(|f| firing(&format!("{name}-{f}")))
             .collect();
         let rate = Schedule::Rate {
             per_s: self.options.rate,
@@ -778,7 +779,7 @@ impl Bench {
         let mut fleet = self
             .fleet(&name, ns.name(), replicas, locking, false)
             .await?;
-        let body = alert(&format!("{name}-0"));
+        let body = firing(&format!("{name}-0"));
         let bodies = vec![body; self.options.storm];
         self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
@@ -797,7 +798,7 @@ impl Bench {
             .fleet_in(name, ns.name(), Some(lock_ns.name()), 3, true, false)
             .await?;
         let pod = format!("{name}-0");
-        let bodies = vec![alert(&pod); self.options.storm];
+        let bodies = vec![firing(&pod); self.options.storm];
         self.phase("storm_split", &mut fleet, bodies, Schedule::Burst)
             .await?;
         let client = self.cp.admin_client();
@@ -836,7 +837,7 @@ impl Bench {
         };
         let pods = |k: usize| -> Vec<Bytes> {
             made.iter()
-                .map(|pods| alert_in(ns.name(), &pods[k]))
+                .map(|pods| firing_in(ns.name(), &pods[k]))
                 .collect()
         };
         self.phase("owners_new", &mut fleet, pods(0), rate).await?;
@@ -869,7 +870,7 @@ impl Bench {
         let bodies = made
             .iter()
             .flatten()
-            .map(|p| alert_in(ns.name(), p))
+            .map(|p| firing_in(ns.name(), p))
             .collect();
         self.phase(&scenario, &mut fleet, bodies, Schedule::Burst)
             .await?;
@@ -885,7 +886,7 @@ impl Bench {
             .await?;
         let f = self.options.scale_fingerprints.max(1);
         let bodies = (0..self.options.scale_signals)
-            .map(|i| alert(&format!("{name}-{}", i % f)))
+            .map(|i| firing(&format!("{name}-{}", i % f)))
             .collect();
         let closed = Schedule::Closed {
             in_flight: self.options.in_flight,

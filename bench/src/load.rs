@@ -48,14 +48,14 @@ pub fn spawn(
     Ok(gw)
 }
 
-/// alert is a webhook with one firing alert about `pod` in namespace `prod`, which
+/// firing is a webhook with one firing alert about `pod` in namespace `prod`, which
 /// does not exist: for gateways with owner resolution off.
-pub fn alert(pod: &str) -> Bytes {
-    alert_in("prod", pod)
+pub fn firing(pod: &str) -> Bytes {
+    firing_in("prod", pod)
 }
 
-/// alert_in is a webhook with one firing alert about Pod `pod` in namespace `ns`.
-pub fn alert_in(ns: &str, pod: &str) -> Bytes {
+/// firing_in is a webhook with one firing alert about Pod `pod` in namespace `ns`.
+pub fn firing_in(ns: &str, pod: &str) -> Bytes {
     json!({
         "version": "4", "status": "firing", "receiver": "sg", "groupKey": "{}:{}", "truncatedAlerts": 0,
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
@@ -77,9 +77,9 @@ pub struct Answer {
     pub latency: Duration,
 }
 
-/// post sends one webhook; the latency runs from `from`, the intended send
+/// timed_post sends one webhook; the latency runs from `from`, the intended send
 /// time, so that time spent waiting to be sent counts.
-pub(crate) async fn post(http: &Http, to: SocketAddr, body: Bytes, from: Instant) -> Answer {
+pub(crate) async fn timed_post(http: &Http, to: SocketAddr, body: Bytes, from: Instant) -> Answer {
     let status = async {
         let req = http::Request::post(format!("http://{to}/api/v1/signals/prometheus"))
             .header("content-type", "application/json")
@@ -155,7 +155,7 @@ async fn drive(
     let (http, targets) = (http.clone(), targets.to_vec());
     let send: Send = Arc::new(move |i, from| {
         let (http, to, body) = (http.clone(), targets[i % targets.len()], bodies[i].clone());
-        Box::pin(async move { post(&http, to, body, from).await })
+        Box::pin(async move { timed_post(&http, to, body, from).await })
     });
     drive_with(n, schedule, send).await
 }
@@ -355,7 +355,7 @@ async fn wait_signals(gws: &[&Gateway], marks: &[usize], want: u64) -> Batches {
 /// counts start after it.
 pub async fn warm_up(http: &Http, gw: &Gateway, body: Bytes) -> Result<(), BoxError> {
     let mark = gw.log_len();
-    let a = post(http, gw.addr(), body, Instant::now()).await;
+    let a = timed_post(http, gw.addr(), body, Instant::now()).await;
     if a.status != 201 && a.status != 202 {
         return Err(format!("warm-up request answered {}", a.status).into());
     }
@@ -403,7 +403,7 @@ pub struct LambdaStart {
 /// lambda_start measures one Lambda cold start: a fresh emulator, a new signal, its repeat.
 pub async fn lambda_start(cp: &ControlPlane, ns: &str, i: usize) -> Result<LambdaStart, BoxError> {
     let rie = Emulator::start(cp, ns, 30, &[]).await?;
-    let body = alert(&format!("bench-lambda-{i}"));
+    let body = firing(&format!("bench-lambda-{i}"));
     let event = function_url(std::str::from_utf8(&body)?);
     let mut timed = Vec::new();
     for want in [201, 202] {

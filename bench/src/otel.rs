@@ -1,26 +1,14 @@
-//! Otel runs a real OpenTelemetry Collector (`hack/tool.sh otelcol`) that
-//! receives the gateways' OTLP metrics and writes them to a JSON-lines file,
-//! and reads the gateways' lock metrics back from it.
+//! Otel reads the gateways' lock metrics back from the OpenTelemetry Collector
+//! (`testenv::collector`) that received their OTLP export.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-use crate::BoxError;
+use testenv::collector::{Collector, attributes, number};
 
 /// INSTANCE is the resource attribute that tells the gateways apart.
 const INSTANCE: &str = "service.instance.id";
-
-/// Collector is one otelcol process; it is killed when dropped.
-pub struct Collector {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
 
 /// LockCounts are one gateway's lock counters, as last exported.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -63,108 +51,42 @@ impl LockCounts {
     }
 }
 
-impl Collector {
-    /// start runs otelcol with an OTLP/HTTP receiver on a free loopback port.
-    pub fn start() -> Result<Collector, BoxError> {
-        let bin = tool_path("otelcol")?;
-        let dir = tempfile::tempdir()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = format!(
-            "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{port}\n\
-             exporters:\n  file:\n    path: {}\n\
-             service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [file]\n",
-            dir.path().join("metrics.jsonl").display()
-        );
-        let config_path = dir.path().join("otelcol.yaml");
-        std::fs::write(&config_path, config)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config={}", config_path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("otelcol.log"))?);
-        let child = testenv::spawn_tied(cmd)?;
-        let collector = Collector { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "otelcol did not open its port: {}",
-                    std::fs::read_to_string(collector.dir.path().join("otelcol.log"))
-                        .unwrap_or_default()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(collector)
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// locks reads the newest lock counters of every gateway instance.
-    pub fn locks(&self) -> BTreeMap<String, LockCounts> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("metrics.jsonl")).unwrap_or_default();
-        parse_locks(&text)
-    }
-
-    /// wait_locks polls until `instances` have all reported and nothing
-    /// changed for a second (bounded), and returns what was read.
-    pub async fn wait_locks(&self, instances: &[String]) -> BTreeMap<String, LockCounts> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = self.locks();
-        let mut stable_since = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.locks();
-            if now != last {
-                last = now;
-                stable_since = Instant::now();
-                continue;
-            }
-            let all = instances.iter().all(|i| last.contains_key(i));
-            if (all && stable_since.elapsed() > Duration::from_secs(1)) || Instant::now() > deadline
-            {
-                return last;
-            }
-        }
-    }
+/// locks reads the newest lock counters of every gateway instance.
+pub fn locks(collector: &Collector) -> BTreeMap<String, LockCounts> {
+    parse_locks(&collector.exported("metrics.jsonl"))
 }
 
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// tool_path is `hack/tool.sh NAME`'s last line, without testenv's panic.
-fn tool_path(name: &str) -> Result<PathBuf, BoxError> {
-    let out = Command::new(testenv::repo_root().join("hack/tool.sh"))
-        .arg(name)
-        .stderr(Stdio::inherit())
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.lines().last() {
-        Some(path) if out.status.success() => Ok(PathBuf::from(path.trim())),
-        _ => Err(format!("hack/tool.sh {name} failed").into()),
+/// wait_locks polls until `instances` have all reported and nothing
+/// changed for a second (bounded), and returns what was read.
+pub async fn wait_locks(
+    collector: &Collector,
+    instances: &[String],
+) -> BTreeMap<String, LockCounts> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = locks(collector);
+    let mut stable_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = locks(collector);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+            continue;
+        }
+        let all = instances.iter().all(|i| last.contains_key(i));
+        if (all && stable_since.elapsed() > Duration::from_secs(1)) || Instant::now() > deadline {
+            return last;
+        }
     }
 }
 
 /// parse_locks reads the lock counters by instance from the collector's
 /// JSON lines; the gateways export cumulative sums, so the newest wins.
-fn parse_locks(text: &str) -> BTreeMap<String, LockCounts> {
+fn parse_locks(lines: &[Value]) -> BTreeMap<String, LockCounts> {
     let mut out: BTreeMap<String, LockCounts> = BTreeMap::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for v in lines {
         for rm in v["resourceMetrics"].as_array().into_iter().flatten() {
-            let instance = attrs(&rm["resource"]["attributes"])
-                .remove(INSTANCE)
-                .unwrap_or_default();
+            let instance = text(&attributes(&rm["resource"]["attributes"])[INSTANCE]);
             for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
                 for m in sm["metrics"].as_array().into_iter().flatten() {
                     let name = m["name"].as_str().unwrap_or_default();
@@ -178,19 +100,18 @@ fn parse_locks(text: &str) -> BTreeMap<String, LockCounts> {
                         &m["histogram"]["dataPoints"]
                     };
                     for p in points.as_array().into_iter().flatten() {
-                        let value = number(&p["asInt"]);
+                        let value = number(&p["asInt"]).unwrap_or(0.0);
                         match name {
                             "gateway.lock.acquisition.attempts" => c.attempts = value,
                             "gateway.lock.acquisition.success" => c.success = value,
                             "gateway.lock.contention" => c.contention = value,
                             "gateway.lock.acquisition.failures" => {
-                                let reason =
-                                    attrs(&p["attributes"]).remove("reason").unwrap_or_default();
+                                let reason = text(&attributes(&p["attributes"])["reason"]);
                                 c.failures.insert(reason, value);
                             }
                             "gateway.lock.hold.duration" => {
-                                c.hold_count = number(&p["count"]);
-                                c.hold_sum = number(&p["sum"]);
+                                c.hold_count = number(&p["count"]).unwrap_or(0.0);
+                                c.hold_sum = number(&p["sum"]).unwrap_or(0.0);
                             }
                             _ => {}
                         }
@@ -202,32 +123,12 @@ fn parse_locks(text: &str) -> BTreeMap<String, LockCounts> {
     out
 }
 
-fn attrs(v: &Value) -> BTreeMap<String, String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            (
-                a["key"].as_str().unwrap_or_default().to_owned(),
-                scalar(&a["value"]),
-            )
-        })
-        .collect()
-}
-
-fn scalar(v: &Value) -> String {
+/// text is an attribute's value as a string ("" when absent).
+fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Object(o) => o.values().next().map(scalar).unwrap_or_default(),
+        Value::Null => String::new(),
         other => other.to_string(),
-    }
-}
-
-/// number reads an OTLP JSON number, which int64 fields carry as a string.
-fn number(v: &Value) -> f64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0.0),
-        other => other.as_f64().unwrap_or(0.0),
     }
 }
 
@@ -249,10 +150,8 @@ mod tests {
                     {"name": "gateway.lock.hold.duration", "histogram": {"dataPoints": [{"count": "2", "sum": 0.004}]}}
                 ]}]
             }]})
-            .to_string()
         };
-        let text = format!("{}\n{}\n", line(2, 0), line(5, 1));
-        let locks = parse_locks(&text);
+        let locks = parse_locks(&[line(2, 0), line(5, 1)]);
         let c = &locks["gw-0"];
         assert_eq!((c.attempts, c.success, c.superseded()), (5.0, 4.0, 1.0));
         assert_eq!(c.success_rate(), 1.0);

@@ -21,7 +21,7 @@ use kube::core::GroupVersionKind;
 use serde_json::json;
 use testenv::gateway::Gateway;
 
-use crate::load::{alert, post, spawn, warm_up};
+use crate::load::{firing, spawn, timed_post, warm_up};
 use crate::{Bench, BoxError, rrs};
 
 /// Fault is one kind of trouble the soak makes.
@@ -166,7 +166,7 @@ impl Bench {
                 &format!("soak-{i}"),
                 &env,
             )?;
-            warm_up(&self.http, &g, alert(&format!("warmup-soak-{i}"))).await?;
+            warm_up(&self.http, &g, firing(&format!("warmup-soak-{i}"))).await?;
             gws.push(g);
         }
         let addrs = Arc::new(Mutex::new(
@@ -190,7 +190,7 @@ impl Bench {
                     let to: SocketAddr = lock(&addrs)[i % 3];
                     let (http, ledger) = (http.clone(), Arc::clone(&ledger));
                     tasks.push(tokio::spawn(async move {
-                        let a = post(&http, to, alert(&pod), intended).await;
+                        let a = timed_post(&http, to, firing(&pod), intended).await;
                         lock(&ledger).answers.push((k, pod, a.status));
                     }));
                 }

@@ -39,9 +39,9 @@ const TOP_FIELDS: [&str; 12] = [
     "binary_mib",
 ];
 
-/// gateway is the signal-gateway binary of this target directory, which
+/// gateway_binary is the signal-gateway binary of this target directory, which
 /// must be newer than every source file of the gateway.
-fn gateway() -> PathBuf {
+fn gateway_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     let bin = exe
         .parent()
@@ -138,28 +138,42 @@ fn newest(dir: &std::path::Path) -> SystemTime {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     let out = tempfile::tempdir().expect("a temp dir");
-    let options = bench::Options::smoke(gateway(), out.path().to_owned());
+    let options = bench::Options::smoke(gateway_binary(), out.path().to_owned());
     let report = bench::run(options.clone())
         .await
         .unwrap_or_else(|e| panic!("the smoke bench failed: {e}"));
+    let md = assert_the_files_are_the_report(out.path(), &report.json);
+    let j = &report.json;
+    assert_every_scenario_ran_cleanly(&options, j);
+    assert_the_goals_and_top_figures(&md, j);
+    assert_the_soak_struck_every_fault(j);
+    assert_memory_baseline_and_size_are_measured(j);
+    assert_the_lock_figures_and_occurrences(j);
+}
 
+/// assert_the_files_are_the_report checks report.json against the report, and report.md
+/// and the latency SVG for their contents; it returns report.md.
+fn assert_the_files_are_the_report(out: &std::path::Path, report: &Value) -> String {
     let on_disk: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("report.json")).expect("report.json"),
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
     )
     .expect("report.json is JSON");
     // serde_json's default float parser may land one ULP off the written value,
     // so the report is compared as it reads back from its own text.
-    let written: Value = serde_json::from_str(
-        &serde_json::to_string_pretty(&report.json).expect("the report serializes"),
-    )
-    .expect("the report reads back");
+    let written: Value =
+        serde_json::from_str(&serde_json::to_string_pretty(report).expect("the report serializes"))
+            .expect("the report reads back");
     assert_eq!(on_disk, written);
-    let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("## Figures and targets") && md.contains("latency_cdf.svg"));
-    let svg = std::fs::read_to_string(out.path().join("latency_cdf.svg")).expect("the SVG");
+    let svg = std::fs::read_to_string(out.join("latency_cdf.svg")).expect("the SVG");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    md
+}
 
-    let j = &report.json;
+/// assert_every_scenario_ran_cleanly checks every scenario and lock setting: all fields,
+/// no error or duplicate, the signals it was to send, and its own correctness figures.
+fn assert_every_scenario_ran_cleanly(options: &bench::Options, j: &Value) {
     for name in bench::SCENARIOS {
         let owners = bench::OWNER_SCENARIOS.contains(&name);
         let lock_on_only = bench::LOCK_ON_ONLY_SCENARIOS.contains(&name);
@@ -201,10 +215,10 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
                 "{name}.{setting}: {run}"
             );
             if owners {
-                owners_counted(name, &options, run);
+                owners_counted(name, options, run);
             }
             if name == "storm_split" {
-                split_counted(&options, run);
+                split_counted(options, run);
             }
         }
     }
@@ -217,6 +231,11 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
             );
         }
     }
+}
+
+/// assert_the_goals_and_top_figures checks the `storm_split` goals, in both files, and that
+/// every top-level figure is a number.
+fn assert_the_goals_and_top_figures(md: &str, j: &Value) {
     assert!(
         md.contains("| storm_split | on |"),
         "report.md has a `storm_split` row"
@@ -243,7 +262,11 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     for field in TOP_FIELDS {
         assert!(j[field].is_number(), "{field}: {}", j[field]);
     }
-    // The soak: every fault kind struck, nothing duplicated, nothing acknowledged lost.
+}
+
+/// assert_the_soak_struck_every_fault checks the soak: every fault kind struck, nothing
+/// duplicated, nothing acknowledged lost.
+fn assert_the_soak_struck_every_fault(j: &Value) {
     let soak = &j["soak"];
     let kinds: Vec<&str> = soak["faults"]
         .as_array()
@@ -260,7 +283,12 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
     assert_eq!(soak["total"]["duplicates"], 0, "{soak}");
     assert_eq!(soak["total"]["acknowledged_not_counted"], 0, "{soak}");
     assert!(soak["total"]["answered_2xx"].as_u64() > Some(0), "{soak}");
-    // Memory per replica, the ten-replica fleets among them.
+}
+
+/// assert_memory_baseline_and_size_are_measured checks the memory per replica (the
+/// ten-replica fleets among them), that the raw baseline sends what the gateway sends and
+/// both are measured, and the binary's sizes.
+fn assert_memory_baseline_and_size_are_measured(j: &Value) {
     let memory = j["rss_per_replica"].as_array().expect("rss_per_replica");
     assert!(
         memory
@@ -268,7 +296,6 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
             .any(|m| m["replicas"] == 10 && m["peak_mib_max"].as_f64() > Some(0.0)),
         "{memory:?}"
     );
-    // The raw baseline sends what the gateway sends, and both are measured.
     for kind in ["new", "duplicate"] {
         let b = &j["raw_baseline"][kind];
         for field in [
@@ -297,6 +324,11 @@ async fn the_smoke_bench_reports_every_scenario_without_errors_or_duplicates() {
         stripped > Some(0.0) && stripped <= ran,
         "the shipped (stripped) size is measured, and no larger than the binary run: {stripped:?} {ran:?}"
     );
+}
+
+/// assert_the_lock_figures_and_occurrences checks the lock rates and counts, and that every
+/// acknowledged signal was counted.
+fn assert_the_lock_figures_and_occurrences(j: &Value) {
     for field in ["lock_acquisition_success_rate", "lock_contention_rate"] {
         let rate = j[field].as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");

@@ -9,8 +9,9 @@ use std::{
 
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
+use testenv::prometheus;
 
-use crate::support::{Http, PROMETHEUS, active_per_target, free_port, http, rrs, setup, spawn};
+use crate::support::{Http, PROMETHEUS, active_per_target, http, rrs, setup, spawn};
 
 /// Alertmanager is one alertmanager process with the given configuration.
 pub(crate) struct Alertmanager {
@@ -24,7 +25,7 @@ impl Alertmanager {
         let dir = tempfile::tempdir().expect("a temp dir");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config).expect("writing the config");
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", testenv::free_port().expect("a free port"));
         let mut cmd = Command::new(testenv::tool("alertmanager"));
         cmd.arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
@@ -83,14 +84,12 @@ impl Alertmanager {
     /// (sent, failed).
     pub(crate) async fn notifications(&self, http: &Http) -> (u64, u64) {
         let (_, metrics) = self.get(http, "/metrics").await.unwrap_or_default();
+        let samples = prometheus::parse(&metrics);
         let sum = |name: &str| -> u64 {
-            metrics
-                .lines()
-                .filter(|l| {
-                    l.starts_with(&format!("{name}{{")) && l.contains("integration=\"webhook\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .map(|v| v as u64)
+            samples
+                .iter()
+                .filter(|s| s.name == name && s.has(&[("integration", "webhook")]))
+                .map(|s| s.value as u64)
                 .sum()
         };
         (

@@ -23,6 +23,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{Scope, pinned_kind};
 use serde::Deserialize;
 use serde_json::Value;
+use testenv::kubelet::pod_from_template;
 use testenv::{ControlPlane, Identity};
 
 /// RELEASE is the Helm release name; the chart names its objects after it.
@@ -1184,21 +1185,6 @@ async fn restricted(admin: &kube::Client, ns: &str) {
         .expect("labelling the namespace restricted");
 }
 
-/// pod_from_template is a Pod made from the stored Deployment's template.
-pub(crate) fn pod_from_template(
-    deployment: &Deployment,
-    name: &str,
-) -> k8s_openapi::api::core::v1::Pod {
-    let template = deployment.spec.template.clone();
-    let mut metadata = template.metadata.unwrap_or_default();
-    metadata.name = Some(name.to_owned());
-    k8s_openapi::api::core::v1::Pod {
-        metadata,
-        spec: template.spec,
-        status: None,
-    }
-}
-
 #[tokio::test]
 async fn the_pod_template_passes_pod_security_restricted() {
     let cp = testenv::shared();
@@ -1958,13 +1944,31 @@ async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
         ],
     );
     check_common(&objects, ns.name());
+    assert_the_network_policy_admits_senders_and_monitoring(&objects, ns.name());
+    assert_the_helm_test_pods_check_the_senders_role(&objects, ns.name());
+    assert_the_pod_extras_reach_the_container(&objects, ns.name());
+    // Everything applies; the test pods (created, never run here) pass "restricted".
+    apply(&admin, &objects).await;
+    let stored = Api::<Pod>::namespaced(admin, ns.name())
+        .get(&format!("{RELEASE}-test-sender"))
+        .await
+        .expect("the test pod was admitted");
+    assert_eq!(
+        stored.spec.and_then(|s| s.service_account_name).as_deref(),
+        Some(format!("{RELEASE}-test-sender").as_str())
+    );
+    refused(&[(&["helmTest.enabled=true"][..], "/helmTest/image")]);
+}
+
+/// assert_the_network_policy_admits_senders_and_monitoring checks the NetworkPolicy: the API
+/// port from the senders (and this release's test pods), metrics from monitoring.
+fn assert_the_network_policy_admits_senders_and_monitoring(objects: &[DynamicObject], ns: &str) {
     let selector = serde_json::json!({
         "app.kubernetes.io/name": "signal-gateway",
         "app.kubernetes.io/instance": RELEASE,
     });
 
-    // The API port from the senders (and this release's test pods), metrics from monitoring.
-    let policy = find(&objects, "NetworkPolicy", Some(ns.name()), RELEASE);
+    let policy = find(objects, "NetworkPolicy", Some(ns), RELEASE);
     let spec = &policy.data["spec"];
     assert_eq!(spec["podSelector"]["matchLabels"], selector);
     assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
@@ -1980,11 +1984,14 @@ async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
         ])
     );
+}
 
-    // helm test: a sender expecting 200 "ignored", an account without the role 403.
+/// assert_the_helm_test_pods_check_the_senders_role checks `helm test`: a sender expecting
+/// 200 "ignored", an account without the role 403.
+fn assert_the_helm_test_pods_check_the_senders_role(objects: &[DynamicObject], ns: &str) {
     for (who, want) in [("sender", "200"), ("nobody", "403")] {
         let name = format!("{RELEASE}-test-{who}");
-        let pod = find(&objects, "Pod", Some(ns.name()), &name);
+        let pod = find(objects, "Pod", Some(ns), &name);
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(
             annotations.get("helm.sh/hook").map(String::as_str),
@@ -2015,19 +2022,19 @@ async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
             env["URL"],
             format!(
                 "http://{RELEASE}.{}.svc:8080/api/v1/signals/kubernetes-event",
-                ns.name()
+                ns
             )
         );
         assert_eq!(
             spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
             "signal-gateway"
         );
-        find(&objects, "ServiceAccount", Some(ns.name()), &name);
+        find(objects, "ServiceAccount", Some(ns), &name);
     }
     let test_role = rules_of(find(
-        &objects,
+        objects,
         "Role",
-        Some(ns.name()),
+        Some(ns),
         &format!("{RELEASE}-test-sender"),
     ));
     assert_eq!(
@@ -2038,8 +2045,11 @@ async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
             "create".to_owned()
         )])
     );
+}
 
-    let container = gateway_container(&objects, ns.name());
+/// assert_the_pod_extras_reach_the_container checks `envFrom` and the extra volume mount.
+fn assert_the_pod_extras_reach_the_container(objects: &[DynamicObject], ns: &str) {
+    let container = gateway_container(objects, ns);
     assert_eq!(
         container["envFrom"],
         serde_json::json!([{"configMapRef": {"name": "sg-env"}}])
@@ -2050,17 +2060,6 @@ async fn network_policy_helm_test_and_pod_extras_apply_under_restricted() {
             .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/etc/otel-ca")),
         "{container}"
     );
-    // Everything applies; the test pods (created, never run here) pass "restricted".
-    apply(&admin, &objects).await;
-    let stored = Api::<Pod>::namespaced(admin, ns.name())
-        .get(&format!("{RELEASE}-test-sender"))
-        .await
-        .expect("the test pod was admitted");
-    assert_eq!(
-        stored.spec.and_then(|s| s.service_account_name).as_deref(),
-        Some(format!("{RELEASE}-test-sender").as_str())
-    );
-    refused(&[(&["helmTest.enabled=true"][..], "/helmTest/image")]);
 }
 
 #[test]

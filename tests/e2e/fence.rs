@@ -25,7 +25,7 @@ use signal_gateway::{
 };
 use testenv::ControlPlane;
 
-use crate::support::{PROMETHEUS, firing, fp_of, in_process, plane, private_plane, send};
+use crate::support::{firing, fp_of, in_process, plane, post, private_plane};
 
 const NOT_CANCELLED: &(dyn Fn() -> bool + Sync) = &|| false;
 
@@ -484,12 +484,6 @@ async fn gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router 
     in_process(cp, ns, extra).await
 }
 
-/// post sends a webhook to the gateway.
-async fn post(app: &Router, body: &str) -> (u16, Value) {
-    let (status, _, value) = send(app, PROMETHEUS, "application/json", body.to_owned()).await;
-    (status.as_u16(), value)
-}
-
 fn rr_api(cp: &ControlPlane, ns: &str) -> Api<RemediationRequest> {
     Api::namespaced(cp.admin_client(), ns)
 }
@@ -746,49 +740,22 @@ async fn a_stale_view_after_deletion_costs_a_retry_not_a_duplicate() {
 /// requests_of reads the API server's `apiserver_request_total`, summed by
 /// "VERB resource[/subresource]", for the resources the gateway reads or writes.
 async fn requests_of(cp: &ControlPlane) -> std::collections::BTreeMap<String, f64> {
-    let req = axum::http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("a request");
-    let text = cp
-        .admin_client()
-        .request_text(req)
+    let samples = testenv::prometheus::apiserver(&cp.admin_client())
         .await
         .expect("scraping the API server");
-    let label = |labels: &str, name: &str| -> String {
-        let key = format!("{name}=\"");
-        labels
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(key.as_str()))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or("")
-            .to_owned()
-    };
+    let gateways = [
+        "remediationrequests",
+        "leases",
+        "pods",
+        "replicasets",
+        "jobs",
+    ];
     let mut counts = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let resource = label(labels, "resource");
-        let gateways = [
-            "remediationrequests",
-            "leases",
-            "pods",
-            "replicasets",
-            "jobs",
-        ];
-        if !gateways.contains(&resource.as_str()) {
-            continue;
-        }
-        let sub = label(labels, "subresource");
-        let what = if sub.is_empty() {
-            format!("{} {resource}", label(labels, "verb"))
-        } else {
-            format!("{} {resource}/{sub}", label(labels, "verb"))
-        };
-        *counts.entry(what).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "apiserver_request_total" && gateways.contains(&s.label("resource")))
+    {
+        *counts.entry(s.request()).or_insert(0.0) += s.value;
     }
     counts
 }

@@ -12,21 +12,18 @@ use testenv::{ControlPlane, Identity};
 use tower::ServiceExt;
 
 use crate::support::{
-    EVENTS, PROMETHEUS, active, alert, firing, in_process, plane, private_plane, rrs, send, webhook,
+    EVENTS, PROMETHEUS, active_of, alert, firing, in_process, oneshot, plane, post_to,
+    private_plane, rrs, webhook,
 };
 
-/// gateway_with assembles an in-process gateway in `ns` and returns its router.
-async fn gateway_with(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
-    in_process(cp, ns, extra).await
-}
-
+/// gateway is an in-process gateway in `ns` with the defaults of [`in_process`].
 async fn gateway(cp: &ControlPlane, ns: &str) -> Router {
     in_process(cp, ns, &[]).await
 }
 
 /// call sends a JSON body to `path` in-process and returns status and body.
 async fn call(app: &Router, path: &str, body: String) -> (StatusCode, Value) {
-    let (status, _, value) = send(app, path, "application/json", body).await;
+    let (status, _, value) = post_to(app, path, "application/json", body).await;
     (status, value)
 }
 
@@ -114,7 +111,7 @@ async fn a_terminal_rr_makes_the_next_signal_open_a_new_one() {
 
     let list = rrs(cp, ns.name()).await;
     assert_eq!(list.len(), 2);
-    assert_eq!(active(&list).len(), 1);
+    assert_eq!(active_of(&list).len(), 1);
 }
 
 #[tokio::test]
@@ -150,9 +147,9 @@ async fn concurrent_new_signals_create_exactly_one_rr_with_or_without_locking() 
         let ns = cp.new_namespace().await.unwrap();
         let extra = [("GATEWAY_ENABLE_DISTRIBUTED_LOCKING", locking)];
         let instances = [
-            gateway_with(cp, ns.name(), &extra).await,
-            gateway_with(cp, ns.name(), &extra).await,
-            gateway_with(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
+            in_process(cp, ns.name(), &extra).await,
         ];
         let n = 30;
         let mut tasks = Vec::new();
@@ -275,7 +272,7 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
         detail.starts_with("event timestamp too old: possible stale event: field `lastTimestamp`"),
         "{detail}"
     );
-    let post = |header: String| {
+    let stamped = |header: String| {
         let app = app.clone();
         async move {
             let req = Request::post(PROMETHEUS)
@@ -283,19 +280,12 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
                 .header("x-timestamp", header)
                 .body(Body::from(firing("replayed-0")))
                 .unwrap();
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or_default(),
-            )
+            let (status, _, body) = oneshot(&app, req).await;
+            (status, body)
         }
     };
     let now = jiff::Timestamp::now().as_second();
-    let (status, problem) = post((now - 3600).to_string()).await;
+    let (status, problem) = stamped((now - 3600).to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
         problem["detail"]
@@ -304,16 +294,16 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
                 .starts_with("timestamp too old: possible replay attack: header `X-Timestamp`")),
         "{problem}"
     );
-    let (status, problem) = post("soon".into()).await;
+    let (status, problem) = stamped("soon".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
         rrs(cp, ns.name()).await.is_empty(),
         "nothing refused is written"
     );
-    let (status, body) = post(now.to_string()).await;
+    let (status, body) = stamped(now.to_string()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let off = gateway_with(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
+    let off = in_process(cp, ns.name(), &[("GATEWAY_REPLAY_WINDOW_SECONDS", "0")]).await;
     let (status, body) = call(&off, EVENTS, stale).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
@@ -322,7 +312,7 @@ async fn the_replay_window_refuses_stale_signals_with_400_and_zero_turns_it_off(
 async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(cp, ns.name(), &[("GATEWAY_MAX_BODY_BYTES", "4096")]).await;
+    let app = in_process(cp, ns.name(), &[("GATEWAY_MAX_BODY_BYTES", "4096")]).await;
 
     let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
         (
@@ -383,7 +373,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
         ),
     ];
     for (path, ct, body, want, mentions) in cases {
-        let (status, headers, problem) = send(&app, path, ct, body).await;
+        let (status, headers, problem) = post_to(&app, path, ct, body).await;
         assert_eq!(status, want, "{problem}");
         assert_eq!(headers["content-type"], "application/problem+json");
         let detail = problem["detail"].as_str().unwrap_or_default();
@@ -399,7 +389,7 @@ async fn invalid_inputs_get_clear_4xx_and_write_nothing() {
 async fn tokenreview_auth_refuses_tokens_not_issued_for_the_gateway() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
+    let app = in_process(cp, ns.name(), &[("GATEWAY_AUTH", "tokenreview")]).await;
     let body = firing("auth-0");
     let call = |token: Option<String>| {
         let app = app.clone();
@@ -468,7 +458,7 @@ async fn the_lambda_adapter_serves_the_same_router() {
 async fn private_gateway() -> (ControlPlane, Router) {
     let cp = private_plane().await;
     let ns = cp.new_namespace().await.unwrap();
-    let app = gateway_with(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
+    let app = in_process(&cp, ns.name(), &[("GATEWAY_API_TIMEOUT_MS", "3000")]).await;
     (cp, app)
 }
 
@@ -481,10 +471,10 @@ async fn api_server_outage_gives_503_then_recovers_without_restart() {
 
     cp.stop_apiserver();
     let (status, headers, problem) =
-        send(&app, PROMETHEUS, "application/json", firing("outage-0")).await;
+        post_to(&app, PROMETHEUS, "application/json", firing("outage-0")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert!(headers.contains_key("retry-after"));
-    let (status, _, _) = send(&app, PROMETHEUS, "application/json", firing("outage-1")).await;
+    let (status, _, _) = post_to(&app, PROMETHEUS, "application/json", firing("outage-1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     cp.start_apiserver()
@@ -533,7 +523,7 @@ async fn a_hung_api_server_gives_503_within_the_call_timeout_then_recovers() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let start = std::time::Instant::now();
     let (status, headers, problem) =
-        send(&app, PROMETHEUS, "application/json", firing("hung-0")).await;
+        post_to(&app, PROMETHEUS, "application/json", firing("hung-0")).await;
     let waited = start.elapsed();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);

@@ -10,7 +10,6 @@
 //! the unpacked root, which is what a static binary with nothing else to load
 //! makes equivalent.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,60 +17,16 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use serde_json::Value;
+use testenv::kubelet::Image;
 use testenv::{ControlPlane, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{active, firing, http, post, rrs, setup};
+use crate::support::{active_of, firing, http, post_http, rrs, setup};
 
 /// IMAGE_UID is the numeric user the image runs as (hack/image.sh, Dockerfile).
 pub const IMAGE_UID: u32 = 65532;
 /// WAIT bounds every wait for the image's process.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Image is the built archive's config and name, and its layers unpacked.
-pub struct Image {
-    /// config is the image config's `config` (User, Env, Entrypoint, ...).
-    pub config: Value,
-    pub ref_name: String,
-    pub root: PathBuf,
-}
-
-impl Image {
-    /// entrypoint is the entrypoint's path inside the unpacked root, then
-    /// the rest of the entrypoint and the default command.
-    pub fn command(&self) -> (PathBuf, Vec<String>) {
-        let mut argv: Vec<String> = strings(&self.config["Entrypoint"]);
-        argv.extend(strings(&self.config["Cmd"]));
-        assert!(!argv.is_empty(), "the image has no entrypoint");
-        let exe = self.root.join(argv.remove(0).trim_start_matches('/'));
-        (exe, argv)
-    }
-
-    /// env is the image config's environment.
-    pub fn env(&self) -> BTreeMap<String, String> {
-        strings(&self.config["Env"])
-            .into_iter()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').expect("Env entries are KEY=VALUE");
-                (k.to_owned(), v.to_owned())
-            })
-            .collect()
-    }
-
-    /// workdir is the config's working directory inside the unpacked root.
-    pub fn workdir(&self) -> PathBuf {
-        let dir = self.config["WorkingDir"].as_str().unwrap_or("/");
-        self.root.join(dir.trim_start_matches('/'))
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s.as_str().expect("a string").to_owned())
-        .collect()
-}
 
 /// image builds the image once per test binary (`SIGNAL_GATEWAY_IMAGE`, set
 /// by hack/test.sh, names an archive it built already) and unpacks it.
@@ -368,13 +323,7 @@ pub fn localhost_kubeconfig(cp: &ControlPlane, id: Identity, path: &Path) {
     std::fs::write(path, text.replace(&by_ip, &by_name)).expect("writing a kubeconfig");
 }
 
-/// get answers `GET path` on `addr` with the status code.
-pub async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    let req = axum::http::Request::get(format!("http://{addr}{path}"))
-        .body(http_body_util::Full::new(axum::body::Bytes::new()))
-        .expect("a request");
-    http().request(req).await.map_or(0, |r| r.status().as_u16())
-}
+pub use testenv::kubelet::get_status;
 
 /// accept_otlp waits for one OTLP/HTTP request on `listener`, answers 200,
 /// and returns its request line.
@@ -445,13 +394,13 @@ async fn the_images_entrypoint_serves_a_signal_and_resolves_host_names() {
         proc.log()
     );
 
-    let (status, body) = post(&http(), proc.addr, firing("image-pod"))
+    let (status, body) = post_http(&http(), proc.addr, firing("image-pod"))
         .await
         .expect("an answer");
     assert_eq!(status, 201, "{body}\n{}", proc.log());
     assert_eq!(body["results"][0]["status"], "created", "{body}");
     let list = rrs(cp, ns.name()).await;
-    assert_eq!(active(&list).len(), 1, "{list:?}");
+    assert_eq!(active_of(&list).len(), 1, "{list:?}");
 
     // The metrics flushed at exit go to `localhost`.
     let export = tokio::spawn(accept_otlp(otlp));

@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 
 use crate::chart::{apply, kind, service_account_client};
 use crate::image::{Proc, get_status, image};
-use crate::support::{active, firing, http, plane, post, rrs};
+use crate::support::{active_of, firing, http, plane, post_http, rrs};
 
 /// manifest is knative/service.yaml as JSON.
 fn manifest() -> Value {
@@ -114,6 +114,16 @@ fn flagged(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>) {
 #[test]
 fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
     let svc = manifest();
+    assert_no_feature_flagged_or_unknown_field(&svc);
+    assert_it_is_cluster_local_and_scales_from_zero(&svc);
+    assert_its_timeout_outlasts_the_gateways_bounds(&svc);
+    assert_the_container_is_restricted_and_the_charts_image(&svc);
+    assert_the_recipe_installs_the_account_it_runs_as(&svc);
+}
+
+/// assert_no_feature_flagged_or_unknown_field checks the Service's spec against Knative's
+/// Service CRD.
+fn assert_no_feature_flagged_or_unknown_field(svc: &Value) {
     let crd = knative_crds()
         .into_iter()
         .find(|c| c.metadata.name.as_deref() == Some("services.serving.knative.dev"))
@@ -132,7 +142,11 @@ fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
         found.is_empty(),
         "feature-flagged or unknown fields: {found:#?}"
     );
+}
 
+/// assert_it_is_cluster_local_and_scales_from_zero checks the visibility and the
+/// autoscaling annotations.
+fn assert_it_is_cluster_local_and_scales_from_zero(svc: &Value) {
     assert_eq!(
         svc["metadata"]["labels"]["networking.knative.dev/visibility"],
         "cluster-local"
@@ -159,11 +173,14 @@ fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
         0 < target && target <= concurrency,
         "{target} {concurrency}"
     );
+}
 
-    // The request timeout outlasts the gateway's own bounds (src/app.rs: a
-    // batch takes at most lock wait + 12 API timeouts; a request at most
-    // GATEWAY_REQUEST_TIMEOUT_MS, 60 s by default).
-    let env = container_env(&svc);
+/// assert_its_timeout_outlasts_the_gateways_bounds checks the request timeout against the
+/// gateway's own bounds (src/app.rs: a batch takes at most lock wait + 12 API timeouts; a
+/// request at most GATEWAY_REQUEST_TIMEOUT_MS, 60 s by default), and the environment.
+fn assert_its_timeout_outlasts_the_gateways_bounds(svc: &Value) {
+    let template = &svc["spec"]["template"];
+    let env = container_env(svc);
     let ms = |k: &str, default: u64| env.get(k).map_or(default, |v| v.parse().expect("a number"));
     let batch_ms = ms("GATEWAY_LOCK_WAIT_MS", 5000) + 12 * ms("GATEWAY_API_TIMEOUT_MS", 5000);
     let request_ms = ms("GATEWAY_REQUEST_TIMEOUT_MS", 60_000);
@@ -177,7 +194,12 @@ fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
     );
     assert!(env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"), "{env:?}");
     assert!(!env.contains_key("POD_NAME"), "{env:?}");
-    let container = &template["spec"]["containers"][0];
+}
+
+/// assert_the_container_is_restricted_and_the_charts_image checks the container's requests,
+/// security context and image.
+fn assert_the_container_is_restricted_and_the_charts_image(svc: &Value) {
+    let container = &svc["spec"]["template"]["spec"]["containers"][0];
     assert!(container["resources"]["requests"].is_object());
     let sc = &container["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
@@ -186,9 +208,13 @@ fn the_service_uses_no_feature_flagged_field_and_the_chart_account() {
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
     let (repository, version) = crate::image::chart_image();
     assert_eq!(container["image"], format!("{repository}:{version}"));
+}
 
-    // The recipe's Helm command installs the account the Service runs as, its
-    // RBAC and the CRD, and nothing that would serve on its own.
+/// assert_the_recipe_installs_the_account_it_runs_as checks that the recipe's Helm command
+/// installs the account the Service runs as, its RBAC and the CRD, and nothing that would
+/// serve on its own.
+fn assert_the_recipe_installs_the_account_it_runs_as(svc: &Value) {
+    let template = &svc["spec"]["template"];
     let ns = svc["metadata"]["namespace"].as_str().expect("a namespace");
     let text = std::fs::read_to_string(testenv::repo_root().join("knative/service.yaml"))
         .expect("knative/service.yaml");
@@ -361,7 +387,7 @@ async fn from_zero_the_image_serves_its_first_request_as_knative_runs_it() {
         "{}",
         proc.log()
     );
-    let (status, body) = post(&http(), proc.addr, firing("knative-pod"))
+    let (status, body) = post_http(&http(), proc.addr, firing("knative-pod"))
         .await
         .expect("an answer");
     let first = started.elapsed();
@@ -371,5 +397,5 @@ async fn from_zero_the_image_serves_its_first_request_as_knative_runs_it() {
         "first request took {first:?}, the Service allows {timeout:?}"
     );
     eprintln!("knative cold start: first request answered {first:?} after spawn");
-    assert_eq!(active(&rrs(cp, ns.name()).await).len(), 1);
+    assert_eq!(active_of(&rrs(cp, ns.name()).await).len(), 1);
 }

@@ -4,7 +4,7 @@
 //! gateway serves the same instruments on `GATEWAY_METRICS_ADDR`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::{SocketAddr, TcpListener},
     path::Path,
     time::{Duration, Instant},
@@ -13,61 +13,12 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use testenv::collector::Collector;
+use testenv::gateway::Gateway;
+use testenv::prometheus::{Sample, parse, sum, value};
 
-use crate::support::{Http, PROMETHEUS, alert, firing, http, post, setup, spawn, webhook};
-
-/// Sample is one line of the Prometheus text format.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// parse reads the samples of a Prometheus text exposition.
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(p) => p,
-            None => continue,
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let mut map = BTreeMap::new();
-        // Label values here never hold `",`.
-        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
-            if let Some((k, v)) = pair.split_once("=\"") {
-                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-            }
-        }
-        out.push(Sample {
-            name: name.to_owned(),
-            labels: map,
-            value: value.parse().unwrap_or(f64::NAN),
-        });
-    }
-    out
-}
-
-/// sum adds the samples of `name` whose labels include `with`.
-fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && with
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
+use crate::support::{
+    Http, PROMETHEUS, alert, firing, http, post_http, post_http_as, setup, spawn, webhook,
+};
 
 async fn get(http: &Http, url: &str) -> Option<String> {
     let req = axum::http::Request::get(url)
@@ -136,6 +87,52 @@ const LOCK_NAMES: [&str; 6] = [
 async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
+    let mut gws = start_three_gateways(cp, ns.name(), &collector);
+    let http = http();
+    let scrape_b = format!("http://{}/metrics", metrics_addr(&gws[1]));
+    contend_for_one_lock(&http, &gws[0], &gws[1], &scrape_b).await;
+    send_new_duplicate_and_invalid_signals(&http, &gws[0], &gws[1]).await;
+    resolve_a_deployment_and_refuse_a_missing_pod(&http, &gws[2], ns.name()).await;
+    // The batch line of the traced request carries the caller's trace id.
+    gws[0]
+        .wait_logged(&format!("\"trace_id\":\"{TRACE}\""))
+        .await;
+    assert_gw_b_serves_its_lock_metrics(&http, &scrape_b).await;
+
+    // SIGTERM flushes what was recorded since the last (never reached) export period.
+    for gw in &mut gws {
+        gw.signal(libc::SIGTERM);
+        let status = gw.wait().expect("the gateway exits");
+        assert!(status.success(), "{} exited with {status}", gw.name());
+    }
+    let samples = wait_for_the_collectors_totals(&http, &collector).await;
+    assert_untouched_series_exist_at_zero(&samples);
+    assert_process_metrics_are_plausible(&samples);
+    assert_lock_series_and_their_instances(&samples, ns.name());
+    // The names the dashboard and the alert rules query were all received.
+    for name in dashboard_and_rule_metrics() {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "{name} is queried by chart/dashboards or chart/files but never arrived"
+        );
+    }
+    let names = collector.otlp_names();
+    assert!(
+        names.contains("gateway.lock.acquisition.attempts"),
+        "{names:?}"
+    );
+    wait_for_the_spans_of_the_trace(&collector).await;
+}
+
+/// TRACE is the trace id of the caller's `traceparent` in the collector test.
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// start_three_gateways starts gw-a, gw-b and gw-c exporting to `collector`.
+fn start_three_gateways(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    collector: &Collector,
+) -> [Gateway; 3] {
     let endpoint = collector.endpoint();
     let grpc = format!("http://127.0.0.1:{}", collector.grpc_port);
     // gw-a pauses its first claim while it holds the lock; gw-b exports over gRPC and
@@ -157,22 +154,25 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
         ("GATEWAY_OWNER_RESOLUTION", "true"),
     ];
-    let mut gw_a = spawn(cp, ns.name(), "gw-a", &a_env);
-    let mut gw_b = spawn(cp, ns.name(), "gw-b", &b_env);
-    let mut gw_c = spawn(cp, ns.name(), "gw-c", &c_env);
-    let http = http();
-    let scrape_b = format!("http://{}/metrics", metrics_addr(&gw_b));
+    [
+        spawn(cp, ns, "gw-a", &a_env),
+        spawn(cp, ns, "gw-b", &b_env),
+        spawn(cp, ns, "gw-c", &c_env),
+    ]
+}
 
-    // Contended: gw-a holds the lock of pod "held" while paused; gw-b waits for it.
+/// contend_for_one_lock has gw-a hold the lock of pod "held" while paused and gw-b wait for
+/// it: the first is created, the second a duplicate.
+async fn contend_for_one_lock(http: &Http, gw_a: &Gateway, gw_b: &Gateway, scrape_b: &str) {
     let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
     let first = tokio::spawn({
         let http = http.clone();
-        async move { post(&http, a_addr, firing("held")).await }
+        async move { post_http(&http, a_addr, firing("held")).await }
     });
     gw_a.wait_logged("paused").await;
     let second = tokio::spawn({
         let http = http.clone();
-        async move { post(&http, b_addr, firing("held")).await }
+        async move { post_http(&http, b_addr, firing("held")).await }
     });
     // gw-b is waiting once it re-reads the held record after a backoff: its third GET of
     // the Lease (the first is its cold read, the second the look before waiting), counted
@@ -180,7 +180,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
     let lease_gets = [("verb", "get"), ("resource", "leases")];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = get(&http, &scrape_b).await.unwrap_or_default();
+        let text = get(http, scrape_b).await.unwrap_or_default();
         if sum(
             &parse(&text),
             "gateway_kube_api_requests_total",
@@ -204,35 +204,41 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         gw_a.logs().join("\n"),
         gw_b.logs().join("\n")
     );
+}
 
-    // New (with a caller's trace), duplicate, and invalid signals.
-    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+/// send_new_duplicate_and_invalid_signals sends a new signal (with a caller's trace) to
+/// gw-a, its duplicate to gw-b, and an invalid one to each.
+async fn send_new_duplicate_and_invalid_signals(http: &Http, gw_a: &Gateway, gw_b: &Gateway) {
+    let (a_addr, b_addr) = (gw_a.addr(), gw_b.addr());
+    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
     assert_eq!(
-        post_raw(&http, a_addr, &firing("fresh"), Some(&traceparent)).await,
+        post_raw(http, a_addr, &firing("fresh"), Some(&traceparent)).await,
         201
     );
     assert_eq!(
-        post(&http, b_addr, firing("fresh")).await.map(|r| r.0),
+        post_http(http, b_addr, firing("fresh")).await.map(|r| r.0),
         Some(202)
     );
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
     assert_eq!(
-        post_raw(&http, a_addr, &webhook(vec![no_target]), None).await,
+        post_raw(http, a_addr, &webhook(vec![no_target]), None).await,
         400
     );
-    assert_eq!(post_raw(&http, b_addr, "{not json", None).await, 400);
+    assert_eq!(post_raw(http, b_addr, "{not json", None).await, 400);
+}
 
-    // gw-c: a Deployment is its own workload (resolved with no request); a Pod that does
-    // not exist is refused with resource_not_found.
+/// resolve_a_deployment_and_refuse_a_missing_pod has gw-c take a Deployment as its own
+/// workload (resolved with no request) and refuse a Pod that does not exist with
+/// resource_not_found.
+async fn resolve_a_deployment_and_refuse_a_missing_pod(http: &Http, gw_c: &Gateway, ns: &str) {
     let mut deployment = alert("unused", "firing");
     deployment["labels"] = serde_json::json!({
-        "alertname": "KubeDeploymentReplicasMismatch", "namespace": ns.name(),
+        "alertname": "KubeDeploymentReplicasMismatch", "namespace": ns,
         "deployment": "web", "severity": "warning"
     });
     let mut gone = alert("gone-0", "firing");
-    gone["labels"]["namespace"] = ns.name().into();
-    let answer = post(&http, gw_c.addr(), webhook(vec![deployment, gone])).await;
+    gone["labels"]["namespace"] = ns.into();
+    let answer = post_http(http, gw_c.addr(), webhook(vec![deployment, gone])).await;
     let statuses = answer.as_ref().map(|(code, body)| {
         let results = body["results"].as_array().cloned().unwrap_or_default();
         let each: Vec<Value> = results.iter().map(|r| r["status"].clone()).collect();
@@ -244,12 +250,13 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
         "{answer:?}\n{}",
         gw_c.logs().join("\n")
     );
+}
 
-    // The batch line of the traced request carries the caller's trace id.
-    gw_a.wait_logged(&format!("\"trace_id\":\"{trace}\"")).await;
-
-    // gw-b's own endpoint already shows the lock metrics with their exact values.
-    let local = parse(&get(&http, &scrape_b).await.unwrap_or_default());
+/// assert_gw_b_serves_its_lock_metrics checks gw-b's own endpoint: the lock metrics with
+/// their exact values, kubernaut's names, and the process metrics Go's client library
+/// serves.
+async fn assert_gw_b_serves_its_lock_metrics(http: &Http, scrape_b: &str) {
+    let local = parse(&get(http, scrape_b).await.unwrap_or_default());
     assert_eq!(
         sum(&local, "gateway_lock_acquisition_attempts_total", &[]),
         1.0
@@ -285,20 +292,14 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             "{name} is not on /metrics"
         );
     }
+}
 
-    // SIGTERM flushes what was recorded since the last (never reached) export period.
-    for gw in [&mut gw_a, &mut gw_b, &mut gw_c] {
-        gw.signal(libc::SIGTERM);
-        let status = gw.wait().expect("the gateway exits");
-        assert!(status.success(), "{} exited with {status}", gw.name());
-    }
-
-    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
-    let pod = |p: &'static str| [("k8s_pod_name", p)];
+/// collector_totals are the totals the collector's Prometheus endpoint must show:
+/// (name, labels, [gw-a, gw-b, gw-c]).
+fn collector_totals() -> Vec<Want<'static>> {
     let prometheus = ("source_type", "prometheus");
     let signals = "/api/v1/signals/prometheus";
-    // (name, labels, [gw-a, gw-b, gw-c])
-    let want: Vec<Want<'_>> = vec![
+    vec![
         (LOCK_NAMES[0], vec![], [2.0, 1.0, 1.0]),
         (LOCK_NAMES[1], vec![], [2.0, 0.0, 1.0]),
         (
@@ -394,10 +395,19 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             ],
             [2.0, 0.0, 1.0],
         ),
-    ];
+    ]
+}
+
+/// wait_for_the_collectors_totals polls the collector's Prometheus endpoint until it shows
+/// [`collector_totals`] and the process metrics of every pod (bounded), and returns what it
+/// showed.
+async fn wait_for_the_collectors_totals(http: &Http, collector: &Collector) -> Vec<Sample> {
+    let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
+    let pod = |p: &'static str| [("k8s_pod_name", p)];
+    let want = collector_totals();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+    loop {
+        let samples = parse(&get(http, &scrape).await.unwrap_or_default());
         let ok = want.iter().all(|(name, labels, values)| {
             PODS.iter().zip(values).all(|(p, v)| {
                 let with: Vec<_> = labels.iter().copied().chain(pod(p)).collect();
@@ -412,7 +422,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             })
         });
         if ok && processes {
-            break samples;
+            return samples;
         }
         assert!(
             Instant::now() < deadline,
@@ -424,8 +434,12 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Series that no event touched exist at zero, for rate() and increase().
+    }
+}
+
+/// assert_untouched_series_exist_at_zero checks that series no event touched exist at
+/// zero, for rate() and increase().
+fn assert_untouched_series_exist_at_zero(samples: &[Sample]) {
     for (name, labels) in [
         (
             "gateway_crd_creation_errors_total",
@@ -452,8 +466,13 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             );
         }
     }
-    // The process metrics are the process' own: plausible values.
-    let value = |name: &str, p: &'static str| sum(&samples, name, &pod(p));
+}
+
+/// assert_process_metrics_are_plausible checks that the process metrics are the process'
+/// own: plausible values.
+fn assert_process_metrics_are_plausible(samples: &[Sample]) {
+    let pod = |p: &'static str| [("k8s_pod_name", p)];
+    let value = |name: &str, p: &'static str| sum(samples, name, &pod(p));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -475,6 +494,12 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             "{p} used no CPU"
         );
     }
+}
+
+/// assert_lock_series_and_their_instances checks that every lock series arrived, that the
+/// lock histograms resolve 1 ms, and that three processes have three instance ids, with
+/// service.name as the job.
+fn assert_lock_series_and_their_instances(samples: &[Sample], ns: &str) {
     for name in LOCK_NAMES {
         assert!(samples.iter().any(|s| s.name == name), "{name} is missing");
     }
@@ -501,32 +526,21 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             .get("job")
             .map(String::as_str)
             == Some("signal-gateway")
-            && s.labels
-                .get("k8s_namespace_name")
-                .is_none_or(|n| n == ns.name())),
+            && s.labels.get("k8s_namespace_name").is_none_or(|n| n == ns)),
         "service.name is the job"
     );
-    // The names the dashboard and the alert rules query were all received.
-    for name in dashboard_and_rule_metrics() {
-        assert!(
-            samples.iter().any(|s| s.name == name),
-            "{name} is queried by chart/dashboards or chart/files but never arrived"
-        );
-    }
-    let names = collector.otlp_names();
-    assert!(
-        names.contains("gateway.lock.acquisition.attempts"),
-        "{names:?}"
-    );
+}
 
-    // Spans: the signal, its batch and the batch's steps, in the caller's trace. The
-    // gRPC exporter of gw-b sent its spans too (the duplicates' dedup reads).
+/// wait_for_the_spans_of_the_trace waits (bounded) for the signal, its batch and the batch's
+/// steps in the caller's trace, the server span a child of the caller's. The gRPC exporter
+/// of gw-b sent its spans too (the duplicates' dedup reads).
+async fn wait_for_the_spans_of_the_trace(collector: &Collector) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let spans = collector.spans();
         let in_trace: BTreeSet<String> = spans
             .iter()
-            .filter(|s| s["traceId"].as_str() == Some(trace))
+            .filter(|s| s["traceId"].as_str() == Some(TRACE))
             .filter_map(|s| s["name"].as_str().map(str::to_owned))
             .collect();
         let all: BTreeSet<String> = spans
@@ -547,7 +561,7 @@ async fn lock_metrics_and_spans_reach_prometheus_through_a_real_collector() {
             let http_span = spans
                 .iter()
                 .find(|s| {
-                    s["traceId"].as_str() == Some(trace)
+                    s["traceId"].as_str() == Some(TRACE)
                         && s["name"] == "POST /api/v1/signals/prometheus"
                 })
                 .expect("the server span");
@@ -598,21 +612,6 @@ fn dashboard_and_rule_metrics() -> BTreeSet<String> {
         "the dashboard and rules query metrics: {out:?}"
     );
     out
-}
-
-/// value adds the samples of `name` whose labels include `with`; None when there is none.
-fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<f64> = samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && with
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .collect();
-    (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
 /// Series is a Prometheus metric name and its labels.
@@ -829,32 +828,45 @@ fn audit_lines(gw: &testenv::gateway::Gateway) -> Vec<Value> {
         .collect()
 }
 
-/// post_as sends `body` with the bearer token `token`; None means the connection failed.
-async fn post_as(http: &Http, to: SocketAddr, body: String, token: &str) -> Option<(u16, Value)> {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(body.into()))
-        .expect("a request");
-    let res = http.request(req).await.ok()?;
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.ok()?.to_bytes();
-    Some((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
 #[tokio::test]
 async fn audit_events_reach_the_collector_as_log_records() {
     let (cp, ns) = setup().await;
     let collector = Collector::start();
+    let mut gw = spawn_an_audited_gateway(cp, ns.name(), &collector);
+    let http = http();
+    let token = cp.token(testenv::Identity::Admin);
+    let (fingerprint, rr) = send_a_signal_and_its_duplicate(&http, &gw, token).await;
+    send_signals_that_emit_nothing(&http, &gw, token).await;
+    assert_the_events_are_log_lines_too(&gw);
+
+    // SIGTERM flushes the records.
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait().expect("the gateway exits");
+    assert!(status.success(), "gw-audit exited with {status}");
+    let records = wait_for_the_audit_records(&collector).await;
+    assert_every_record_carries_its_signal(&records, &fingerprint, &rr);
+    assert_each_event_names_its_actor_and_resource(&records, &fingerprint, &rr);
+}
+
+/// AUDIT_TYPES are the audit events of a new signal and its duplicate, in order.
+const AUDIT_TYPES: [&str; 3] = [
+    "gateway.signal.received",
+    "gateway.crd.created",
+    "gateway.signal.deduplicated",
+];
+
+/// spawn_an_audited_gateway starts gw-audit exporting to `collector`. The caller is named by
+/// a TokenReview: the admin's static token, judged for the API server's own audience, and
+/// allowed by a SubjectAccessReview.
+fn spawn_an_audited_gateway(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    collector: &Collector,
+) -> Gateway {
     let endpoint = collector.endpoint();
-    // The caller is named by a TokenReview: the admin's static token, judged for the API
-    // server's own audience, and allowed by a SubjectAccessReview.
-    let mut gw = spawn(
+    spawn(
         cp,
-        ns.name(),
+        ns,
         "gw-audit",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -862,12 +874,19 @@ async fn audit_events_reach_the_collector_as_log_records() {
             ("GATEWAY_AUTH", "tokenreview"),
             ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
         ],
-    );
-    let http = http();
-    let token = cp.token(testenv::Identity::Admin);
+    )
+}
+
+/// send_a_signal_and_its_duplicate sends a new signal and its duplicate, and returns the
+/// fingerprint and the RR (`namespace/name`) they were answered with.
+async fn send_a_signal_and_its_duplicate(
+    http: &Http,
+    gw: &Gateway,
+    token: &str,
+) -> (String, String) {
     let mut answers = Vec::new();
     for want in [201, 202] {
-        let answer = post_as(&http, gw.addr(), firing("audit-0"), token).await;
+        let answer = post_http_as(http, gw.addr(), firing("audit-0"), Some(token)).await;
         let (code, body) = answer.expect("an answer");
         assert_eq!(
             code,
@@ -891,43 +910,54 @@ async fn audit_events_reach_the_collector_as_log_records() {
         !fingerprint.is_empty() && !rr_name.is_empty(),
         "{answers:?}"
     );
-    // Parse failures, resolved alerts and rejected alerts emit nothing.
+    (fingerprint.to_owned(), rr.to_owned())
+}
+
+/// send_signals_that_emit_nothing sends a parse failure, a resolved alert and a rejected
+/// alert, none of which is audited.
+async fn send_signals_that_emit_nothing(http: &Http, gw: &Gateway, token: &str) {
     let no_target = serde_json::json!({"status": "firing", "labels": {"alertname": "X"}});
-    let answer = post_as(&http, gw.addr(), webhook(vec![no_target]), token).await;
+    let answer = post_http_as(http, gw.addr(), webhook(vec![no_target]), Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
     let resolved = webhook(vec![alert("audit-0", "resolved")]);
-    let answer = post_as(&http, gw.addr(), resolved, token).await;
+    let answer = post_http_as(http, gw.addr(), resolved, Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(200));
-    let answer = post_as(&http, gw.addr(), "{not json".into(), token).await;
+    let answer = post_http_as(http, gw.addr(), "{not json".into(), Some(token)).await;
     assert_eq!(answer.map(|a| a.0), Some(400));
+}
 
-    // The same events are log lines, without OTLP.
-    let want_types = [
-        "gateway.signal.received",
-        "gateway.crd.created",
-        "gateway.signal.deduplicated",
-    ];
-    let lines = audit_lines(&gw);
+/// assert_the_events_are_log_lines_too checks that the same events are log lines, without
+/// OTLP.
+fn assert_the_events_are_log_lines_too(gw: &Gateway) {
+    let lines = audit_lines(gw);
     let line_types: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["event_type"].as_str())
         .collect();
-    assert_eq!(line_types, want_types, "{lines:#?}");
+    assert_eq!(line_types, AUDIT_TYPES, "{lines:#?}");
     assert!(
         lines.iter().all(|l| l["version"] == "1.0"
             && l["event_category"] == "gateway"
             && l["event_data"].as_str().is_some_and(|d| d.starts_with('{'))),
         "{lines:#?}"
     );
+}
 
-    // SIGTERM flushes the records.
-    gw.signal(libc::SIGTERM);
-    let status = gw.wait().expect("the gateway exits");
-    assert!(status.success(), "gw-audit exited with {status}");
+/// record_time is a log record's time in nanoseconds (0 when it has none).
+fn record_time(r: &Value) -> u128 {
+    r["timeUnixNano"]
+        .as_str()
+        .and_then(|t| t.parse::<u128>().ok())
+        .unwrap_or_default()
+}
+
+/// wait_for_the_audit_records waits (bounded) for gw-audit's records and returns exactly
+/// [`AUDIT_TYPES`], in time order.
+async fn wait_for_the_audit_records(collector: &Collector) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut records = loop {
         let records = collector.audit_records("gw-audit");
-        if records.len() >= want_types.len() {
+        if records.len() >= AUDIT_TYPES.len() {
             break records;
         }
         assert!(
@@ -938,19 +968,20 @@ async fn audit_events_reach_the_collector_as_log_records() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let time = |r: &Value| {
-        r["timeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse::<u128>().ok())
-            .unwrap_or_default()
-    };
-    records.sort_by_key(time);
+    records.sort_by_key(record_time);
     let types: Vec<&str> = records
         .iter()
         .filter_map(|r| r["attributes"]["event_type"].as_str())
         .collect();
-    assert_eq!(types, want_types, "exactly these records: {records:#?}");
-    for r in &records {
+    assert_eq!(types, AUDIT_TYPES, "exactly these records: {records:#?}");
+    records
+}
+
+/// assert_every_record_carries_its_signal checks what every record says: its scope, name,
+/// trace and time, and the signal, RR and fingerprint it is about.
+fn assert_every_record_carries_its_signal(records: &[Value], fingerprint: &str, rr: &str) {
+    let rr_name = rr.rsplit_once('/').map_or("", |(_, n)| n);
+    for r in records {
         let a = &r["attributes"];
         assert_eq!(r["scope"], AUDIT, "{r:#}");
         assert_eq!(r["eventName"], a["event_type"], "{r:#}");
@@ -959,7 +990,7 @@ async fn audit_events_reach_the_collector_as_log_records() {
             r["traceId"].as_str().is_some_and(|t| t.len() == 32),
             "a record carries its batch's trace: {r:#}"
         );
-        assert!(time(r) > 0, "{r:#}");
+        assert!(record_time(r) > 0, "{r:#}");
         assert_eq!(a["version"], "1.0");
         assert_eq!(a["event_category"], "gateway");
         assert_eq!(a["namespace"], "prod");
@@ -979,6 +1010,11 @@ async fn audit_events_reach_the_collector_as_log_records() {
         assert_eq!(d["fingerprint"], fingerprint);
         assert_eq!(d["remediation_request"], rr);
     }
+}
+
+/// assert_each_event_names_its_actor_and_resource checks what each of the three events
+/// says of itself.
+fn assert_each_event_names_its_actor_and_resource(records: &[Value], fingerprint: &str, rr: &str) {
     let (received, created, duplicate) = (
         &records[0]["attributes"],
         &records[1]["attributes"],
@@ -1040,7 +1076,7 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
     for i in 0..5 {
         let start = Instant::now();
         statuses.push(
-            post(&http, gw.addr(), firing(&format!("up-{i}")))
+            post_http(&http, gw.addr(), firing(&format!("up-{i}")))
                 .await
                 .map(|r| r.0),
         );
@@ -1054,7 +1090,7 @@ async fn requests_keep_their_latency_when_the_collector_hangs() {
     for i in 0..20 {
         let start = Instant::now();
         statuses.push(
-            post(&http, gw.addr(), firing(&format!("down-{}", i % 5)))
+            post_http(&http, gw.addr(), firing(&format!("down-{}", i % 5)))
                 .await
                 .map(|r| r.0),
         );
@@ -1182,25 +1218,50 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
         ("gw-grpcs-untrusted", &grpc, vec![]),
     ];
     let http = http();
-    // Each gateway creates one RR and sees it once more: created 1, duplicate 1.
+    let mut gateways = spawn_each_and_send_twice(cp, ns.name(), &cases, &common, &http).await;
+    stop_each_and_check_its_flush(&mut gateways, &cases, &collector);
+    let samples = wait_for_the_trusted_telemetry(&http, &collector, &cases).await;
+    assert_nothing_of_the_untrusted_arrived(&samples, &collector, &cases);
+}
+
+/// spawn_each_and_send_twice starts a gateway for each case, and has each create one RR and
+/// see it once more: created 1, duplicate 1.
+async fn spawn_each_and_send_twice(
+    cp: &testenv::ControlPlane,
+    ns: &str,
+    cases: &[TlsCase<'_>],
+    common: &[(&str, &str)],
+    http: &Http,
+) -> Vec<Gateway> {
     let mut gateways = Vec::new();
-    for (pod, protocol, trust) in &cases {
+    for (pod, protocol, trust) in cases {
         let env: Vec<(&str, &str)> = common
             .iter()
             .chain(protocol.iter())
             .chain(trust.iter())
             .copied()
             .collect();
-        let gw = spawn(cp, ns.name(), pod, &env);
+        let gw = spawn(cp, ns, pod, &env);
         let target = format!("{pod}-target");
         for want in [201, 202] {
-            let got = post(&http, gw.addr(), firing(&target)).await.map(|r| r.0);
+            let got = post_http(http, gw.addr(), firing(&target))
+                .await
+                .map(|r| r.0);
             assert_eq!(got, Some(want), "{pod}: {}", gw.logs().join("\n"));
         }
         gateways.push(gw);
     }
-    // SIGTERM flushes: a trusted collector takes the flush, an untrusted one fails it.
-    for (gw, (pod, _, trust)) in gateways.iter_mut().zip(&cases) {
+    gateways
+}
+
+/// stop_each_and_check_its_flush sends SIGTERM, which flushes: a trusted collector takes the
+/// flush, an untrusted one fails it.
+fn stop_each_and_check_its_flush(
+    gateways: &mut [Gateway],
+    cases: &[TlsCase<'_>],
+    collector: &Collector,
+) {
+    for (gw, (pod, _, trust)) in gateways.iter_mut().zip(cases) {
         gw.signal(libc::SIGTERM);
         let status = gw.wait().expect("the gateway exits");
         assert!(status.success(), "{pod} exited with {status}");
@@ -1213,8 +1274,15 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
             collector.log()
         );
     }
+}
 
-    // Every trusted gateway's counts arrive exactly, and its spans.
+/// wait_for_the_trusted_telemetry waits (bounded) until every trusted gateway's counts
+/// arrived exactly, and its spans; it returns the samples.
+async fn wait_for_the_trusted_telemetry(
+    http: &Http,
+    collector: &Collector,
+    cases: &[TlsCase<'_>],
+) -> Vec<Sample> {
     let scrape = format!("http://127.0.0.1:{}/metrics", collector.prometheus_port);
     let trusted: Vec<&str> = cases
         .iter()
@@ -1229,8 +1297,8 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&get(&http, &scrape).await.unwrap_or_default());
+    loop {
+        let samples = parse(&get(http, &scrape).await.unwrap_or_default());
         let spans = collector.span_pods();
         let arrived = trusted.iter().all(|pod| {
             count(&samples, pod, "created") == 1.0
@@ -1238,7 +1306,7 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
                 && spans.contains(*pod)
         });
         if arrived {
-            break samples;
+            return samples;
         }
         assert!(
             Instant::now() < deadline,
@@ -1250,9 +1318,17 @@ async fn https_endpoints_export_over_tls_to_a_collector_whose_ca_is_trusted() {
             collector.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The untrusted gateways' flushes had failed before (they exited first), and the
-    // trusted ones' went through the same pipeline: nothing of theirs is there.
+    }
+}
+
+/// assert_nothing_of_the_untrusted_arrived checks that nothing of the untrusted gateways is
+/// there: their flushes had failed before (they exited first), and the trusted ones' went
+/// through the same pipeline.
+fn assert_nothing_of_the_untrusted_arrived(
+    samples: &[Sample],
+    collector: &Collector,
+    cases: &[TlsCase<'_>],
+) {
     let spans = collector.span_pods();
     for (pod, _, _) in cases.iter().filter(|c| c.2.is_empty()) {
         assert!(

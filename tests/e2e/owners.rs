@@ -28,7 +28,7 @@ use signal_gateway::{pipeline::rr_name, signal::Fingerprint, signal::TargetResou
 use testenv::ControlPlane;
 
 use crate::fence::{breakdown, cost};
-use crate::support::{PROMETHEUS, in_process, send, setup};
+use crate::support::{in_process, post, setup};
 
 /// kubernaut_plane starts a control plane with kubernaut's CRD, as kubernaut installs it.
 async fn kubernaut_plane() -> ControlPlane {
@@ -45,13 +45,14 @@ async fn kubernaut_plane() -> ControlPlane {
     cp
 }
 
-fn rr_resource() -> ApiResource {
+/// rr_resource is the RemediationRequest resource as kubernaut's CRD serves it.
+pub(crate) fn rr_resource() -> ApiResource {
     let gvk = GroupVersionKind::gvk("kubernaut.ai", "v1alpha1", "RemediationRequest");
     ApiResource::from_gvk_with_plural(&gvk, "remediationrequests")
 }
 
-/// rrs lists the RRs of `ns` as kubernaut's CRD stores them.
-async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<Value> {
+/// stored_rrs lists the RRs of `ns` as kubernaut's CRD stores them.
+async fn stored_rrs(cp: &ControlPlane, ns: &str) -> Vec<Value> {
     let api: Api<DynamicObject> = Api::namespaced_with(cp.admin_client(), ns, &rr_resource());
     let mut list: Vec<Value> = api
         .list(&ListParams::default())
@@ -174,11 +175,6 @@ fn webhook(alerts: Vec<Value>) -> String {
     .to_string()
 }
 
-async fn post(app: &axum::Router, body: String) -> (u16, Value) {
-    let (status, _, value) = send(app, PROMETHEUS, "application/json", body).await;
-    (status.as_u16(), value)
-}
-
 /// fp is the fingerprint of `kind` `name` in `ns`.
 fn fp(ns: &str, kind: &str, name: &str) -> String {
     let target = TargetResource {
@@ -241,7 +237,7 @@ async fn three_pods_of_a_deployment_are_one_rr_targeting_it(cp: &ControlPlane) {
     for r in body["results"].as_array().expect("results") {
         assert_eq!(r["fingerprint"], want.as_str(), "{body}");
     }
-    let list = rrs(cp, ns).await;
+    let list = stored_rrs(cp, ns).await;
     assert_eq!(list.len(), 1, "one RR for one Deployment: {list:?}");
     assert_eq!(target(&list[0]), ("Deployment".into(), "payments".into()));
     assert_eq!(list[0]["spec"]["targetResource"]["namespace"], ns);
@@ -255,7 +251,7 @@ async fn three_pods_of_a_deployment_are_one_rr_targeting_it(cp: &ControlPlane) {
             (202, &json!("duplicate"))
         );
     }
-    let list = rrs(cp, ns).await;
+    let list = stored_rrs(cp, ns).await;
     assert_eq!((list.len(), count(&list[0])), (1, 6));
 }
 
@@ -294,7 +290,7 @@ async fn statefulset_cronjob_and_bare_pods_resolve_as_kubernaut_does(cp: &Contro
         .to_vec();
     let (status, body) = post(&app, webhook(alerts)).await;
     assert_eq!(status, 201, "{body}");
-    let targets: Vec<(String, String)> = rrs(cp, ns).await.iter().map(target).collect();
+    let targets: Vec<(String, String)> = stored_rrs(cp, ns).await.iter().map(target).collect();
     let mut want = vec![
         ("CronJob".to_owned(), "nightly".to_owned()),
         ("Pod".to_owned(), "debug".to_owned()),
@@ -342,7 +338,7 @@ async fn a_pod_that_is_gone_counts_on_its_known_workload_and_is_refused_otherwis
             .is_some_and(|m| m.contains(&pods[0])),
         "{body}"
     );
-    let list = rrs(cp, ns).await;
+    let list = stored_rrs(cp, ns).await;
     assert_eq!(list.len(), 1, "never one RR per Pod: {list:?}");
     assert_eq!(
         (target(&list[0]).0.as_str(), count(&list[0])),
@@ -408,7 +404,7 @@ async fn each_hold_state_counts_or_opens_as_kubernauts_gateway(cp: &ControlPlane
     tokio::time::sleep(wait).await;
     let (_, body) = post(&app, webhook(vec![alert(ns, "backoff")])).await;
     assert_eq!(body["results"][0]["status"], "created", "{body}");
-    let by_name: BTreeMap<String, i64> = rrs(cp, ns)
+    let by_name: BTreeMap<String, i64> = stored_rrs(cp, ns)
         .await
         .iter()
         .map(|rr| {
@@ -489,7 +485,11 @@ async fn scope_managed_refuses_what_kubernaut_does_not_manage(cp: &ControlPlane)
             );
         }
     }
-    let names: Vec<(String, String)> = rrs(cp, plain.name()).await.iter().map(target).collect();
+    let names: Vec<(String, String)> = stored_rrs(cp, plain.name())
+        .await
+        .iter()
+        .map(target)
+        .collect();
     assert_eq!(names.len(), 2, "only managed targets get an RR: {names:?}");
     // A Node without the label is unmanaged (cluster-scoped: no namespace to inherit from).
     let node = json!({"status": "firing", "labels": {"alertname": "NodeDown", "node": "worker-1"},
@@ -581,7 +581,7 @@ async fn the_orchestrators_status_survives_counting() {
     ro_writes(cp, ns, &name, status.clone()).await;
     let (code, answer) = post(&app, body).await;
     assert_eq!(code, 202, "{answer}");
-    let stored = rrs(cp, ns).await.remove(0);
+    let stored = stored_rrs(cp, ns).await.remove(0);
     for (key, value) in status.as_object().expect("an object") {
         assert_eq!(&stored["status"][key], value, "status.{key} must be kept");
     }

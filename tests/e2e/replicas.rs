@@ -9,7 +9,7 @@ use std::{
 use testenv::gateway::Gateway;
 
 use crate::support::{
-    active, active_per_target, firing, http, post, private_plane, rrs, setup, spawn,
+    active_of, active_per_target, firing, http, post_http, private_plane, rrs, setup, spawn,
 };
 
 #[tokio::test]
@@ -23,7 +23,7 @@ async fn a_hundred_identical_signals_over_three_instances_make_one_rr() {
     for i in 0..100 {
         let (http, to) = (http.clone(), gws[i % 3].addr());
         tasks.push(tokio::spawn(async move {
-            post(&http, to, firing("storm-0")).await
+            post_http(&http, to, firing("storm-0")).await
         }));
     }
     let mut created = 0;
@@ -72,7 +72,7 @@ async fn fifty_fingerprints_times_twenty_make_fifty_exact_rrs() {
             );
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire().await.unwrap();
-                post(&http, to, firing(&format!("pod-{f}"))).await
+                post_http(&http, to, firing(&format!("pod-{f}"))).await
             }));
         }
     }
@@ -111,11 +111,11 @@ async fn paused_writer(locking: bool, fencing: bool) -> (usize, i64, Option<u16>
     let http = http();
 
     let (h, to) = (http.clone(), a.addr());
-    let from_a = tokio::spawn(async move { post(&h, to, firing("paused-0")).await });
+    let from_a = tokio::spawn(async move { post_http(&h, to, firing("paused-0")).await });
     a.freeze().await;
     // A holds the lease (if locking) and has read "no RR": B must wait for the
     // lease to expire (3 s, on the server's clock), then create.
-    let (status, body) = post(&http, b.addr(), firing("paused-0"))
+    let (status, body) = post_http(&http, b.addr(), firing("paused-0"))
         .await
         .expect("B answered");
     assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs());
@@ -124,7 +124,7 @@ async fn paused_writer(locking: bool, fencing: bool) -> (usize, i64, Option<u16>
     let a_status = a_answer.as_ref().map(|(s, _)| *s);
     eprintln!("A answered {a_answer:?}; A's log: {:#?}", a.logs());
     let list = rrs(cp, ns.name()).await;
-    let active = active(&list);
+    let active = active_of(&list);
     let total: i64 = active.iter().map(|rr| rr.occurrence_count()).sum();
     (active.len(), total, a_status)
 }
@@ -173,7 +173,7 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
     let b = spawn(cp, ns.name(), "gw-b", &flags);
     let http = http();
     let (h, to) = (http.clone(), a.addr());
-    let from_a = tokio::spawn(async move { post(&h, to, firing("killed-0")).await });
+    let from_a = tokio::spawn(async move { post_http(&h, to, firing("killed-0")).await });
     a.freeze().await;
     a.kill();
     assert!(
@@ -182,7 +182,7 @@ async fn an_instance_killed_while_holding_the_lease_does_not_block_or_duplicate(
     );
 
     let start = Instant::now();
-    let (status, body) = post(&http, b.addr(), firing("killed-0"))
+    let (status, body) = post_http(&http, b.addr(), firing("killed-0"))
         .await
         .expect("B answered");
     assert_eq!(status, 201, "{body}\nA: {:#?}", a.logs());
@@ -219,11 +219,11 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
     let http = http();
 
     let (h, to) = (http.clone(), a.addr());
-    let from_a = tokio::spawn(async move { post(&h, to, firing("skew-0")).await });
+    let from_a = tokio::spawn(async move { post_http(&h, to, firing("skew-0")).await });
     a.freeze().await;
     // A's renewTime is 60 s in the past and B's clock 60 s ahead: a lock that
     // trusted those clocks would let B steal at once. B must wait, then give up.
-    let (status, body) = post(&http, b.addr(), firing("skew-0"))
+    let (status, body) = post_http(&http, b.addr(), firing("skew-0"))
         .await
         .expect("B answered");
     assert_eq!(
@@ -237,7 +237,7 @@ async fn skewed_clocks_do_not_steal_a_live_lease() {
     a.thaw();
     let (status, body) = from_a.await.unwrap().expect("A answered");
     assert_eq!(status, 201, "{body}");
-    let (status, _) = post(&http, b.addr(), firing("skew-0"))
+    let (status, _) = post_http(&http, b.addr(), firing("skew-0"))
         .await
         .expect("B answered");
     assert_eq!(status, 202);
@@ -276,7 +276,7 @@ async fn an_api_server_restart_under_load_loses_no_count_and_duplicates_nothing(
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let t = i % targets;
                 sent.lock().unwrap()[t] += 1;
-                if let Some((status, _)) = post(&http, to, firing(&format!("load-{t}"))).await
+                if let Some((status, _)) = post_http(&http, to, firing(&format!("load-{t}"))).await
                     && (status == 201 || status == 202)
                 {
                     accepted.lock().unwrap()[t] += 1;
@@ -349,7 +349,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     );
     let http = http();
     let (h, to) = (http.clone(), a.addr());
-    let in_flight = tokio::spawn(async move { post(&h, to, firing("drain-0")).await });
+    let in_flight = tokio::spawn(async move { post_http(&h, to, firing("drain-0")).await });
     a.wait_logged("test hook: paused").await;
     a.signal(libc::SIGTERM);
     a.wait_logged("shutdown signal received").await;

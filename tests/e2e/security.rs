@@ -22,49 +22,36 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, PostParams},
 };
 use serde_json::{Value, json};
-use signal_gateway::{app, config::Config};
 use testenv::{ControlPlane, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
-use crate::support::{EVENTS, PROMETHEUS, alert, firing, http, plane, rrs, spawn, webhook};
+use crate::support::{
+    EVENTS, PROMETHEUS, alert, firing, http, in_process, oneshot, plane, rrs, spawn, webhook,
+};
 
 /// SENDER_ROLE is the Role the chart's `senders` template creates, reproduced here.
 const SENDER_ROLE: &str = "signal-gateway-sender";
 
-fn gateway_config(ns: &str, extra: &[(&str, &str)]) -> Config {
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("GATEWAY_NAMESPACE", ns),
+/// tokenreview_gateway is an in-process gateway in `ns` that asks the API server who may send
+/// (TokenReview, then SubjectAccessReview), with `extra` on top.
+async fn tokenreview_gateway(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> Router {
+    let mut vars = vec![
         ("GATEWAY_AUTH", "tokenreview"),
-        // The alerts' Pods do not exist; owner resolution has its own tests (owners.rs).
-        ("GATEWAY_OWNER_RESOLUTION", "false"),
-        ("GATEWAY_LOCK_DURATION_SECONDS", "15"),
-        ("GATEWAY_LOCK_WAIT_MS", "5000"),
         ("POD_NAME", "security-test"),
     ];
     vars.extend_from_slice(extra);
-    Config::from_vars(vars).expect("valid test configuration")
+    in_process(cp, ns, &vars).await
 }
 
-/// send posts one firing alert in-process with an optional bearer token.
-async fn send(app: &Router, token: Option<&str>, pod: &str) -> (StatusCode, Value) {
+/// post_with_token posts one firing alert in-process with an optional bearer token.
+async fn post_with_token(app: &Router, token: Option<&str>, pod: &str) -> (StatusCode, Value) {
     let mut req = Request::post(PROMETHEUS).header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::from(firing(pod))).expect("a request"))
-        .await
-        .expect("the router is infallible");
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, _, body) =
+        oneshot(app, req.body(Body::from(firing(pod))).expect("a request")).await;
+    (status, body)
 }
 
 /// service_account creates ServiceAccount `name` in `ns`, as the admin.
@@ -215,34 +202,29 @@ async fn kubernauts_sender_rolebinding_works_unchanged() {
         ("GATEWAY_AUTH_RESOURCE", "services"),
         ("GATEWAY_AUTH_RESOURCE_NAME", "gateway-service"),
     ];
-    let app = app::assemble(&gateway_config(ns, &kubernaut), cp.gateway_client())
-        .await
-        .router();
+    let app = tokenreview_gateway(cp, ns, &kubernaut).await;
     let api_audience = "https://kubernetes.default.svc.cluster.local";
     let sender = token(cp, ns, "prometheus-alertmanager", api_audience).await;
     let other = token(cp, ns, "other-service", api_audience).await;
-    let (status, body) = send(&app, Some(&other), "kubernaut-rbac").await;
+    let (status, body) = post_with_token(&app, Some(&other), "kubernaut-rbac").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = send(&app, Some("not-a-token"), "kubernaut-rbac").await;
+    let (status, body) = post_with_token(&app, Some("not-a-token"), "kubernaut-rbac").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(rrs(cp, ns).await.is_empty());
-    let (status, body) = send(&app, Some(&sender), "kubernaut-rbac").await;
+    let (status, body) = post_with_token(&app, Some(&sender), "kubernaut-rbac").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The same Role on another object name is not enough: the name is checked.
-    let strict = app::assemble(
-        &gateway_config(
-            ns,
-            &[
-                ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
-                ("GATEWAY_AUTH_RESOURCE", "services"),
-                ("GATEWAY_AUTH_RESOURCE_NAME", "another-gateway"),
-            ],
-        ),
-        cp.gateway_client(),
+    let strict = tokenreview_gateway(
+        cp,
+        ns,
+        &[
+            ("GATEWAY_AUTH_AUDIENCE", "apiserver"),
+            ("GATEWAY_AUTH_RESOURCE", "services"),
+            ("GATEWAY_AUTH_RESOURCE_NAME", "another-gateway"),
+        ],
     )
-    .await
-    .router();
-    let (status, body) = send(&strict, Some(&sender), "kubernaut-rbac").await;
+    .await;
+    let (status, body) = post_with_token(&strict, Some(&sender), "kubernaut-rbac").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
@@ -254,9 +236,7 @@ async fn tokenreview_needs_the_gateway_audience_and_the_create_permission() {
     service_account(cp, ns, "alertmanager").await;
     service_account(cp, ns, "stranger").await;
     grant_sender(cp, ns, "alertmanager").await;
-    let app = app::assemble(&gateway_config(ns, &[]), cp.gateway_client())
-        .await
-        .router();
+    let app = tokenreview_gateway(cp, ns, &[]).await;
 
     let sender = token(cp, ns, "alertmanager", "signal-gateway").await;
     let api_audience = token(
@@ -288,7 +268,7 @@ async fn tokenreview_needs_the_gateway_audience_and_the_create_permission() {
             StatusCode::FORBIDDEN,
         ),
     ] {
-        let (status, body) = send(&app, token, "auth-0").await;
+        let (status, body) = post_with_token(&app, token, "auth-0").await;
         assert_eq!(status, want, "{who}: {body}");
         let detail = body["detail"].as_str().unwrap_or_default();
         assert!(
@@ -296,14 +276,18 @@ async fn tokenreview_needs_the_gateway_audience_and_the_create_permission() {
             "{who}: the detail names a ServiceAccount: {detail}"
         );
         // Asked twice: the cached decision must be the same refusal.
-        assert_eq!(send(&app, token, "auth-0").await.0, want, "{who}, cached");
+        assert_eq!(
+            post_with_token(&app, token, "auth-0").await.0,
+            want,
+            "{who}, cached"
+        );
     }
     assert!(rrs(cp, ns).await.is_empty());
 
-    let (status, body) = send(&app, Some(&sender), "auth-0").await;
+    let (status, body) = post_with_token(&app, Some(&sender), "auth-0").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(rrs(cp, ns).await.len(), 1);
-    let (status, body) = send(&app, Some(&sender), "auth-0").await;
+    let (status, body) = post_with_token(&app, Some(&sender), "auth-0").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
@@ -314,30 +298,29 @@ async fn decisions_are_cached_per_token_and_not_without_a_cache() {
     let ns = ns.name();
     service_account(cp, ns, "alertmanager").await;
     grant_sender(cp, ns, "alertmanager").await;
-    let cached = app::assemble(
-        &gateway_config(ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "300")]),
-        cp.gateway_client(),
-    )
-    .await
-    .router();
-    let uncached = app::assemble(
-        &gateway_config(ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "0")]),
-        cp.gateway_client(),
-    )
-    .await
-    .router();
+    let cached = tokenreview_gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "300")]).await;
+    let uncached = tokenreview_gateway(cp, ns, &[("GATEWAY_AUTH_CACHE_SECONDS", "0")]).await;
     let sender = token(cp, ns, "alertmanager", "signal-gateway").await;
 
     let started = std::time::Instant::now();
-    assert_eq!(send(&cached, Some(&sender), "cache-0").await.0, 201);
+    assert_eq!(
+        post_with_token(&cached, Some(&sender), "cache-0").await.0,
+        201
+    );
     let first = started.elapsed();
     let started = std::time::Instant::now();
-    assert_eq!(send(&cached, Some(&sender), "cache-0").await.0, 202);
+    assert_eq!(
+        post_with_token(&cached, Some(&sender), "cache-0").await.0,
+        202
+    );
     println!(
         "first request (TokenReview + SubjectAccessReview + create) {first:?}, cached auth + duplicate {:?}",
         started.elapsed()
     );
-    assert_eq!(send(&uncached, Some(&sender), "cache-0").await.0, 202);
+    assert_eq!(
+        post_with_token(&uncached, Some(&sender), "cache-0").await.0,
+        202
+    );
 
     // The ServiceAccount is gone: once the API server notices (its informer), the token no
     // longer authenticates, and the gateway without a cache refuses it. The gateway with a
@@ -347,14 +330,17 @@ async fn decisions_are_cached_per_token_and_not_without_a_cache() {
         .await
         .expect("deleting the ServiceAccount");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while send(&uncached, Some(&sender), "cache-0").await.0 != 401 {
+    while post_with_token(&uncached, Some(&sender), "cache-0").await.0 != 401 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the deleted ServiceAccount's token still authenticates"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(send(&cached, Some(&sender), "cache-0").await.0, 202);
+    assert_eq!(
+        post_with_token(&cached, Some(&sender), "cache-0").await.0,
+        202
+    );
 }
 
 #[tokio::test]

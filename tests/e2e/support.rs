@@ -11,7 +11,10 @@ use hyper_util::{
 use kube::{Api, CustomResourceExt, api::ListParams};
 use serde_json::{Value, json};
 use signal_gateway::{config::CHAOS_VARS, crd::RemediationRequest};
-use testenv::{ControlPlane, TestNamespace, gateway::Gateway};
+use testenv::{
+    ControlPlane, TestNamespace,
+    gateway::{Gateway, IN_PROCESS_TIMINGS, PROCESS_TIMINGS},
+};
 use tokio::sync::OnceCell;
 
 pub type Http = Client<HttpConnector, Full<axum::body::Bytes>>;
@@ -59,11 +62,7 @@ pub fn spawn(cp: &ControlPlane, ns: &str, name: &str, env: &[(&str, &str)]) -> G
         !chaos || cfg!(feature = "chaos"),
         "this test needs the chaos switches: run it with `--features chaos` (hack/test.sh does)"
     );
-    let mut all = vec![
-        ("GATEWAY_LOCK_DURATION_SECONDS", "10"),
-        ("GATEWAY_LOCK_WAIT_MS", "20000"),
-        ("GATEWAY_API_TIMEOUT_MS", "5000"),
-    ];
+    let mut all = PROCESS_TIMINGS.to_vec();
     all.extend_from_slice(env);
     let bin = Path::new(env!("CARGO_BIN_EXE_signal-gateway"));
     Gateway::spawn(bin, cp, ns, name, &all).unwrap_or_else(|e| panic!("{e}"))
@@ -108,13 +107,25 @@ pub fn firing(pod: &str) -> String {
     webhook(vec![alert(pod, "firing")])
 }
 
-/// post sends one webhook to a gateway process; None means the connection
-/// failed (the process was killed).
-pub async fn post(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Value)> {
-    let req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .expect("a request");
+/// post_http sends one webhook to a gateway process over HTTP; None means the
+/// connection failed (the process was killed).
+pub async fn post_http(http: &Http, to: SocketAddr, body: String) -> Option<(u16, Value)> {
+    post_http_as(http, to, body, None).await
+}
+
+/// post_http_as is [`post_http`] with the bearer token `token`, if given.
+pub async fn post_http_as(
+    http: &Http,
+    to: SocketAddr,
+    body: String,
+    token: Option<&str>,
+) -> Option<(u16, Value)> {
+    let mut req = axum::http::Request::post(format!("http://{to}{PROMETHEUS}"))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(body.into())).expect("a request");
     let res = http.request(req).await.ok()?;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.ok()?.to_bytes();
@@ -133,8 +144,8 @@ pub async fn rrs(cp: &ControlPlane, ns: &str) -> Vec<RemediationRequest> {
         .items
 }
 
-/// active keeps the RRs that still stand for their problem.
-pub fn active(list: &[RemediationRequest]) -> Vec<&RemediationRequest> {
+/// active_of keeps the RRs of `list` that still stand for their problem.
+pub fn active_of(list: &[RemediationRequest]) -> Vec<&RemediationRequest> {
     list.iter().filter(|rr| rr.is_active()).collect()
 }
 
@@ -143,7 +154,7 @@ pub fn active_per_target(
     list: &[RemediationRequest],
 ) -> BTreeMap<String, Vec<&RemediationRequest>> {
     let mut m = BTreeMap::<String, Vec<&RemediationRequest>>::new();
-    for rr in active(list) {
+    for rr in active_of(list) {
         m.entry(rr.spec.target_resource.name.clone())
             .or_default()
             .push(rr);
@@ -151,28 +162,18 @@ pub fn active_per_target(
     m
 }
 
-/// free_port is a loopback port nobody listened on a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// in_process assembles a gateway in this process, in `ns`: no auth, lock and API budgets
-/// generous for a loaded machine, and `extra` overriding any variable.
+/// in_process assembles a gateway in this process, in `ns`: no auth, the in-process lock
+/// and API budgets, and `extra` overriding any variable.
 pub async fn in_process(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> axum::Router {
     let mut vars: BTreeMap<&str, &str> = [
         ("GATEWAY_NAMESPACE", ns),
         ("GATEWAY_AUTH", "none"),
-        ("GATEWAY_LOCK_DURATION_SECONDS", "30"),
-        ("GATEWAY_LOCK_WAIT_MS", "20000"),
-        ("GATEWAY_API_TIMEOUT_MS", "5000"),
         ("POD_NAME", "in-process"),
         // Most tests alert about Pods that do not exist; the owner tests turn it on.
         ("GATEWAY_OWNER_RESOLUTION", "false"),
     ]
     .into();
+    vars.extend(IN_PROCESS_TIMINGS);
     vars.extend(extra.iter().copied());
     let config =
         signal_gateway::config::Config::from_vars(vars).expect("a valid test configuration");
@@ -181,19 +182,34 @@ pub async fn in_process(cp: &ControlPlane, ns: &str, extra: &[(&str, &str)]) -> 
         .router()
 }
 
-/// send hands one POST to an in-process router and returns its status, headers and JSON
+/// post hands one webhook to an in-process router and returns its status and JSON body.
+pub async fn post(app: &axum::Router, body: impl Into<String>) -> (u16, Value) {
+    let (status, _, value) = post_to(app, PROMETHEUS, "application/json", body.into()).await;
+    (status.as_u16(), value)
+}
+
+/// post_to hands one POST to an in-process router and returns its status, headers and JSON
 /// body (Null when the body is not JSON).
-pub async fn send(
+pub async fn post_to(
     app: &axum::Router,
     path: &str,
     content_type: &str,
     body: String,
 ) -> (axum::http::StatusCode, axum::http::HeaderMap, Value) {
-    use tower::ServiceExt as _;
     let req = axum::http::Request::post(path)
         .header("content-type", content_type)
         .body(axum::body::Body::from(body))
         .expect("a valid request");
+    oneshot(app, req).await
+}
+
+/// oneshot hands `req` to an in-process router and returns its status, headers and JSON body
+/// (Null when the body is not JSON).
+pub async fn oneshot(
+    app: &axum::Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, Value) {
+    use tower::ServiceExt as _;
     let res = app
         .clone()
         .oneshot(req)

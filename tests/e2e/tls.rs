@@ -18,6 +18,7 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
 };
 use serde_json::{Value, json};
+use testenv::gateway::Gateway;
 use tokio::{net::TcpStream, time::Instant};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
@@ -322,7 +323,7 @@ async fn alertmanager_sends_over_https_trusting_the_ca_file() {
     alertmanager_delivers(&am, &gw, cp, ns.name(), "cart-0").await;
 
     // Plain HTTP on the TLS port gets nowhere.
-    let plain = crate::support::post(&http(), gw.addr(), firing("cart-0")).await;
+    let plain = crate::support::post_http(&http(), gw.addr(), firing("cart-0")).await;
     assert!(
         !matches!(plain, Some((s, _)) if (200..300).contains(&s)),
         "plain HTTP was served on the TLS port: {plain:?}"
@@ -379,11 +380,27 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
                 && v["actor_id"] == "alertmanager-eu1"
         });
     assert!(audited, "no audit event names the certificate's CN");
+    assert_only_the_senders_certificate_may_send(&gw, &serving_ca, &am_cert).await;
+    let names: Vec<&str> = ["cart-1", "cart-2"].into();
+    let list = rrs(cp, ns.name()).await;
+    assert!(
+        list.iter()
+            .all(|rr| !names.contains(&rr.spec.target_resource.name.as_str())),
+        "a refused request created an RR"
+    );
+}
 
+/// assert_only_the_senders_certificate_may_send checks a client without a certificate (the
+/// handshake succeeds, as probes present none; the health endpoints answer, the signal
+/// endpoints refuse with 401 and the reason), one with a certificate from another CA (the
+/// handshake fails), and the sender's over h2 (accepted).
+async fn assert_only_the_senders_certificate_may_send(
+    gw: &Gateway,
+    serving_ca: &Ca,
+    am_cert: &Pair,
+) {
     let to = gw.addr();
-    // Without a certificate: the handshake succeeds (probes present none), the health
-    // endpoints answer, and the signal endpoints refuse with 401 and the reason.
-    let bare = client_config(&serving_ca, None, BOTH);
+    let bare = client_config(serving_ca, None, BOTH);
     let (status, _) = once(to, &bare, "/healthz", None).await.expect("healthz");
     assert_eq!(status, 200);
     let (status, body) = once(to, &bare, PROMETHEUS, Some(firing("cart-1")))
@@ -400,7 +417,7 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     let stranger = Ca::new("stranger-ca").client("alertmanager-eu1");
     let refused = once(
         to,
-        &client_config(&serving_ca, Some(&stranger), BOTH),
+        &client_config(serving_ca, Some(&stranger), BOTH),
         PROMETHEUS,
         Some(firing("cart-2")),
     )
@@ -410,7 +427,7 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     // The sender's certificate, from a rustls client over h2: accepted.
     let (status, body) = once(
         to,
-        &client_config(&serving_ca, Some(&am_cert), BOTH),
+        &client_config(serving_ca, Some(am_cert), BOTH),
         EVENTS,
         Some(
             json!({
@@ -424,13 +441,6 @@ async fn client_certificates_authenticate_senders_and_clients_without_one_are_re
     .await
     .expect("an answer");
     assert_eq!(status, 200, "{body}");
-    let names: Vec<&str> = ["cart-1", "cart-2"].into();
-    let list = rrs(cp, ns.name()).await;
-    assert!(
-        list.iter()
-            .all(|rr| !names.contains(&rr.spec.target_resource.name.as_str())),
-        "a refused request created an RR"
-    );
 }
 
 #[tokio::test]
@@ -619,10 +629,43 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
         count: tokio::sync::watch::Sender::new(0),
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let load = open_fresh_connections_in_a_loop(to, [&h2, &h2, &h1, &h1], &outcomes, &stop);
+    let kept = keep_one_connection_of_each_protocol(to, [&h2, &h1], &outcomes, &stop).await;
+    let reloaded = swap_the_certificate_twice(&gw, &mut mount, &pairs, &outcomes).await;
+    let total = *outcomes.count.borrow();
+    outcomes.wait(total + 20).await;
+    stop_tx.send(true).expect("the load listens");
+    for task in load {
+        task.await.expect("a load task");
+    }
+    for task in kept {
+        let sent = task.await.expect("a kept connection");
+        assert!(sent > 1, "a kept connection made {sent} requests");
+    }
+
+    let list = std::mem::take(&mut *outcomes.list.lock().unwrap());
+    let ok = assert_each_request_was_served_a_due_pair(&list, &pairs, &reloaded);
+    // Every 2xx was counted, on one RR per client.
+    let rrs = rrs(cp, ns.name()).await;
+    let per_target = active_per_target(&rrs);
+    assert_eq!(per_target.len(), 6, "{:?}", per_target.keys());
+    for (pod, n) in ok {
+        assert_eq!(per_target[&pod].len(), 1, "{pod}");
+        assert_eq!(per_target[&pod][0].occurrence_count(), n, "{pod}");
+    }
+}
+
+/// open_fresh_connections_in_a_loop starts a client per config that opens a fresh
+/// connection (a handshake each) for every request until `stop`.
+fn open_fresh_connections_in_a_loop(
+    to: SocketAddr,
+    configs: [&Arc<ClientConfig>; 4],
+    outcomes: &Arc<Outcomes>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut load = Vec::new();
-    // Fresh connections (a handshake each), over h2 and HTTP/1.1.
-    for (i, config) in [&h2, &h2, &h1, &h1].into_iter().enumerate() {
-        let (config, outcomes, stop) = (Arc::clone(config), Arc::clone(&outcomes), stop.clone());
+    for (i, config) in configs.into_iter().enumerate() {
+        let (config, outcomes, stop) = (Arc::clone(config), Arc::clone(outcomes), stop.clone());
         let pod = format!("fresh-{i}");
         load.push(tokio::spawn(async move {
             while !*stop.borrow() {
@@ -643,13 +686,23 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
             }
         }));
     }
-    // And a connection of each protocol opened before the swaps and kept across them.
+    load
+}
+
+/// keep_one_connection_of_each_protocol opens a connection per config before the swaps and
+/// sends on it until `stop`; each task returns how many requests it made.
+async fn keep_one_connection_of_each_protocol(
+    to: SocketAddr,
+    configs: [&Arc<ClientConfig>; 2],
+    outcomes: &Arc<Outcomes>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
     let mut kept = Vec::new();
-    for (i, config) in [&h2, &h1].into_iter().enumerate() {
+    for (i, config) in configs.into_iter().enumerate() {
         let pod = format!("kept-{i}");
         let opened = Instant::now();
         let mut s = Session::open(to, config).await.expect("a TLS connection");
-        let (outcomes, stop) = (Arc::clone(&outcomes), stop.clone());
+        let (outcomes, stop) = (Arc::clone(outcomes), stop.clone());
         kept.push(tokio::spawn(async move {
             let mut sent = 0;
             while !*stop.borrow() {
@@ -668,9 +721,19 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
             sent
         }));
     }
+    kept
+}
 
-    // A swap is served once the gateway logged its reload: every connection opened after
-    // that line must present the new certificate (or a newer one).
+/// swap_the_certificate_twice writes the next pairs into the mount, each once the load made
+/// more requests, and returns when the gateway logged each reload: a swap is served from
+/// then on, so every connection opened after that line must present the new certificate
+/// (or a newer one).
+async fn swap_the_certificate_twice(
+    gw: &Gateway,
+    mount: &mut Mount,
+    pairs: &[Pair; 3],
+    outcomes: &Outcomes,
+) -> Vec<Instant> {
     let mut reloaded = Vec::new();
     for (i, pair) in pairs.iter().enumerate().skip(1) {
         outcomes.wait(20 * i).await;
@@ -678,18 +741,17 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
         gw.wait_logged_times("TLS certificate reloaded", i).await;
         reloaded.push(Instant::now());
     }
-    let total = *outcomes.count.borrow();
-    outcomes.wait(total + 20).await;
-    stop_tx.send(true).expect("the load listens");
-    for task in load {
-        task.await.expect("a load task");
-    }
-    for task in kept {
-        let sent = task.await.expect("a kept connection");
-        assert!(sent > 1, "a kept connection made {sent} requests");
-    }
+    reloaded
+}
 
-    let list = std::mem::take(&mut *outcomes.list.lock().unwrap());
+/// assert_each_request_was_served_a_due_pair checks that no request failed, each was
+/// answered 2xx with a pair at least as new as the reloads before its connection opened,
+/// and every pair was served; it returns the number of 2xx per client.
+fn assert_each_request_was_served_a_due_pair(
+    list: &[Outcome],
+    pairs: &[Pair; 3],
+    reloaded: &[Instant],
+) -> std::collections::BTreeMap<String, i64> {
     let failed: Vec<&String> = list
         .iter()
         .filter_map(|o| o.result.as_ref().err())
@@ -717,14 +779,7 @@ async fn a_certificate_swapped_the_kubelet_way_is_served_without_losing_a_reques
             "pair {i} was never served"
         );
     }
-    // Every 2xx was counted, on one RR per client.
-    let rrs = rrs(cp, ns.name()).await;
-    let per_target = active_per_target(&rrs);
-    assert_eq!(per_target.len(), 6, "{:?}", per_target.keys());
-    for (pod, n) in ok {
-        assert_eq!(per_target[&pod].len(), 1, "{pod}");
-        assert_eq!(per_target[&pod][0].occurrence_count(), n, "{pod}");
-    }
+    ok
 }
 
 #[tokio::test]

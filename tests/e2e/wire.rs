@@ -8,12 +8,11 @@ use axum::{
     http::{HeaderMap, Request, StatusCode},
 };
 use serde_json::Value;
-use tower::ServiceExt;
 
-use crate::support::{PROMETHEUS, alert, firing, in_process, plane, webhook};
+use crate::support::{PROMETHEUS, alert, firing, in_process, oneshot, plane, webhook};
 
-/// call sends `body` to `path` with `headers` and returns status, headers and JSON body.
-async fn call(
+/// request sends `body` to `path` with `headers` and returns status, headers and JSON body.
+async fn request(
     app: &Router,
     method: &str,
     path: &str,
@@ -27,20 +26,7 @@ async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::from(body)).expect("a request"))
-        .await
-        .expect("the router is infallible");
-    let (status, headers) = (res.status(), res.headers().clone());
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    oneshot(app, req.body(Body::from(body)).expect("a request")).await
 }
 
 #[tokio::test]
@@ -49,7 +35,7 @@ async fn one_signal_is_answered_with_kubernauts_fields() {
     let ns = cp.new_namespace().await.expect("a namespace");
     let ns = ns.name();
     let app = in_process(cp, ns, &[]).await;
-    let (status, _, created) = call(&app, "POST", PROMETHEUS, &[], firing("wire-0")).await;
+    let (status, _, created) = request(&app, "POST", PROMETHEUS, &[], firing("wire-0")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["status"], "created");
     assert_eq!(created["duplicate"], false);
@@ -62,7 +48,7 @@ async fn one_signal_is_answered_with_kubernauts_fields() {
     assert!(name.starts_with("rr-"), "{created}");
     assert_eq!(created["fingerprint"], created["results"][0]["fingerprint"]);
 
-    let (status, _, dup) = call(&app, "POST", PROMETHEUS, &[], firing("wire-0")).await;
+    let (status, _, dup) = request(&app, "POST", PROMETHEUS, &[], firing("wire-0")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{dup}");
     assert_eq!(
         (&dup["status"], &dup["duplicate"]),
@@ -83,7 +69,7 @@ async fn one_signal_is_answered_with_kubernauts_fields() {
     assert!(first <= last, "{dup}");
 
     let several = webhook(vec![alert("wire-0", "firing"), alert("wire-1", "firing")]);
-    let (status, _, body) = call(&app, "POST", PROMETHEUS, &[], several).await;
+    let (status, _, body) = request(&app, "POST", PROMETHEUS, &[], several).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(
         body.get("status").is_none(),
@@ -99,7 +85,7 @@ async fn answers_carry_a_request_id_and_the_security_headers() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.expect("a namespace");
     let app = in_process(cp, ns.name(), &[]).await;
-    let (_, headers, _) = call(
+    let (_, headers, _) = request(
         &app,
         "POST",
         PROMETHEUS,
@@ -125,9 +111,9 @@ async fn answers_carry_a_request_id_and_the_security_headers() {
             .is_ok_and(|v| v.starts_with("default-src 'none'"))
     );
     // Without one, each answer gets its own (a UUID), errors and health answers included.
-    let (status, a, _) = call(&app, "POST", PROMETHEUS, &[], "{".into()).await;
+    let (status, a, _) = request(&app, "POST", PROMETHEUS, &[], "{".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (_, b, _) = call(&app, "GET", "/healthz", &[], String::new()).await;
+    let (_, b, _) = request(&app, "GET", "/healthz", &[], String::new()).await;
     let id = |h: &HeaderMap| h["x-request-id"].to_str().unwrap_or_default().to_owned();
     assert!(uuid::Uuid::parse_str(&id(&a)).is_ok(), "{a:?}");
     assert_ne!(id(&a), id(&b));
@@ -139,7 +125,7 @@ async fn health_answers_are_json_as_kubernauts() {
     let cp = plane().await;
     let ns = cp.new_namespace().await.expect("a namespace");
     let app = in_process(cp, ns.name(), &[]).await;
-    let (status, _, health) = call(&app, "GET", "/healthz", &[], String::new()).await;
+    let (status, _, health) = request(&app, "GET", "/healthz", &[], String::new()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "healthy");
     let at: jiff::Timestamp = health["timestamp"]
@@ -147,7 +133,7 @@ async fn health_answers_are_json_as_kubernauts() {
         .and_then(|t| t.parse().ok())
         .expect("an RFC 3339 timestamp");
     assert!((jiff::Timestamp::now() - at).get_seconds().abs() < 60);
-    let (status, _, ready) = call(&app, "GET", "/readyz", &[], String::new()).await;
+    let (status, _, ready) = request(&app, "GET", "/readyz", &[], String::new()).await;
     assert_eq!(
         (status, &ready["status"]),
         (StatusCode::OK, &"ready".into())

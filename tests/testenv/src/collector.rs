@@ -282,7 +282,8 @@ impl Drop for Collector {
 
 /// number reads an OTLP/JSON number: an int is written as a string, a double as a number;
 /// an absent field is None.
-fn number(v: &Value) -> Option<f64> {
+#[must_use]
+pub fn number(v: &Value) -> Option<f64> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }

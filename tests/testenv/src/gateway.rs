@@ -17,6 +17,21 @@ use crate::{ControlPlane, Error, Identity, Result, spawn_tied};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// LOG_TIMEOUT bounds every wait for a log line or a process state.
 const LOG_TIMEOUT: Duration = Duration::from_secs(30);
+/// PROCESS_TIMINGS are the lock and API budgets the tests give a gateway process: a lease
+/// short enough to expire within a test that kills its holder, waits and calls generous for
+/// a loaded machine.
+pub const PROCESS_TIMINGS: [(&str, &str); 3] = [
+    ("GATEWAY_LOCK_DURATION_SECONDS", "10"),
+    ("GATEWAY_LOCK_WAIT_MS", "20000"),
+    ("GATEWAY_API_TIMEOUT_MS", "5000"),
+];
+/// IN_PROCESS_TIMINGS are those of a gateway the tests assemble in their own process, whose
+/// lease outlasts a claim the test pauses.
+pub const IN_PROCESS_TIMINGS: [(&str, &str); 3] = [
+    ("GATEWAY_LOCK_DURATION_SECONDS", "30"),
+    ("GATEWAY_LOCK_WAIT_MS", "20000"),
+    ("GATEWAY_API_TIMEOUT_MS", "5000"),
+];
 /// PAUSE_VAR selects the chaos pause point; with it, a resume file is set up.
 const PAUSE_VAR: &str = "GATEWAY_TEST_PAUSE_AT";
 

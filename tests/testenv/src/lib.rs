@@ -7,15 +7,19 @@
 //! runtime it was first used on, and every `#[tokio::test]` has its own.
 //! [`gateway::Gateway`] runs signal-gateway processes against a control plane,
 //! for the end-to-end tests and the bench; [`collector::Collector`] runs an OpenTelemetry
-//! Collector for them; [`tool`] finds the other pinned tools.
+//! Collector for them; [`prometheus`] reads what they all serve on `/metrics`;
+//! [`kubelet::Kubelet`] runs the chart's pods from the container image; [`tool`] finds the
+//! other pinned tools.
 
 #![deny(rust_2018_idioms)]
 
 pub mod collector;
 pub mod gateway;
+pub mod kubelet;
 pub mod lambda;
 pub mod mount;
 mod process;
+pub mod prometheus;
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -217,7 +221,11 @@ fn last_line_of(script: &Path, args: &[&str]) -> Result<PathBuf, String> {
 ///
 /// The port is released before the child binds it, so another process may take
 /// it in between; start-up retries with new ports when that happens.
-fn free_port() -> Result<u16> {
+///
+/// # Errors
+///
+/// When the kernel gives no port.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a free port"))?;
     let port = listener
         .local_addr()
