@@ -140,17 +140,19 @@ fn rr_name(remediation_request: &str) -> &str {
         .map_or(remediation_request, |(_, name)| name)
 }
 
+/// What is an event's type, action and outcome, as kubernaut names them.
+struct What(&'static str, &'static str, &'static str);
+
+const RECEIVED: What = What(SIGNAL_RECEIVED, "received", "success");
+const DEDUPLICATED: What = What(SIGNAL_DEDUPLICATED, "deduplicated", "success");
+const CREATED: What = What(CRD_CREATED, "created", "success");
+const FAILED: What = What(CRD_FAILED, "failed", "failure");
+
 /// base is an event about `signal` with the fields every event shares, and the
 /// `event_data` keys every event has.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call per event type, each naming kubernaut's fields"
-)]
 fn base(
     signal: &Signal,
-    event_type: &'static str,
-    action: &'static str,
-    outcome: &'static str,
+    What(event_type, action, outcome): What,
     actor: (&'static str, String),
     resource: (&'static str, String),
     correlation_id: String,
@@ -213,9 +215,7 @@ fn labels_and_annotations(signal: &Signal) -> [(&'static str, Value); 2] {
 pub fn received(signal: &Signal, caller: &Caller, remediation_request: &str) -> Event {
     let event = base(
         signal,
-        SIGNAL_RECEIVED,
-        "received",
-        "success",
+        RECEIVED,
         caller.actor(signal.source),
         ("Signal", signal.fingerprint.as_str().to_owned()),
         rr_name(remediation_request).to_owned(),
@@ -242,9 +242,7 @@ pub fn deduplicated(
 ) -> Event {
     let event = base(
         signal,
-        SIGNAL_DEDUPLICATED,
-        "deduplicated",
-        "success",
+        DEDUPLICATED,
         caller.actor(signal.source),
         ("Signal", signal.fingerprint.as_str().to_owned()),
         rr_name(remediation_request).to_owned(),
@@ -266,9 +264,7 @@ pub fn deduplicated(
 pub fn crd_created(signal: &Signal, remediation_request: &str) -> Event {
     let event = base(
         signal,
-        CRD_CREATED,
-        "created",
-        "success",
+        CREATED,
         ("gateway", "crd-creator".to_owned()),
         ("RemediationRequest", remediation_request.to_owned()),
         rr_name(remediation_request).to_owned(),
@@ -307,9 +303,7 @@ pub fn crd_failed(signal: &Signal, error: &Error) -> Event {
     );
     let event = base(
         signal,
-        CRD_FAILED,
-        "failed",
-        "failure",
+        FAILED,
         ("gateway", "crd-creator".to_owned()),
         ("RemediationRequest", readable.clone()),
         readable,
