@@ -13,6 +13,7 @@
 #![deny(rust_2018_idioms)]
 
 mod apiserver;
+mod cpu;
 mod load;
 mod otel;
 mod profile;
@@ -240,6 +241,8 @@ pub struct Results {
     pub cold: Vec<Duration>,
     pub lambda: Vec<LambdaStart>,
     pub baseline: Vec<Baseline>,
+    /// raw_crowded is the raw client's `new` in the crowded namespace, open loop.
+    pub raw_crowded: Option<Phase>,
     pub profile: Option<profile::Profile>,
     pub soak: soak::Soak,
     /// binary_bytes is the gateway binary's size stripped, as the image ships it (None if
@@ -262,6 +265,8 @@ struct Bench {
     idle_rss_kib: Vec<u64>,
     peak_hwm_kib: u64,
     memory: Vec<FleetMemory>,
+    /// raw is the raw baseline's client, once it has run.
+    raw: Option<Raw>,
 }
 
 /// Fleet is the gateways of one scenario and lock setting.
@@ -316,6 +321,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         idle_rss_kib: Vec::new(),
         peak_hwm_kib: 0,
         memory: Vec::new(),
+        raw: None,
     };
 
     b.new_and_duplicate("", None).await?;
@@ -327,6 +333,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
     let crowd_created = t.elapsed();
     b.new_and_duplicate("crowded_", Some(crowded.name()))
         .await?;
+    let raw_crowded = b.raw_crowded(crowded.name()).await?;
     for locking in [true, false] {
         b.plan(3, locking).await?;
     }
@@ -401,6 +408,7 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
         cold,
         lambda,
         baseline,
+        raw_crowded,
         profile,
         soak,
     };
@@ -409,9 +417,12 @@ pub async fn run(options: Options) -> Result<Report, BoxError> {
 
 impl Bench {
     /// raw_baseline runs `new` and `duplicate` on one gateway and as the raw requests
-    /// (`raw`), open loop at the bench's rate and closed loop at its concurrency, taking
-    /// turns, each in a namespace of its own. The raw templates are the warm-up's RR and
-    /// record.
+    /// (`raw`), open loop at the bench's rate and closed loop at its concurrency, each in a
+    /// namespace of its own. The two sides take turns in [`ROUNDS`] rounds (gateway, raw, raw,
+    /// gateway, ...), so that the machine's drift falls on both alike, and the CPU of every
+    /// process is accounted to the side whose round it was. The raw templates are the
+    /// warm-up's RR and record. The profile samples one more saturated round of new RRs on
+    /// its own, counted in no ratio: perf's own CPU would weigh on the gateway's side.
     async fn raw_baseline(
         &mut self,
     ) -> Result<(Vec<Baseline>, Option<profile::Profile>), BoxError> {
@@ -424,11 +435,11 @@ impl Bench {
             .first()
             .ok_or("the warm-up made no RR to copy")?)
         .to_owned();
-        let raw =
+        let raw_client =
             Raw::from_gateway(&self.cp.gateway_client(), gw_ns.name(), &fp, raw_ns.name()).await?;
         let n = self.options.signals;
+        let rounds = ROUNDS.min(n);
         let mut out = Vec::new();
-        let mut sampled = None;
         let loads = [
             (
                 "open",
@@ -447,42 +458,79 @@ impl Bench {
         ];
         // Warm the raw client's connections as the fleet's warm-up did the gateway's.
         let warmup = format!("{:08x}{:056x}", 0, 0);
-        raw.new_rr(&warmup, Instant::now()).await;
+        raw_client.new_rr(&warmup, Instant::now()).await;
         for (load, tag, schedule) in loads {
             let fps: Vec<String> = (0..n).map(|i| format!("{tag:08x}{i:056x}")).collect();
-            for (turn, kind) in ["new", "duplicate"].into_iter().enumerate() {
-                let label = format!("baseline {kind}, {load} loop");
-                let bodies = || {
-                    (0..n)
-                        .map(|i| firing(&format!("baseline-{load}-{i}")))
-                        .collect()
-                };
-                let (gateway, raw_phase) = if turn % 2 == 0 {
-                    // The saturated new RRs are what the profile samples.
-                    let recording = (self.options.profile && load == "closed")
-                        .then(|| profile::start(fleet.gws[0].pid(), &self.options.out))
-                        .flatten();
-                    let g = self.measure(&label, &mut fleet, bodies(), schedule).await?;
-                    if let Some(r) = recording {
-                        sampled = Some(r.finish()?);
+            for kind in ["new", "duplicate"] {
+                let mut sides: [Option<Phase>; 2] = [None, None];
+                for round in 0..rounds {
+                    let part = round * n / rounds..(round + 1) * n / rounds;
+                    let label = format!("baseline {kind}, {load} loop {}/{rounds}", round + 1);
+                    let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                    for side in order {
+                        let phase = if side == 0 {
+                            let bodies = part
+                                .clone()
+                                .map(|i| firing(&format!("baseline-{load}-{i}")))
+                                .collect();
+                            self.measure(&label, &mut fleet, bodies, schedule).await?
+                        } else {
+                            self.raw_phase(&label, &raw_client, kind, &fps[part.clone()], schedule)
+                                .await?
+                        };
+                        match &mut sides[side] {
+                            Some(p) => p.merge(phase),
+                            slot => *slot = Some(phase),
+                        }
                     }
-                    (g, self.raw_phase(&label, &raw, kind, &fps, schedule).await?)
-                } else {
-                    let r = self.raw_phase(&label, &raw, kind, &fps, schedule).await?;
-                    (
-                        self.measure(&label, &mut fleet, bodies(), schedule).await?,
-                        r,
-                    )
+                }
+                let [Some(gateway), Some(raw)] = sides else {
+                    return Err("the raw baseline ran no round".into());
                 };
-                out.push(Baseline {
-                    kind,
-                    gateway,
-                    raw: raw_phase,
-                });
+                out.push(Baseline { kind, gateway, raw });
             }
         }
+        let sampled = if self.options.profile {
+            let bodies = (0..n / rounds)
+                .map(|i| firing(&format!("baseline-profiled-{i}")))
+                .collect();
+            let closed = Schedule::Closed {
+                in_flight: self.options.in_flight,
+            };
+            match profile::start(fleet.gws[0].pid(), &self.options.out) {
+                Some(recording) => {
+                    let label = "baseline new, closed loop, profiled";
+                    self.measure(label, &mut fleet, bodies, closed).await?;
+                    Some(recording.finish()?)
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         self.stop(fleet).await?;
+        self.raw = Some(raw_client);
         Ok((out, sampled))
+    }
+
+    /// raw_crowded sends the raw requests of `new` into the crowded namespace `ns`, open loop
+    /// at the bench's rate: what the API server alone costs with the crowd. None before the
+    /// raw baseline.
+    async fn raw_crowded(&self, ns: &str) -> Result<Option<Phase>, BoxError> {
+        let Some(raw) = &self.raw else {
+            return Ok(None);
+        };
+        let raw = raw.retargeted(&self.cp.gateway_client(), ns);
+        let fps: Vec<String> = (0..self.options.signals)
+            .map(|i| format!("{:08x}{i:056x}", 3))
+            .collect();
+        let rate = Schedule::Rate {
+            per_s: self.options.rate,
+        };
+        let phase = self
+            .raw_phase("crowded_new", &raw, "new", &fps, rate)
+            .await?;
+        Ok(Some(phase))
     }
 
     /// raw_phase makes the raw requests of `kind` for `fps` as `schedule` says.
@@ -507,15 +555,19 @@ impl Bench {
             })
         });
         let before = self.api.scrape().await?;
+        let used = cpu::sample();
         let started = Instant::now();
         let answers = load::drive_with(n, schedule, send).await?;
+        let wall = started.elapsed();
+        let cpu = cpu::sample().since(&used);
         let phase = Phase {
             answers,
             schedule,
-            wall: started.elapsed(),
+            wall,
             signals: n as u64,
             logged: testenv::gateway::Batches::default(),
             server: self.api.since(&before).await?,
+            cpu,
         };
         eprintln!(
             "bench: raw {label}: {} in {:.2?} ({:.0}/s), p50 {:.1} ms, API/signal {:.2}, answers {:?}",

@@ -20,6 +20,7 @@ use testenv::lambda::{Emulator, answer, function_url};
 
 use crate::BoxError;
 use crate::apiserver::{ApiServer, Delta};
+use crate::cpu::{self, Cpu};
 use crate::stats::stats;
 
 /// Http is the client every request of the bench goes through.
@@ -231,6 +232,9 @@ pub struct Phase {
     pub logged: Batches,
     /// server is what the API server counted, its background traffic taken out.
     pub server: Delta,
+    /// cpu is what every accounted process used from the first send to the last answer
+    /// (and the gateways' batch log lines), the API server's scrapes left out.
+    pub cpu: Cpu,
 }
 
 impl Phase {
@@ -245,6 +249,7 @@ impl Phase {
             failed_signals: self.logged.failed_signals + other.logged.failed_signals,
         };
         self.server.merge(other.server);
+        self.cpu.add(&other.cpu);
     }
 
     /// errors counts answers that are not 2xx, or none at all.
@@ -301,10 +306,12 @@ pub async fn run_phase(
     let marks: Vec<usize> = gws.iter().map(|g| g.log_len()).collect();
     let targets: Vec<SocketAddr> = gws.iter().map(|g| g.addr()).collect();
     let before = api.scrape().await?;
+    let used = cpu::sample();
     let started = Instant::now();
     let answers = drive(http, &targets, bodies, schedule).await?;
     let wall = started.elapsed();
     let logged = wait_signals(gws, &marks, signals).await;
+    let cpu = cpu::sample().since(&used);
     let phase = Phase {
         answers,
         schedule,
@@ -312,6 +319,7 @@ pub async fn run_phase(
         signals,
         logged,
         server: api.since(&before).await?,
+        cpu,
     };
     let s = stats(&phase.latencies());
     eprintln!(

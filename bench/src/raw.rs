@@ -29,6 +29,8 @@ pub struct Raw {
     rr: String,
     lease: String,
     fp: String,
+    /// ns is the namespace the requests go to.
+    ns: String,
 }
 
 fn rr_resource() -> ApiResource {
@@ -80,7 +82,25 @@ impl Raw {
             rr: retarget(serde_json::to_value(rr)?)?,
             lease: retarget(serde_json::to_value(lease)?)?,
             fp: fp.to_owned(),
+            ns: into.to_owned(),
         })
+    }
+
+    /// retargeted is this client sending the same requests into namespace `ns`.
+    #[must_use]
+    pub fn retargeted(&self, client: &kube::Client, ns: &str) -> Raw {
+        let (from, to) = (
+            format!("\"namespace\":\"{}\"", self.ns),
+            format!("\"namespace\":\"{ns}\""),
+        );
+        Raw {
+            rrs: Api::namespaced_with(client.clone(), ns, &rr_resource()),
+            leases: Api::namespaced(client.clone(), ns),
+            rr: self.rr.replace(&from, &to),
+            lease: self.lease.replace(&from, &to),
+            fp: self.fp.clone(),
+            ns: ns.to_owned(),
+        }
     }
 
     fn copy<T: serde::de::DeserializeOwned>(&self, text: &str, fp: &str) -> Result<T, BoxError> {

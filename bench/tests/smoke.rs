@@ -296,6 +296,11 @@ fn assert_memory_baseline_and_size_are_measured(j: &Value) {
             .any(|m| m["replicas"] == 10 && m["peak_mib_max"].as_f64() > Some(0.0)),
         "{memory:?}"
     );
+    let crowded = &j["raw_crowded_new"];
+    assert!(
+        crowded["errors"] == 0 && crowded["api_requests_per_signal"].as_f64() >= Some(4.5),
+        "the raw client's new RRs in the crowded namespace: {crowded}"
+    );
     for kind in ["new", "duplicate"] {
         let b = &j["raw_baseline"][kind];
         for field in [
@@ -315,6 +320,19 @@ fn assert_memory_baseline_and_size_are_measured(j: &Value) {
             (gw - raw).abs() < 0.5 && raw >= 1.5,
             "{kind}: the raw client mirrors the gateway's requests: {b}"
         );
+        // Each side's CPU is accounted by process (a few signals may cost the gateway less
+        // than one clock tick, so only the sides' totals must show).
+        let cpu = &b["cpu_ms_per_signal"];
+        for side in ["gateway_side", "raw_side"] {
+            let ms = |process: &str| cpu[side][process].as_f64().unwrap_or(-1.0);
+            assert!(
+                ["gateway", "kube-apiserver", "etcd"]
+                    .iter()
+                    .all(|p| (0.0..=ms("total")).contains(&ms(p)))
+                    && ms("total") > 0.0,
+                "{kind} {side}: {cpu}"
+            );
+        }
     }
     let (stripped, ran) = (
         j["binary_mib"].as_f64(),

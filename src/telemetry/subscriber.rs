@@ -25,6 +25,12 @@ pub(super) fn install(format: LogFormat, tracer: Option<&SdkTracerProvider>) {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("signal-gateway"))
             .with_location(false)
+            // Nothing reads the OpenTelemetry context as the current one (the trace ids come
+            // from the spans themselves), and a span's busy and idle times and its first
+            // thread say little of async work: each would cost on every poll of every span.
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
     });
     let subscriber = tracing_subscriber::registry()
         .with(filter)
