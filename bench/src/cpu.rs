@@ -5,14 +5,21 @@
 
 use std::collections::BTreeMap;
 
+/// The names the report gives the accounted processes.
+pub const GATEWAY: &str = "gateway";
+pub const APISERVER: &str = "kube-apiserver";
+pub const ETCD: &str = "etcd";
+pub const BENCH: &str = "bench (load generator or raw client)";
+pub const COLLECTOR: &str = "OpenTelemetry Collector";
+
 /// PROCESSES are the command names accounted, each with the name the report gives it. A
 /// command name is at most 15 bytes (`/proc/<pid>/comm`).
 pub const PROCESSES: [(&str, &str); 6] = [
-    ("signal-gateway", "gateway"),
-    ("kube-apiserver", "kube-apiserver"),
-    ("etcd", "etcd"),
-    ("bench", "bench (load generator or raw client)"),
-    ("otelcol", "OpenTelemetry Collector"),
+    ("signal-gateway", GATEWAY),
+    ("kube-apiserver", APISERVER),
+    ("etcd", ETCD),
+    ("bench", BENCH),
+    ("otelcol", COLLECTOR),
     ("perf", "perf (the profile)"),
 ];
 

@@ -422,9 +422,7 @@ impl Against {
     }
     /// why_throughput says where the gateway side's CPU went beyond the raw side's.
     fn why_throughput(&self) -> String {
-        let server = |ms: fn(&Self, Option<&str>) -> f64| {
-            ms(self, Some("kube-apiserver")) + ms(self, Some("etcd"))
-        };
+        let (gateway, raw) = (|n| self.gateway_ms(Some(n)), |n| self.raw_ms(Some(n)));
         format!(
             "On the {} shared cores throughput follows CPU. Per signal, closed loop, every \
              process counted (table \"CPU per signal\"): the gateway's side used {:.2} ms, the \
@@ -436,18 +434,15 @@ impl Against {
             self.gateway_ms(None),
             self.raw_ms(None),
             self.raw_ms(None) / self.gateway_ms(None),
-            self.gateway_ms(Some("gateway")),
-            server(Self::gateway_ms),
-            server(Self::raw_ms),
-            self.gateway_ms(Some(BENCH)),
-            self.raw_ms(Some(BENCH)),
-            self.gateway_ms(Some("OpenTelemetry Collector")),
+            gateway(cpu::GATEWAY),
+            gateway(cpu::APISERVER) + gateway(cpu::ETCD),
+            raw(cpu::APISERVER) + raw(cpu::ETCD),
+            gateway(cpu::BENCH),
+            raw(cpu::BENCH),
+            gateway(cpu::COLLECTOR),
         )
     }
 }
-
-/// BENCH is the report's name of the bench's own process.
-const BENCH: &str = "bench (load generator or raw client)";
 
 fn per_signal_ms(c: &Cpu, name: Option<&str>, signals: u64) -> f64 {
     let s = name.map_or_else(|| c.total(), |n| c.seconds(n));
